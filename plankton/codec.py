@@ -1,0 +1,103 @@
+"""msgpack encoding of every byte that crosses Redis: jobs, values, results, metadata.
+
+No pickle anywhere. Decoding refuses unknown msgpack extension types and caps sizes, so a
+forged payload cannot make a process allocate without bound or build arbitrary objects.
+Aware datetimes use msgpack's timestamp extension (-1) and come back as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import msgpack
+
+from .errors import SerializationError
+
+#: Largest encoded value (an emitted value, a result, a job), in bytes. 64 MiB.
+DEFAULT_MAX_VALUE_BYTES = 64 * 1024 * 1024
+
+_MAX_LEN = 2**31 - 1
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"refused msgpack extension type {code}")
+
+
+def _default(obj: Any) -> Any:
+    # msgpack calls this for types it cannot pack itself; tuples pack as lists natively.
+    raise TypeError(f"cannot serialize value of type {type(obj).__name__}")
+
+
+def dumps(obj: Any) -> bytes:
+    """Encode ``obj`` as msgpack; TypeError/ValueError for anything outside the value types."""
+    return msgpack.packb(obj, use_bin_type=True, datetime=True, default=_default)
+
+
+def loads(data: bytes, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> Any:
+    """Decode msgpack produced by :func:`dumps`, refusing ext types and oversized input."""
+    if len(data) > max_bytes:
+        raise ValueError(f"payload of {len(data)} bytes is over the limit of {max_bytes}")
+    return msgpack.unpackb(
+        data,
+        raw=False,
+        timestamp=3,
+        strict_map_key=False,
+        ext_hook=_refuse_ext,
+    )
+
+
+def check_value(value: Any, where: str, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> bytes:
+    """Encode a user value, raising SerializationError naming ``where`` and the type.
+
+    Naive datetimes are refused: they would silently change meaning across hosts.
+    """
+    bad = _find_bad(value)
+    if bad is not None:
+        raise SerializationError(where, type(bad).__name__, _why(bad))
+    try:
+        data = dumps(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SerializationError(where, type(value).__name__, str(exc)) from exc
+    if len(data) > max_bytes:
+        raise SerializationError(
+            where, type(value).__name__, f"{len(data)} bytes is over the limit of {max_bytes} bytes"
+        )
+    return data
+
+
+def _why(bad: Any) -> str:
+    if isinstance(bad, _dt.datetime):
+        return "naive datetime (give it a tzinfo)"
+    return "not msgpack data (None, bool, int, float, str, bytes, list, dict, aware datetime)"
+
+
+_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+def _find_bad(value: Any, depth: int = 0) -> Any:
+    """Return the first value msgpack would mis-handle, or None when all is well."""
+    if isinstance(value, _SCALARS):
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not -(2**63) <= value < 2**64:
+                return value
+        return None
+    if isinstance(value, _dt.datetime):
+        return value if value.tzinfo is None else None
+    if depth > 100:
+        return value
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            bad = _find_bad(item, depth + 1)
+            if bad is not None:
+                return bad
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            bad = _find_bad(k, depth + 1)
+            if bad is None:
+                bad = _find_bad(v, depth + 1)
+            if bad is not None:
+                return bad
+        return None
+    return value

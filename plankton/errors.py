@@ -1,0 +1,97 @@
+"""The one exception tree of Plankton.
+
+    PlanktonError
+    ├── ParamError            a task or DAG parameter is unknown, missing or of the wrong type
+    ├── DagError              the tree is invalid (cycle, task added twice, two parents, bad cron)
+    ├── SerializationError    a value cannot cross Redis as msgpack (or is over the size limit)
+    ├── UpstreamFailed        a child of this task failed for good
+    ├── NotFoundError         an unknown DAG, run or task was named
+    ├── ConfigError           a setting (flag or PLANKTON_* variable) has a bad value
+    ├── ConnectionFailed      Redis could not be reached after bounded retries
+    ├── RunTimeout            waiting on a run took longer than asked
+    └── Fenced                this attempt was superseded; its writes are refused (internal)
+
+Every exception carries the fields it names and builds its message from them, so that a
+caller can both show the message and act on the fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PlanktonError(Exception):
+    """Root of every error Plankton raises on purpose."""
+
+
+class ParamError(PlanktonError):
+    """A parameter is unknown, missing, or has a value of the wrong type.
+
+    Fields: ``task`` (task or DAG name), ``param`` (parameter name), ``value`` (the offending
+    value, or None when missing) and ``reason`` (what would be right).
+    """
+
+    def __init__(self, task: str, param: str, value: Any, reason: str) -> None:
+        self.task, self.param, self.value, self.reason = task, param, value, reason
+        shown = repr(value)
+        if len(shown) > 200:
+            shown = shown[:200] + "..."
+        super().__init__(f"{task}: parameter {param!r} = {shown}: {reason}")
+
+
+class DagError(PlanktonError):
+    """The DAG is not a valid tree; ``tasks`` names the tasks involved."""
+
+    def __init__(self, message: str, tasks: list[str] | None = None) -> None:
+        self.tasks = list(tasks or [])
+        super().__init__(message)
+
+
+class SerializationError(PlanktonError):
+    """A value cannot be encoded as msgpack, or is larger than the configured limit.
+
+    Fields: ``task`` (where it happened), ``type_name`` (the offending type) and ``detail``.
+    """
+
+    def __init__(self, task: str, type_name: str, detail: str = "") -> None:
+        self.task, self.type_name, self.detail = task, type_name, detail
+        msg = f"{task}: cannot serialize value of type {type_name}"
+        super().__init__(msg + (f": {detail}" if detail else ""))
+
+
+class UpstreamFailed(PlanktonError):
+    """Raised by ``results()`` when a child failed for good; ``child`` names it."""
+
+    def __init__(self, child: str, error: str = "") -> None:
+        self.child, self.error = child, error
+        super().__init__(f"child task {child} failed" + (f": {error}" if error else ""))
+
+
+class NotFoundError(PlanktonError):
+    """An unknown DAG, run or task was named; ``kind`` and ``name`` say which."""
+
+    def __init__(self, kind: str, name: str, known: list[str] | None = None) -> None:
+        self.kind, self.name, self.known = kind, name, list(known or [])
+        msg = f"unknown {kind}: {name!r}"
+        if known:
+            msg += f" (known: {', '.join(sorted(known)[:20])})"
+        super().__init__(msg)
+
+
+class ConfigError(PlanktonError):
+    """A setting has a bad value; the message names the flag or variable and the value."""
+
+
+class ConnectionFailed(PlanktonError):
+    """Redis could not be reached (the URL in the message has its password redacted)."""
+
+
+class RunTimeout(PlanktonError):
+    """``Client.wait`` gave up before the run ended."""
+
+
+class Fenced(PlanktonError):
+    """This attempt of a task is no longer current (lost lease, cancel, restart).
+
+    Raised inside a worker so that the task's thread stops; never shown to users as a failure.
+    """
