@@ -25,6 +25,8 @@ plankton:{R}:leases             zset    "T" -> lease deadline, ms of Redis TIME 
 plankton:{R}:retry              zset    "T" -> due time of the next attempt, ms         scripts
 plankton:{R}:logs               list    msgpack [task, ms, level, line]                 workers
 plankton:{R}:done               list    one element pushed when the run ends (waiters)  scripts
+plankton:{R}:ready              zset    "T" -> ms since ready (rank for first leaves)    scripts
+plankton:{R}:took:{T}           hash    child -> attempt whose values parent T read     scripts
 plankton:{R}:enq                hash    "T:attempt" -> times enqueued (audit, always 1) scripts
 ==============================  ======  ==============================================  =========
 
@@ -119,3 +121,13 @@ def cron_fire(dag: str, fire_ts: int) -> str:
 
 def idempotency(key: str) -> str:
     return f"{PREFIX}:idem:{key}"
+
+
+def ready(run_id: str) -> str:
+    """zset: task id -> ms since it is ready (or its rank, for the first leaves)."""
+    return f"{PREFIX}:{{{run_id}}}:ready"
+
+
+def took(run_id: str, parent_id: str) -> str:
+    """hash: child id -> the child attempt whose values the parent's attempt consumed."""
+    return f"{PREFIX}:{{{run_id}}}:took:{parent_id}"

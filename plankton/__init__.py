@@ -1,0 +1,41 @@
+"""Plankton: a simple, fast ETL framework. DAGs of streaming tasks on Redis and RQ.
+
+Only the contract's public names live here; importing plankton has no side effects.
+"""
+
+from .client import Client
+from .dag import Dag, dag
+from .errors import (
+    DagError,
+    ParamError,
+    PlanktonError,
+    SerializationError,
+    UpstreamFailed,
+)
+from .params import Param
+from .task import Task
+
+__version__ = "0.1.0"
+
+
+def dags_equal(a: Task, b: Task) -> bool:
+    """True iff two task trees are equal: same families, params and shape (tree hashes)."""
+    return a.tree_hash == b.tree_hash
+
+
+__all__ = [
+    # authoring
+    "Task",
+    "Param",
+    "dag",
+    "Dag",
+    # running
+    "Client",
+    "dags_equal",
+    # errors
+    "PlanktonError",
+    "ParamError",
+    "DagError",
+    "SerializationError",
+    "UpstreamFailed",
+]

@@ -1,0 +1,165 @@
+"""``pk.Client``: submit runs, follow them, read their records, cancel and re-run them.
+
+A client validates everything before it writes: an unknown DAG, a bad param or an invalid
+tree raises before a single key is written (nothing half-written).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import sys
+import time
+from typing import Any, Callable, Mapping
+
+import redis
+
+from . import keys, runs
+from .connection import check, connect
+from .dag import Dag
+from .engine import Engine
+from .errors import NotFoundError, RunTimeout
+from .registry import Registry
+from .settings import Settings, load
+from .task import Task, validate_tree
+
+
+def code_version(module: str) -> str:
+    """PLANKTON_VERSION, else the installed version of the DAG module's package, else ''."""
+    env = os.environ.get("PLANKTON_VERSION")
+    if env:
+        return env
+    top = module.split(".")[0]
+    try:
+        return importlib.metadata.version(top)
+    except importlib.metadata.PackageNotFoundError:
+        mod = sys.modules.get(top)
+        return str(getattr(mod, "__version__", "")) if mod else ""
+
+
+class Client:
+    """Talks to Plankton through Redis. ``url`` defaults to PLANKTON_REDIS_URL."""
+
+    def __init__(self, url: str | None = None, imports: tuple[str, ...] | list[str] = (),
+                 settings: Settings | None = None, check_connection: bool = True) -> None:
+        self.settings = settings or load(url=url, imports=tuple(imports))
+        self.conn = connect(self.settings.url)
+        if check_connection:
+            check(self.conn, self.settings.url, self.settings.connect_attempts)
+        self.registry = Registry(self.settings.imports)
+        self.engine = Engine(self.conn)
+
+    # -- DAGs ----------------------------------------------------------------------------
+    def find_dag(self, name: str) -> Dag:
+        """A DAG by name from the imports, or from any module already imported."""
+        if name in self.registry.dags:
+            return self.registry.dags[name]
+        for module in list(sys.modules.values()):
+            for value in list(getattr(module, "__dict__", {}).values()):
+                if isinstance(value, Dag) and value.name == name:
+                    return value
+        raise NotFoundError("DAG", name, list(self.registry.dags))
+
+    def dags(self) -> list[dict[str, Any]]:
+        return [d.describe() for d in self.registry.dags.values()]
+
+    # -- submit --------------------------------------------------------------------------
+    def submit(self, dag: str | Dag | Task, params: Mapping[str, Any] | None = None,
+               since: _dt.datetime | None = None, to: _dt.datetime | None = None, *,
+               rerun_of: str = "", extra: dict[str, Any] | None = None,
+               run_id: str | None = None) -> str:
+        """Start a run of a DAG (by name or object) or of a task tree; returns its run id."""
+        if isinstance(dag, Task):
+            order = validate_tree(dag)
+            for node in order:
+                node.set_window(since, to)
+            root, name, module, typed = dag, dag.task_name, type(dag).__module__, {}
+        else:
+            d = self.find_dag(dag) if isinstance(dag, str) else dag
+            typed = d.validate_params(params or {})
+            root = d.build(typed, since, to)
+            order = validate_tree(root)
+            name, module = d.name, d.module
+        wire = self._wire_params(dag, typed)
+        rid = run_id or runs.new_run_id()
+        runs.write_run(self.conn, rid, root, order, dag=name, params=wire, since=since, to=to,
+                       version=code_version(module), rerun_of=rerun_of, extra=extra)
+        return rid
+
+    @staticmethod
+    def _wire_params(dag: Any, typed: Mapping[str, Any]) -> dict[str, Any]:
+        if isinstance(dag, Dag):
+            return {k: dag.params[k].to_wire(v) for k, v in typed.items()}
+        return dict(typed)
+
+    def submit_parsed(self, dag: str, texts: Mapping[str, str],
+                      since: _dt.datetime | None = None, to: _dt.datetime | None = None) -> str:
+        """Submit with params given as CLI strings (``--param n=3``)."""
+        d = self.find_dag(dag)
+        return self.submit(d, d.parse_params(texts), since, to)
+
+    # -- follow --------------------------------------------------------------------------
+    def status(self, run_id: str) -> dict[str, Any]:
+        """The run as ``plankton show --json`` prints it."""
+        found = runs.show(self.conn, run_id)
+        if found is None:
+            raise NotFoundError("run", run_id)
+        return found
+
+    def run_status(self, run_id: str) -> str:
+        status = self.conn.hget(keys.run(run_id), "status")
+        if status is None:
+            raise NotFoundError("run", run_id)
+        return status.decode()
+
+    def wait(self, run_id: str, timeout: float | None = None,
+             on_progress: Callable[[dict[str, Any]], None] | None = None,
+             interval: float = 0.25) -> dict[str, Any]:
+        """Block until the run ends; returns the run. RunTimeout after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        blocking = connect(self.settings.url, blocking=True)
+        try:
+            while True:
+                if self.run_status(run_id) in runs.ENDED:
+                    return self.status(run_id)
+                if on_progress is not None:
+                    on_progress(self.status(run_id))
+                step = interval if on_progress else 1.0
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise RunTimeout(f"run {run_id} did not end within {timeout}s")
+                    step = min(step, left)
+                got = blocking.blpop([keys.done(run_id)], timeout=max(step, 0.01))
+                if got is not None:
+                    blocking.lpush(keys.done(run_id), got[1])
+        finally:
+            blocking.close()
+
+    def runs(self, dag: str | None = None, limit: int = 20, status: str | None = None,
+             before: float | None = None) -> list[dict[str, Any]]:
+        return runs.list_runs(self.conn, dag=dag, limit=limit, status=status, before=before)
+
+    def logs(self, run_id: str, task: str | None = None) -> list[dict[str, Any]]:
+        if not self.conn.exists(keys.run(run_id)):
+            raise NotFoundError("run", run_id)
+        return runs.read_logs(self.conn, run_id, task)
+
+    def cancel(self, run_id: str) -> str:
+        """Cancel a live run; returns its status afterwards."""
+        if not self.conn.exists(keys.run(run_id)):
+            raise NotFoundError("run", run_id)
+        return self.engine.cancel(run_id)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Client", "code_version", "redis"]

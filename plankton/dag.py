@@ -1,0 +1,154 @@
+"""``@pk.dag``: a named, typed, optionally scheduled function that builds a task tree.
+
+The decorated function's annotated parameters become the DAG's params (``pk.Param`` with the
+annotation as type and the default as default); calling ``Dag.build`` validates them, calls the
+function, fills every task's ``since``/``to`` from the run window and validates the tree.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+from typing import Any, Callable, Mapping
+
+from .errors import DagError, ParamError
+from .params import MISSING, Param
+from .task import Task, validate_tree
+
+
+class Dag:
+    """A DAG definition: name, typed params, optional cron schedule, and the tree builder."""
+
+    def __init__(self, fn: Callable[..., Task], name: str | None = None,
+                 schedule: str | None = None, timezone: str = "UTC", catchup: bool = True,
+                 max_active_runs: int = 1) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.module = fn.__module__
+        self.doc = inspect.getdoc(fn) or ""
+        self.params = _signature_params(fn, self.name)
+        self.timezone = timezone
+        self.catchup = catchup
+        if not isinstance(max_active_runs, int) or max_active_runs < 1:
+            raise DagError(f"DAG {self.name}: max_active_runs must be a positive int",
+                           [self.name])
+        self.max_active_runs = max_active_runs
+        self.schedule = None
+        if schedule is not None:
+            from .schedule import Schedule
+
+            self.schedule = Schedule(schedule, timezone=timezone, dag=self.name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Task:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Dag {self.name}>"
+
+    def validate_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Typed params from already-typed values; ParamError names DAG, param and value."""
+        for key, value in values.items():
+            if key not in self.params:
+                raise ParamError(self.name, key, value,
+                                 f"unknown parameter; known: {', '.join(self.params) or 'none'}")
+        out: dict[str, Any] = {}
+        for key, param in self.params.items():
+            if key in values:
+                out[key] = param.validate(values[key], self.name)
+            elif param.required:
+                raise ParamError(self.name, key, None,
+                                 f"missing required parameter of type {param.type_name()}")
+            else:
+                out[key] = param.validate(param.default, self.name)
+        return out
+
+    def parse_params(self, texts: Mapping[str, str]) -> dict[str, Any]:
+        """Typed params from CLI strings (``--param n=3``)."""
+        typed: dict[str, Any] = {}
+        for key, text in texts.items():
+            if key not in self.params:
+                raise ParamError(self.name, key, text,
+                                 f"unknown parameter; known: {', '.join(self.params) or 'none'}")
+            typed[key] = self.params[key].parse(text, self.name)
+        return self.validate_params(typed)
+
+    def json_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Typed params from decoded JSON (the HTTP API)."""
+        typed: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in self.params:
+                raise ParamError(self.name, key, value,
+                                 f"unknown parameter; known: {', '.join(self.params) or 'none'}")
+            typed[key] = self.params[key].coerce_json(value, self.name)
+        return self.validate_params(typed)
+
+    def build(self, params: Mapping[str, Any], since: _dt.datetime | None = None,
+              to: _dt.datetime | None = None) -> Task:
+        """Call the function with typed params and return its validated root task."""
+        typed = self.validate_params(params)
+        root = self.fn(**typed)
+        if not isinstance(root, Task):
+            raise DagError(f"DAG {self.name} returned {type(root).__name__}, not a pk.Task",
+                           [self.name])
+        for node in validate_tree(root):
+            node.set_window(since, to)
+        return root
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description (``plankton dags --json``, ``GET /dags``)."""
+        return {
+            "name": self.name,
+            "module": self.module,
+            "doc": self.doc,
+            "params": {k: {"type": p.type_name(), "required": p.required,
+                           "default": None if p.required else _jsonable(p.to_wire(p.default))}
+                       for k, p in self.params.items()},
+            "schedule": self.schedule.expr if self.schedule else None,
+            "timezone": self.timezone,
+            "catchup": self.catchup,
+            "max_active_runs": self.max_active_runs,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (_dt.date, _dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _signature_params(fn: Callable[..., Any], dag_name: str) -> dict[str, Param]:
+    params: dict[str, Param] = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise DagError(f"DAG {dag_name}: *args/**kwargs are not typed params", [dag_name])
+        if p.annotation is inspect.Parameter.empty:
+            raise DagError(f"DAG {dag_name}: parameter {p.name!r} needs a type annotation",
+                           [dag_name])
+        annotation = p.annotation
+        if isinstance(annotation, str):
+            annotation = eval(annotation, fn.__globals__)  # noqa: S307 - the module's own text
+        default = MISSING if p.default is inspect.Parameter.empty else p.default
+        try:
+            param = Param(annotation, default=default)
+        except TypeError as exc:
+            raise DagError(f"DAG {dag_name}: parameter {p.name!r}: {exc}", [dag_name]) from None
+        param.set_name(p.name)
+        params[p.name] = param
+    return params
+
+
+def dag(fn: Callable[..., Task] | None = None, *, name: str | None = None,
+        schedule: str | None = None, timezone: str = "UTC", catchup: bool = True,
+        max_active_runs: int = 1) -> Any:
+    """Declare a DAG: ``@pk.dag`` or ``@pk.dag(schedule="*/5 * * * *", ...)``."""
+    def wrap(f: Callable[..., Task]) -> Dag:
+        return Dag(f, name=name, schedule=schedule, timezone=timezone, catchup=catchup,
+                   max_active_runs=max_active_runs)
+
+    return wrap(fn) if fn is not None else wrap

@@ -1,0 +1,112 @@
+"""Python face of the Lua state machine (``scripts``): one method per transition.
+
+Scheduler, workers and clients all go through this class, so each state change is one
+round trip and one atomic compare-and-set in Redis.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import redis
+
+from . import keys, scripts
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
+
+
+@dataclass
+class Claimed:
+    """An attempt a worker has claimed: what it needs to run the task."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    family: str
+    params: bytes
+    parent: str
+    n_children: int
+    timeout: float | None
+    name: str
+    queue: str
+
+
+def backoff_ms(attempt: int, base: float, cap: float) -> int:
+    """Exponential backoff with jitter: base * 2^(attempt-1), capped, times 0.5-1.0."""
+    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    return int(delay * 1000 * (0.5 + random.random() / 2))
+
+
+class Engine:
+    """Registered scripts on one connection."""
+
+    def __init__(self, conn: redis.Redis) -> None:
+        self.conn = conn
+        self._start = conn.register_script(scripts.START)
+        self._emit = conn.register_script(scripts.EMIT)
+        self._finish = conn.register_script(scripts.FINISH)
+        self._read = conn.register_script(scripts.READ)
+        self._fail = conn.register_script(scripts.FAIL)
+        self._renew = conn.register_script(scripts.RENEW)
+        self._reap = conn.register_script(scripts.REAP)
+        self._cancel = conn.register_script(scripts.CANCEL)
+        self._settle = conn.register_script(scripts.SETTLE)
+
+    def start(self, run_id: str, worker: str, lease_ms: int,
+              pairs: Sequence[tuple[str, int]]) -> tuple[list[Claimed], list[tuple[str, int, str]]]:
+        args: list[Any] = [worker, lease_ms]
+        for t, a in pairs:
+            args += [t, a]
+        claimed_raw, released_raw = self._start(keys=[keys.run(run_id)], args=args)
+        claimed = []
+        for row in claimed_raw:
+            t, fam, params, parent, n_children, timeout, name, queue = row
+            attempt = dict((str(tt), aa) for tt, aa in pairs)[_s(t)]
+            claimed.append(Claimed(run_id, _s(t), int(attempt), _s(fam), params or b"",
+                                   _s(parent), int(n_children or 0),
+                                   float(timeout) if _s(timeout) else None, _s(name),
+                                   _s(queue)))
+        released = [(_s(p), int(a), _s(q)) for p, a, q in released_raw]
+        return claimed, released
+
+    def emit(self, run_id: str, task: str, attempt: int, seq: int, n: int, blob: bytes,
+             cap: int) -> str:
+        return _s(self._emit(keys=[keys.run(run_id)], args=[task, attempt, seq, n, blob, cap]))
+
+    def finish(self, run_id: str, task: str, attempt: int, seq: int, n: int, blob: bytes,
+               result: bytes, consumed: int) -> str:
+        return _s(self._finish(keys=[keys.run(run_id)],
+                               args=[task, attempt, seq, n, blob, result, consumed]))
+
+    def read(self, run_id: str, task: str, attempt: int, after: str,
+             count: int = 200) -> tuple[str, Any, Any, Any]:
+        """{'OK', last_id, value blobs, ended children} or {'FENCED', state, error}."""
+        reply = self._read(keys=[keys.run(run_id)], args=[task, attempt, after, count])
+        if _s(reply[0]) == "OK":
+            return "OK", _s(reply[1]), reply[2], [_s(c) for c in reply[3]]
+        return "FENCED", _s(reply[1]), _s(reply[2]), None
+
+    def fail(self, run_id: str, task: str, attempt: int, kind: str, error: str,
+             backoff: int, max_lost: int) -> str:
+        return _s(self._fail(keys=[keys.run(run_id)],
+                             args=[task, attempt, kind, error[:20000], backoff, max_lost]))
+
+    def renew(self, run_id: str, lease_ms: int, pairs: Sequence[tuple[str, int]]) -> list[str]:
+        args: list[Any] = [lease_ms]
+        for t, a in pairs:
+            args += [t, a]
+        return [_s(t) for t in self._renew(keys=[keys.run(run_id)], args=args)]
+
+    def reap(self, run_id: str, backoff: int, max_lost: int) -> tuple[list, list[str]]:
+        lost, promoted = self._reap(keys=[keys.run(run_id)], args=[backoff, max_lost])
+        return [(_s(t), _s(r)) for t, r in lost], [_s(t) for t in promoted]
+
+    def cancel(self, run_id: str, reason: str = "cancelled by user") -> str:
+        return _s(self._cancel(keys=[keys.run(run_id)], args=[reason]))
+
+    def settle(self, run_id: str, task_ids: Sequence[str]) -> int:
+        return int(self._settle(keys=[keys.run(run_id)], args=list(task_ids)))

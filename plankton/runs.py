@@ -1,0 +1,281 @@
+"""Run and task metadata in Redis hashes: written at submission, read by show/rerun/API.
+
+A run's record is enough to re-create it: every task's family, typed params (in their wire
+form), parent and children, plus the run's DAG, params, window and code version.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import redis
+
+from . import codec, keys
+from .task import Task
+
+#: Contract status strings of a run.
+RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+ENDED = {"succeeded", "failed", "cancelled"}
+
+
+def new_run_id() -> str:
+    """Time-sortable, URL- and RQ-safe run id, e.g. ``r20261125T120102-9f3a1c``."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return f"r{stamp}-{secrets.token_hex(3)}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def iso(value: _dt.datetime | None) -> str:
+    return value.isoformat() if value is not None else ""
+
+
+@dataclass
+class Plan:
+    """A validated tree flattened for Redis: tasks in post-order, ids are their indexes."""
+
+    tasks: list[Task]
+    ids: dict[int, str]
+
+    @classmethod
+    def of(cls, order: list[Task]) -> "Plan":
+        return cls(order, {id(t): str(i) for i, t in enumerate(order)})
+
+    def tid(self, task: Task) -> str:
+        return self.ids[id(task)]
+
+    def enqueue_order(self) -> list[Task]:
+        """Leaves first by priority (higher first), then depth-first post-order."""
+        return sorted((t for t in self.tasks if not t.children),
+                      key=lambda t: -(type(t).priority or 0))
+
+
+def task_record(plan: Plan, task: Task, order: int) -> dict[str, Any]:
+    cls = type(task)
+    params = {k: cls._params[k].to_wire(v) for k, v in task.params.items()}
+    return {
+        "family": cls.family(),
+        "name": task.task_name,
+        "params": codec.dumps(params),
+        "param_hash": task.param_hash,
+        "parent": plan.tid(task.parent) if task.parent is not None else "",
+        "children": codec.dumps([plan.tid(c) for c in task.children]),
+        "n_children": len(task.children),
+        "n_started": 0,
+        "n_done": 0,
+        "priority": cls.priority if cls.priority is not None else "",
+        "queue": cls.queue,
+        "timeout": cls.timeout if cls.timeout is not None else "",
+        "retries": cls.retries,
+        "state": "ready" if not task.children else "pending",
+        "attempt": 1,
+        "attempts": 0,
+        "fails": 0,
+        "lost": 0,
+        "order": order,
+    }
+
+
+def tree_hashes(plan: Plan) -> dict[str, str]:
+    """Tree hash of every task, computed bottom-up once (post-order) instead of recursively."""
+    from .hashing import tree_hash
+
+    out: dict[str, str] = {}
+    for task in plan.tasks:
+        out[plan.tid(task)] = tree_hash(task.param_hash, [out[plan.tid(c)] for c in task.children])
+    return out
+
+
+def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, dag: str,
+              params: dict[str, Any], since: _dt.datetime | None, to: _dt.datetime | None,
+              version: str = "", rerun_of: str = "", extra: dict[str, Any] | None = None,
+              chunk: int = 2000) -> None:
+    """Write every task hash, then the run hash and indexes in one transaction."""
+    plan = Plan.of(order)
+    hashes = tree_hashes(plan)
+    leaves = plan.enqueue_order()
+    rank = {id(t): i for i, t in enumerate(leaves)}
+    pipe = conn.pipeline(transaction=False)
+    for i, task in enumerate(order):
+        tid = plan.tid(task)
+        record = task_record(plan, task, i)
+        record["tree_hash"] = hashes[tid]
+        pipe.hset(keys.task(run_id, tid), mapping=record)
+        if not task.children:
+            pipe.zadd(keys.ready(run_id), {tid: rank[id(task)]})
+        if len(pipe) >= chunk:
+            pipe.execute()
+    pipe.execute()
+    submitted = now_ms()
+    run = {
+        "run_id": run_id, "dag": dag, "status": "queued", "params": codec.dumps(params),
+        "since": iso(since), "to": iso(to), "submitted_at": submitted, "version": version,
+        "rerun_of": rerun_of, "tree_hash": hashes[plan.tid(root)], "root": plan.tid(root),
+        "n_tasks": len(order),
+    }
+    run.update(extra or {})
+    tx = conn.pipeline(transaction=True)
+    tx.hset(keys.run(run_id), mapping=run)
+    tx.zadd(keys.RUNS, {run_id: submitted})
+    tx.zadd(keys.dag_runs(dag), {run_id: submitted})
+    tx.sadd(keys.ACTIVE, run_id)
+    tx.rpush(keys.SUBMITTED, run_id)
+    tx.execute()
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
+
+
+def _int(value: Any) -> int | None:
+    text = _s(value)
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def _ms_iso(value: Any) -> str | None:
+    ms = _int(value)
+    if ms is None:
+        return None
+    return _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc).isoformat(
+        timespec="milliseconds")
+
+
+def _value(blob: Any) -> Any:
+    if blob in (None, b""):
+        return None
+    return codec.loads(blob)
+
+
+def jsonable(value: Any) -> Any:
+    """Make a decoded msgpack value JSON-ready (datetimes as ISO, bytes as text)."""
+    if isinstance(value, _dt.datetime):
+        return value.isoformat()
+    if isinstance(value, _dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(jsonable(k)): jsonable(v) for k, v in value.items()}
+    return value
+
+
+def read_run(conn: redis.Redis, run_id: str) -> dict[str, Any] | None:
+    """The run record alone (no tasks), decoded; None if unknown."""
+    raw = conn.hgetall(keys.run(run_id))
+    if not raw:
+        return None
+    r = {_s(k): v for k, v in raw.items()}
+    return {
+        "run_id": run_id,
+        "dag": _s(r.get("dag")),
+        "status": _s(r.get("status")),
+        "params": jsonable(_value(r.get("params"))),
+        "since": _s(r.get("since")) or None,
+        "to": _s(r.get("to")) or None,
+        "submitted_at": _ms_iso(r.get("submitted_at")),
+        "started_at": _ms_iso(r.get("started_at")),
+        "ended_at": _ms_iso(r.get("ended_at")),
+        "version": _s(r.get("version")),
+        "rerun_of": _s(r.get("rerun_of")) or None,
+        "tree_hash": _s(r.get("tree_hash")),
+        "root": _s(r.get("root")),
+        "n_tasks": _int(r.get("n_tasks")) or 0,
+        "result": jsonable(_value(r.get("result"))),
+        "error": _s(r.get("error")) or None,
+    }
+
+
+def read_tasks(conn: redis.Redis, run_id: str, n_tasks: int) -> list[dict[str, Any]]:
+    pipe = conn.pipeline(transaction=False)
+    for i in range(n_tasks):
+        pipe.hgetall(keys.task(run_id, str(i)))
+    out = []
+    for i, raw in enumerate(pipe.execute()):
+        out.append(task_view(str(i), {_s(k): v for k, v in raw.items()}))
+    return out
+
+
+def task_view(tid: str, r: dict[str, Any]) -> dict[str, Any]:
+    """The JSON shape of one task in ``show --json``."""
+    state = _s(r.get("state"))
+    return {
+        "id": tid,
+        "name": _s(r.get("name")),
+        "family": _s(r.get("family")),
+        "parent": _s(r.get("parent")) or None,
+        "children": _value(r.get("children")) or [],
+        "params": jsonable(_value(r.get("params"))),
+        "param_hash": _s(r.get("param_hash")),
+        "tree_hash": _s(r.get("tree_hash")),
+        "priority": _int(r.get("priority")),
+        "queue": _s(r.get("queue")),
+        "state": state,
+        "attempts": _int(r.get("attempts")) or 0,
+        "worker": _s(r.get("worker")) or None,
+        "started_at": _ms_iso(r.get("started_at")),
+        "ended_at": _ms_iso(r.get("ended_at")) if state in ("succeeded", "failed", "cancelled")
+        else None,
+        "processed": {"emitted": _int(r.get("emitted")) or 0,
+                      "consumed": _int(r.get("consumed")) or 0},
+        "result": jsonable(_value(r.get("result"))) if state == "succeeded" else None,
+        "error": _s(r.get("error")) or None,
+    }
+
+
+def show(conn: redis.Redis, run_id: str) -> dict[str, Any] | None:
+    """The full ``show --json`` object: the run and its task tree."""
+    run = read_run(conn, run_id)
+    if run is None:
+        return None
+    run["tasks"] = read_tasks(conn, run_id, run["n_tasks"])
+    return run
+
+
+def list_runs(conn: redis.Redis, dag: str | None = None, limit: int = 20,
+              before: float | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    """Recent runs, newest first; ``before`` is a submitted-ms cursor for paging."""
+    index = keys.dag_runs(dag) if dag else keys.RUNS
+    hi = "+inf" if before is None else f"({before}"
+    out: list[dict[str, Any]] = []
+    offset = 0
+    while len(out) < limit:
+        ids = conn.zrevrangebyscore(index, hi, "-inf", start=offset, num=limit * 2)
+        if not ids:
+            break
+        offset += len(ids)
+        for rid in ids:
+            run = read_run(conn, _s(rid))
+            if run is None:
+                continue
+            if status and run["status"] != status:
+                continue
+            out.append(run)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def read_logs(conn: redis.Redis, run_id: str, task: str | None = None) -> list[dict[str, Any]]:
+    """Log lines tasks wrote with ``task.log``, optionally of one task (id or name)."""
+    out = []
+    names: dict[str, str] = {}
+    for blob in conn.lrange(keys.logs(run_id), 0, -1):
+        tid, ms, level, line = codec.loads(blob)
+        if tid not in names:
+            names[tid] = _s(conn.hget(keys.task(run_id, tid), "name"))
+        if task is None or task in (tid, names[tid]):
+            out.append({"task": tid, "name": names[tid], "at": _ms_iso(ms), "level": level,
+                        "line": line})
+    return out
+
+
+def iter_task_ids(n_tasks: int) -> Iterable[str]:
+    return (str(i) for i in range(n_tasks))

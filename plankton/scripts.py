@@ -1,0 +1,323 @@
+"""Lua scripts: every state transition of a task is one atomic compare-and-set in Redis.
+
+Each script checks the attempt number it was given against the task's hash (fencing): a
+write from a superseded attempt (lost lease, restart, cancel) returns FENCED and changes
+nothing. Emits carry a per-attempt sequence number, so a redis-py retry of a timed-out call
+cannot append twice. All keys a script touches belong to one run and share its ``{run_id}``
+hash tag; KEYS[1] is the run hash and the others are derived from its prefix.
+
+Task states: pending (waits for its children to start) -> ready -> queued -> running ->
+succeeded | failed | retrying (-> ready) | cancelled.
+"""
+
+from __future__ import annotations
+
+#: Shared Lua helpers, prepended to every script.
+_PRELUDE = r"""
+local RUNKEY = KEYS[1]
+local P = string.sub(RUNKEY, 1, #RUNKEY - 3)
+local function tkey(t) return P .. 't:' .. t end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function run_live()
+  local s = redis.call('HGET', RUNKEY, 'status')
+  return s == 'queued' or s == 'running'
+end
+local function end_run(status, err, result, now)
+  redis.call('HSET', RUNKEY, 'status', status, 'ended_at', now)
+  if err then redis.call('HSET', RUNKEY, 'error', err) end
+  if result then redis.call('HSET', RUNKEY, 'result', result) end
+  redis.call('RPUSH', P .. 'done', status)
+  redis.call('PEXPIRE', P .. 'done', 86400000)
+end
+-- A consumer that read values of a failed attempt restarts, and so on up the tree.
+local function restart_consumers(child, cattempt)
+  while true do
+    local parent = redis.call('HGET', tkey(child), 'parent')
+    if not parent or parent == '' then return end
+    local took = redis.call('HGET', P .. 'took:' .. parent, child)
+    local ps = redis.call('HMGET', tkey(parent), 'state', 'attempt')
+    if took ~= cattempt or ps[1] ~= 'running' then return end
+    redis.call('HSET', tkey(parent), 'state', 'pending', 'ch_read', 0)
+    redis.call('HINCRBY', tkey(parent), 'attempt', 1)
+    redis.call('HINCRBY', tkey(parent), 'restarts', 1)
+    redis.call('HINCRBY', tkey(parent), 'n_started', -1)
+    redis.call('HSET', tkey(child), 'counted', '0')
+    redis.call('ZREM', P .. 'leases', parent)
+    redis.call('DEL', P .. 'took:' .. parent)
+    child, cattempt = parent, ps[2]
+  end
+end
+-- One attempt failed: retry it or fail it and its ancestors for good.
+local function fail_task(t, attempt, kind, err, backoff, max_lost, now)
+  local k = tkey(t)
+  local st = redis.call('HMGET', k, 'state', 'attempt', 'retries', 'parent', 'name')
+  if st[2] ~= attempt or (st[1] ~= 'running' and st[1] ~= 'queued') then return 'FENCED' end
+  redis.call('ZREM', P .. 'leases', t)
+  redis.call('HSET', k, 'error', err, 'ended_at', now)
+  if not run_live() then
+    redis.call('HSET', k, 'state', 'cancelled')
+    return 'ENDED'
+  end
+  local retry
+  if kind == 'handback' then
+    retry = true
+  elseif kind == 'lost' then
+    retry = redis.call('HINCRBY', k, 'lost', 1) <= tonumber(max_lost)
+  else
+    retry = redis.call('HINCRBY', k, 'fails', 1) <= tonumber(st[3] or '0')
+  end
+  if retry then
+    redis.call('HSET', k, 'state', 'retrying')
+    redis.call('HINCRBY', k, 'attempt', 1)
+    redis.call('ZADD', P .. 'retry', now + tonumber(backoff), t)
+    restart_consumers(t, attempt)
+    return 'RETRY'
+  end
+  redis.call('HSET', k, 'state', 'failed')
+  local child, p = st[5], st[4]
+  while p and p ~= '' do
+    local pk = tkey(p)
+    redis.call('HSET', pk, 'state', 'failed', 'ended_at', now,
+      'error', 'UpstreamFailed: child task ' .. child .. ' failed: ' .. err)
+    redis.call('HINCRBY', pk, 'attempt', 1)
+    redis.call('ZREM', P .. 'leases', p)
+    child = redis.call('HGET', pk, 'name')
+    p = redis.call('HGET', pk, 'parent')
+  end
+  end_run('failed', 'task ' .. st[5] .. ' (' .. t .. ') failed: ' .. err, nil, now)
+  return 'FAILED'
+end
+"""
+
+#: Worker: claim a batch of queued attempts. ARGV: worker, lease_ms, then (task, attempt)*.
+#: Returns {claimed, released}: claimed rows {task, family, params, parent, n_children,
+#: timeout, name, queue}; released rows {parent, attempt, queue} whose children all started.
+START = _PRELUDE + r"""
+local now = now_ms()
+local live = run_live()
+local lease = tonumber(ARGV[2])
+local claimed, released = {}, {}
+for i = 3, #ARGV, 2 do
+  local t, a = ARGV[i], ARGV[i + 1]
+  local k = tkey(t)
+  local st = redis.call('HMGET', k, 'state', 'attempt')
+  if live and st[1] == 'queued' and st[2] == a then
+    redis.call('HSET', k, 'state', 'running', 'started_at', now, 'worker', ARGV[1],
+      'attempts', a, 'seq', 0, 'ch_read', 0, 'emitted', 0, 'consumed', 0)
+    redis.call('ZADD', P .. 'leases', now + lease, t)
+    local f = redis.call('HMGET', k, 'family', 'params', 'parent', 'n_children', 'timeout',
+      'name', 'queue', 'counted')
+    table.insert(claimed, {t, f[1], f[2], f[3], f[4], f[5], f[6], f[7]})
+    if f[3] ~= '' and f[8] ~= '1' then
+      redis.call('HSET', k, 'counted', '1')
+      local pk = tkey(f[3])
+      local n = redis.call('HINCRBY', pk, 'n_started', 1)
+      local ps = redis.call('HMGET', pk, 'state', 'n_children', 'attempt', 'queue')
+      if n >= tonumber(ps[2]) and ps[1] == 'pending' then
+        redis.call('HSET', pk, 'state', 'ready')
+        redis.call('ZADD', P .. 'ready', now, f[3])
+        table.insert(released, {f[3], ps[3], ps[4]})
+      end
+    end
+  end
+end
+if #claimed > 0 and redis.call('HGET', RUNKEY, 'status') == 'queued' then
+  redis.call('HSET', RUNKEY, 'status', 'running', 'started_at', now)
+end
+return {claimed, released}
+"""
+
+#: Scheduler or worker: put ready attempts on an RQ queue in one job, atomically.
+#: KEYS[2] rq job hash, KEYS[3] rq queue list, KEYS[4] rq queues set.
+#: ARGV: job id, queue key, n job fields, field/value pairs..., then (task, attempt)*.
+ENQUEUE = _PRELUDE + r"""
+local nf = tonumber(ARGV[3])
+local first = 4 + 2 * nf
+local bad = {}
+for i = first, #ARGV, 2 do
+  local st = redis.call('HMGET', tkey(ARGV[i]), 'state', 'attempt')
+  if st[1] ~= 'ready' or st[2] ~= ARGV[i + 1] then table.insert(bad, ARGV[i]) end
+end
+if #bad > 0 then return {'BAD', bad} end
+if not run_live() then return {'ENDED', {}} end
+local now = now_ms()
+for i = first, #ARGV, 2 do
+  redis.call('HSET', tkey(ARGV[i]), 'state', 'queued', 'queued_at', now)
+  redis.call('ZREM', P .. 'ready', ARGV[i])
+  redis.call('HINCRBY', P .. 'enq', ARGV[i] .. ':' .. ARGV[i + 1], 1)
+end
+local fields = {}
+for i = 4, first - 1 do table.insert(fields, ARGV[i]) end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('RPUSH', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[2])
+return {'OK', {}}
+"""
+
+#: Worker: append a batch of values to the parent's channel.
+#: ARGV: task, attempt, seq, n, blob, cap. Returns OK | DUP | FULL | FENCED.
+EMIT = _PRELUDE + r"""
+local t, a, seq, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local k = tkey(t)
+local st = redis.call('HMGET', k, 'state', 'attempt', 'seq', 'parent')
+if not run_live() or st[1] ~= 'running' or st[2] ~= a then return 'FENCED' end
+if seq <= tonumber(st[3] or '0') then return 'DUP' end
+local parent = st[4]
+if parent ~= '' then
+  local pk = tkey(parent)
+  local ps = redis.call('HMGET', pk, 'state', 'produced', 'ch_read')
+  if ps[1] == 'running' then
+    local unread = tonumber(ps[2] or '0') - tonumber(ps[3] or '0')
+    if unread > 0 and unread + n > tonumber(ARGV[6]) then return 'FULL' end
+  end
+  redis.call('XADD', P .. 'ch:' .. parent, '*', 'c', t, 'a', a, 'k', 'v', 'n', n, 'v', ARGV[5])
+  redis.call('HINCRBY', pk, 'produced', n)
+end
+redis.call('HSET', k, 'seq', seq)
+redis.call('HINCRBY', k, 'emitted', n)
+return 'OK'
+"""
+
+#: Worker: the attempt succeeded. ARGV: task, attempt, seq, n, blob, result, consumed.
+FINISH = _PRELUDE + r"""
+local t, a, seq, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local k = tkey(t)
+local st = redis.call('HMGET', k, 'state', 'attempt', 'seq', 'parent')
+if not run_live() or st[1] ~= 'running' or st[2] ~= a then return 'FENCED' end
+local now = now_ms()
+local parent = st[4]
+if n > 0 and seq > tonumber(st[3] or '0') then
+  if parent ~= '' then
+    redis.call('XADD', P .. 'ch:' .. parent, '*', 'c', t, 'a', a, 'k', 'v', 'n', n, 'v', ARGV[5])
+    redis.call('HINCRBY', tkey(parent), 'produced', n)
+  end
+  redis.call('HINCRBY', k, 'emitted', n)
+  redis.call('HSET', k, 'seq', seq)
+end
+redis.call('HSET', k, 'state', 'succeeded', 'ended_at', now, 'result', ARGV[6],
+  'consumed', ARGV[7])
+redis.call('ZREM', P .. 'leases', t)
+redis.call('DEL', P .. 'ch:' .. t, P .. 'took:' .. t)
+if parent ~= '' then
+  local emitted = redis.call('HGET', k, 'emitted')
+  redis.call('XADD', P .. 'ch:' .. parent, '*', 'c', t, 'a', a, 'k', 'end', 'n', emitted)
+  redis.call('HINCRBY', tkey(parent), 'n_done', 1)
+else
+  end_run('succeeded', nil, ARGV[6], now)
+end
+return 'OK'
+"""
+
+#: Worker: read the next entries of a parent's channel, keeping only current attempts.
+#: ARGV: parent, attempt, after-id, count. Returns {'OK', last_id, values, ended_children}
+#: or {'FENCED', state, error}.
+READ = _PRELUDE + r"""
+local t, a = ARGV[1], ARGV[2]
+local k = tkey(t)
+local st = redis.call('HMGET', k, 'state', 'attempt')
+if not run_live() or st[1] ~= 'running' or st[2] ~= a then
+  return {'FENCED', st[1] or '', redis.call('HGET', k, 'error') or ''}
+end
+local start = '-'
+if ARGV[3] ~= '0-0' then start = '(' .. ARGV[3] end
+local entries = redis.call('XRANGE', P .. 'ch:' .. t, start, '+', 'COUNT', tonumber(ARGV[4]))
+local vals, ends, current, marked = {}, {}, {}, {}
+local last, read, taken = ARGV[3], 0, 0
+for _, e in ipairs(entries) do
+  last = e[1]
+  local f = {}
+  for j = 1, #e[2], 2 do f[e[2][j]] = e[2][j + 1] end
+  local cur = current[f.c]
+  if cur == nil then
+    cur = redis.call('HGET', tkey(f.c), 'attempt')
+    current[f.c] = cur
+  end
+  if f.k == 'v' then read = read + tonumber(f.n) end
+  if f.a == cur then
+    if f.k == 'v' then
+      table.insert(vals, f.v)
+      taken = taken + tonumber(f.n)
+      if not marked[f.c] then
+        redis.call('HSET', P .. 'took:' .. t, f.c, f.a)
+        marked[f.c] = true
+      end
+    else
+      table.insert(ends, f.c)
+    end
+  end
+end
+if read > 0 then redis.call('HINCRBY', k, 'ch_read', read) end
+if taken > 0 then redis.call('HINCRBY', k, 'consumed', taken) end
+return {'OK', last, vals, ends}
+"""
+
+#: Worker: an attempt raised or timed out. ARGV: task, attempt, kind, error, backoff_ms,
+#: max_lost. Returns RETRY | FAILED | FENCED | ENDED.
+FAIL = _PRELUDE + r"""
+return fail_task(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], now_ms())
+"""
+
+#: Worker heartbeat: extend the leases of attempts still current. ARGV: lease_ms,
+#: (task, attempt)*. Returns the tasks whose attempt is no longer current.
+RENEW = _PRELUDE + r"""
+local now = now_ms()
+local live = run_live()
+local fenced = {}
+for i = 2, #ARGV, 2 do
+  local st = redis.call('HMGET', tkey(ARGV[i]), 'state', 'attempt')
+  if live and st[1] == 'running' and st[2] == ARGV[i + 1] then
+    redis.call('ZADD', P .. 'leases', now + tonumber(ARGV[1]), ARGV[i])
+  else
+    table.insert(fenced, ARGV[i])
+  end
+end
+return fenced
+"""
+
+#: Scheduler: declare lost every attempt whose lease expired, and make due retries ready.
+#: ARGV: backoff_ms, max_lost. Returns {lost tasks, promoted tasks}.
+REAP = _PRELUDE + r"""
+local now = now_ms()
+local lost, promoted = {}, {}
+for _, t in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now)) do
+  local a = redis.call('HGET', tkey(t), 'attempt')
+  local r = fail_task(t, a, 'lost', 'attempt ' .. a .. ' lost: its worker stopped renewing '
+    .. 'the lease (worker ' .. (redis.call('HGET', tkey(t), 'worker') or '?') .. ')',
+    ARGV[1], ARGV[2], now)
+  table.insert(lost, {t, r})
+  redis.call('ZREM', P .. 'leases', t)
+end
+for _, t in ipairs(redis.call('ZRANGEBYSCORE', P .. 'retry', '-inf', now)) do
+  redis.call('ZREM', P .. 'retry', t)
+  if redis.call('HGET', tkey(t), 'state') == 'retrying' and run_live() then
+    redis.call('HSET', tkey(t), 'state', 'ready')
+    redis.call('ZADD', P .. 'ready', now, t)
+    table.insert(promoted, t)
+  end
+end
+return {lost, promoted}
+"""
+
+#: Anyone: cancel a live run. Returns the run's status after the call.
+CANCEL = _PRELUDE + r"""
+if run_live() then end_run('cancelled', ARGV[1], nil, now_ms()) end
+return redis.call('HGET', RUNKEY, 'status')
+"""
+
+#: Scheduler janitor: mark the tasks of an ended run that never finished as cancelled.
+#: ARGV: task ids. Returns how many changed.
+SETTLE = _PRELUDE + r"""
+local n = 0
+for i = 1, #ARGV do
+  local k = tkey(ARGV[i])
+  local s = redis.call('HGET', k, 'state')
+  if s ~= 'succeeded' and s ~= 'failed' and s ~= 'cancelled' then
+    redis.call('HSET', k, 'state', 'cancelled')
+    n = n + 1
+  end
+end
+return n
+"""

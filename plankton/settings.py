@@ -1,0 +1,110 @@
+"""One settings object, resolved at start-up: flags, then PLANKTON_* variables, then defaults.
+
+Nothing reads the environment at import time; processes build a Settings once and pass it
+down. Every default is documented here with its unit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+#: Redis URL used when neither --url nor PLANKTON_REDIS_URL is given.
+DEFAULT_URL = "redis://localhost:6379/0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Knobs shared by the scheduler, workers, API and clients.
+
+    Times are in seconds unless the name says ``_ms``.
+    """
+
+    url: str = DEFAULT_URL
+    imports: tuple[str, ...] = ()
+    #: A running attempt whose lease is not renewed for this long is declared lost (ms).
+    lease_ms: int = 20_000
+    #: How often a worker renews the leases of the attempts it runs (s).
+    heartbeat: float = 5.0
+    #: How often the leading scheduler looks for lost leases, due retries and stuck tasks (s).
+    reaper_interval: float = 1.0
+    #: Unread values a results channel holds while its parent runs before producers wait.
+    channel_cap: int = 10_000
+    #: Largest emitted value, result or param, encoded (bytes): 64 MiB.
+    max_value_bytes: int = 64 * 1024 * 1024
+    #: Days a run's records are kept after it ends.
+    keep_days: float = 30.0
+    #: Attempts a task may lose to worker loss, on top of its own ``retries``.
+    max_lost: int = 3
+    #: Exponential backoff of retries: first delay and cap (s).
+    retry_base: float = 1.0
+    retry_cap: float = 300.0
+    #: Leader lease of the scheduler (ms).
+    leader_lease_ms: int = 5_000
+    #: Grace after a timeout or cancel before the worker process restarts itself (s).
+    kill_grace: float = 2.0
+    #: How many tasks a worker runs at once (tasks waiting on a channel do not count).
+    concurrency: int = 1
+    #: Connect attempts before a command gives up on an unreachable Redis.
+    connect_attempts: int = 5
+
+    def with_(self, **changes: Any) -> "Settings":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_ENV: dict[str, str] = {
+    "url": "PLANKTON_REDIS_URL",
+    "imports": "PLANKTON_IMPORTS",
+    "lease_ms": "PLANKTON_LEASE_MS",
+    "heartbeat": "PLANKTON_HEARTBEAT",
+    "reaper_interval": "PLANKTON_REAPER_INTERVAL",
+    "channel_cap": "PLANKTON_CHANNEL_CAP",
+    "max_value_bytes": "PLANKTON_MAX_VALUE_BYTES",
+    "keep_days": "PLANKTON_KEEP_DAYS",
+    "max_lost": "PLANKTON_MAX_LOST",
+    "retry_base": "PLANKTON_RETRY_BASE",
+    "retry_cap": "PLANKTON_RETRY_CAP",
+    "leader_lease_ms": "PLANKTON_LEADER_LEASE_MS",
+    "kill_grace": "PLANKTON_KILL_GRACE",
+    "concurrency": "PLANKTON_CONCURRENCY",
+    "connect_attempts": "PLANKTON_CONNECT_ATTEMPTS",
+}
+
+
+def _parse(name: str, var: str, text: str, kind: Any) -> Any:
+    try:
+        if name == "imports":
+            return tuple(m.strip() for m in text.split(",") if m.strip())
+        if kind in (int, "int"):
+            value = int(text)
+        elif kind in (float, "float"):
+            value = float(text)
+        else:
+            return text
+    except ValueError:
+        raise ConfigError(f"{var}={text!r}: expected a number") from None
+    if value < 0:
+        raise ConfigError(f"{var}={text!r}: must not be negative")
+    return value
+
+
+def load(env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+    """Resolve settings: explicit flags win over PLANKTON_* variables, which win over defaults."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        var = _ENV.get(f.name)
+        if var and env.get(var, "") != "":
+            values[f.name] = _parse(f.name, var, env[var], f.type)
+    for name, value in flags.items():
+        if value is None or value == ():
+            continue
+        if name == "imports":
+            value = tuple(m.strip() for item in value for m in item.split(",") if m.strip())
+        values[name] = value
+    return Settings(**values)
+
+

@@ -1,0 +1,269 @@
+"""``pk.Task``: the unit of work users subclass.
+
+A task declares typed parameters as ``pk.Param`` class attributes, may have many children and
+at most one parent, and implements ``run()``. While it runs (inside a worker) it emits values
+to its parent's results channel and reads its children's values with ``results()``; the
+runtime behind those calls is attached by the worker, so a task object itself holds only its
+parameters and its place in the tree.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, dataclass_transform
+
+from .errors import DagError, ParamError, PlanktonError
+from .params import MISSING, Param
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Iterable
+
+_logger = logging.getLogger("plankton.task")
+
+#: Params every task has: the run's window, filled from the run unless the task sets them.
+BUILTIN_PARAMS = ("since", "to")
+
+
+class TaskContext:
+    """What a running task talks to (set by the worker); see ``workers.runtime``."""
+
+    def emit(self, value: Any) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def results(self) -> Iterator[Any]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def log(self, level: int, message: str) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    processed: dict[str, int]
+
+
+class TaskLog:
+    """``task.log``: a small logger whose lines are kept per task (``plankton logs``)."""
+
+    def __init__(self, task: "Task") -> None:
+        self._task = task
+
+    def _write(self, level: int, message: str, *args: Any) -> None:
+        text = message % args if args else str(message)
+        ctx = self._task._ctx
+        _logger.log(level, "%s: %s", self._task.task_name, text)
+        if ctx is not None:
+            ctx.log(level, text)
+
+    def debug(self, message: str, *args: Any) -> None:
+        self._write(logging.DEBUG, message, *args)
+
+    def info(self, message: str, *args: Any) -> None:
+        self._write(logging.INFO, message, *args)
+
+    def warning(self, message: str, *args: Any) -> None:
+        self._write(logging.WARNING, message, *args)
+
+    def error(self, message: str, *args: Any) -> None:
+        self._write(logging.ERROR, message, *args)
+
+    def exception(self, message: str, *args: Any) -> None:
+        import traceback
+
+        self._write(logging.ERROR, message + "\n" + traceback.format_exc(), *args)
+
+
+@dataclass_transform(kw_only_default=True, field_specifiers=(Param,))
+class Task:
+    """Base class of every task. Subclass it and define ``run(self)``.
+
+    Class attributes: ``queue`` (RQ queue name), ``timeout`` (seconds, None for no limit),
+    ``retries`` (extra attempts after an exception or timeout, with exponential backoff),
+    ``priority`` (higher runs first; default order is depth-first post-order).
+    """
+
+    queue: ClassVar[str] = "default"
+    timeout: ClassVar[float | None] = None
+    retries: ClassVar[int] = 0
+    priority: ClassVar[int | None] = None
+
+    since = Param(_dt.datetime | None, default=None)
+    to = Param(_dt.datetime | None, default=None)
+
+    _params: ClassVar[dict[str, Param]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        params: dict[str, Param] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                if isinstance(value, Param):
+                    params[attr] = value
+        cls._params = params
+        if not isinstance(cls.retries, int) or cls.retries < 0:
+            raise DagError(f"{cls.__qualname__}.retries must be a non-negative int", [cls.__name__])
+
+    def __init__(self, **params: Any) -> None:
+        name = type(self).__name__
+        known = type(self)._params
+        for key, value in params.items():
+            if key not in known:
+                raise ParamError(name, key, value, f"unknown parameter; known: {', '.join(known)}")
+        values: dict[str, Any] = {}
+        for key, param in known.items():
+            if key in params:
+                values[key] = param.validate(params[key], name)
+            elif param.required:
+                raise ParamError(name, key, None, f"missing required parameter of type "
+                                 f"{param.type_name()}")
+            else:
+                values[key] = param.validate(param.default, name) if param.default is not None \
+                    else None
+        self.__dict__.update(values)
+        self._values = values
+        self._explicit = set(params)
+        self.children: list[Task] = []
+        self.parent: Task | None = None
+        self._ctx: TaskContext | None = None
+        self.run_id: str | None = None
+        self.task_id: str | None = None
+        self.attempt: int = 0
+        self.log = TaskLog(self)
+
+    # -- identity -----------------------------------------------------------------------
+    @classmethod
+    def family(cls) -> str:
+        """The task's family: ``module:QualName``, how workers find its code."""
+        return f"{cls.__module__}:{cls.__qualname__}"
+
+    @property
+    def task_name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The task's parameter values, built-ins included."""
+        return dict(self._values)
+
+    @property
+    def param_hash(self) -> str:
+        from .hashing import param_hash
+
+        return param_hash(self.family(), self._values)
+
+    @property
+    def tree_hash(self) -> str:
+        from .hashing import tree_hash
+
+        return tree_hash(self.param_hash, [c.tree_hash for c in self.children])
+
+    def set_window(self, since: _dt.datetime | None, to: _dt.datetime | None) -> None:
+        """Fill ``since``/``to`` from the run's window where the task did not set them."""
+        params = type(self)._params
+        for key, value in (("since", since), ("to", to)):
+            if key not in self._explicit and value is not None:
+                self._values[key] = self.__dict__[key] = params[key].validate(
+                    value, self.task_name)
+
+    # -- tree ---------------------------------------------------------------------------
+    def add_children(self, *tasks: "Task") -> "Task":
+        """Add children; returns ``self`` so trees read as nested expressions."""
+        for child in tasks:
+            if not isinstance(child, Task):
+                raise DagError(f"{self.task_name}.add_children: {child!r} is not a pk.Task",
+                               [self.task_name])
+            if child is self:
+                raise DagError(f"cycle: {self.task_name} added as its own child",
+                               [self.task_name])
+            if any(c is child for c in self.children):
+                raise DagError(f"task {child.task_name} added twice to {self.task_name}",
+                               [child.task_name, self.task_name])
+            if child.parent is not None:
+                raise DagError(
+                    f"task {child.task_name} has two parents: {child.parent.task_name} and "
+                    f"{self.task_name}", [child.task_name, child.parent.task_name, self.task_name])
+            child.parent = self
+            self.children.append(child)
+        return self
+
+    def walk(self) -> "Iterable[Task]":
+        """Every task of the subtree in depth-first post-order (children before parents)."""
+        stack: list[tuple[Task, int]] = [(self, 0)]
+        while stack:
+            node, i = stack.pop()
+            if i < len(node.children):
+                stack.append((node, i + 1))
+                stack.append((node.children[i], 0))
+            else:
+                yield node
+
+    # -- running ------------------------------------------------------------------------
+    def run(self) -> Any:
+        """The task's work; its return value is the task's result."""
+        raise NotImplementedError(f"{self.task_name} must define run()")
+
+    def _require_ctx(self) -> TaskContext:
+        if self._ctx is None:
+            raise PlanktonError(f"{self.task_name}: emit()/results() work only while the task "
+                                "runs in a worker")
+        return self._ctx
+
+    def emit(self, value: Any) -> None:
+        """Send ``value`` to the parent's results channel (msgpack data only)."""
+        self._require_ctx().emit(value)
+
+    def results(self) -> Iterator[Any]:
+        """Values emitted by all children, in arrival order, while they run.
+
+        Ends when every child has finished; raises UpstreamFailed if one failed for good.
+        """
+        return self._require_ctx().results()
+
+    @property
+    def processed(self) -> dict[str, int]:
+        """Records emitted and consumed so far (kept in the task's metadata)."""
+        if self._ctx is None:
+            return {"emitted": 0, "consumed": 0}
+        return dict(self._ctx.processed)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self._values.items()
+                          if v is not None or k not in BUILTIN_PARAMS)
+        return f"{self.task_name}({shown})"
+
+
+def validate_tree(root: Task) -> list[Task]:
+    """Check ``root``'s tree and return its tasks in depth-first post-order.
+
+    A cycle or a task reachable twice raises DagError naming the tasks; nothing is written.
+    """
+    if not isinstance(root, Task):
+        raise DagError(f"a DAG must return a pk.Task, got {type(root).__name__}")
+    order: list[Task] = []
+    seen: set[int] = set()
+    on_path: list[Task] = []
+
+    def visit(node: Task) -> None:
+        if any(n is node for n in on_path):
+            cycle = on_path[next(i for i, n in enumerate(on_path) if n is node):] + [node]
+            names = [n.task_name for n in cycle]
+            raise DagError(f"cycle: {' -> '.join(names)}", names)
+        if id(node) in seen:
+            raise DagError(f"task {node.task_name} appears twice in the tree", [node.task_name])
+        seen.add(id(node))
+        on_path.append(node)
+        for child in node.children:
+            visit(child)
+        on_path.pop()
+        order.append(node)
+
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20000))
+    try:
+        visit(root)
+    finally:
+        sys.setrecursionlimit(limit)
+    if root.parent is not None:
+        raise DagError(f"task {root.task_name} has a parent and cannot be a root",
+                       [root.task_name])
+    return order

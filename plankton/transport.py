@@ -1,0 +1,123 @@
+"""RQ as the transport: queues, a msgpack serializer, and atomic batch enqueue.
+
+Plankton owns attempts, leases, retries and fencing; an RQ job only carries a batch of
+(task, attempt) pairs of one run to a worker. Every job names the one fixed entry
+:data:`ENTRY`; workers refuse any other function, instance or callback before importing
+anything (RQ itself would import whatever dotted path a job names).
+
+Enqueueing is one Lua script (``scripts.ENQUEUE``) that moves the tasks from ``ready`` to
+``queued`` *and* writes the RQ job hash and pushes its id, so a scheduler or worker that dies
+half-way cannot leave a task queued in Plankton but absent from RQ, or enqueued twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Sequence
+
+import redis
+from rq.job import Job
+from rq.queue import Queue
+
+from . import codec, keys, scripts
+
+#: The only func_name a Plankton worker accepts. It is a label, never imported.
+ENTRY = "plankton.entry"
+
+#: Largest number of tasks carried by one RQ job.
+MAX_BATCH = 64
+
+
+class MsgpackSerializer:
+    """RQ serializer: msgpack in, msgpack out; no pickle anywhere."""
+
+    @staticmethod
+    def dumps(obj: Any) -> bytes:
+        return codec.dumps(obj)
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        return codec.loads(data)
+
+
+def rq_queue(name: str, conn: redis.Redis) -> Queue:
+    """The RQ queue ``name`` with Plankton's serializer."""
+    return Queue(name, connection=conn, serializer=MsgpackSerializer)
+
+
+def job_id(run_id: str, tasks: Sequence[tuple[str, int]]) -> str:
+    """A readable, unique job id: run, first task and attempt, and a random suffix."""
+    task, attempt = tasks[0]
+    return f"{run_id}-{task}-a{attempt}-{uuid.uuid4().hex[:8]}"
+
+
+def _job_fields(conn: redis.Redis, queue: str, jid: str, run_id: str,
+                tasks: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    job = Job.create(ENTRY, args=[run_id, [[t, a] for t, a in tasks]], connection=conn,
+                     id=jid, origin=queue, serializer=MsgpackSerializer, timeout=-1,
+                     result_ttl=0, failure_ttl=3600, description=f"plankton {run_id}")
+    fields = job.to_dict()
+    fields["status"] = "queued"
+    from rq.utils import now, utcformat
+
+    fields["enqueued_at"] = utcformat(now())
+    return fields
+
+
+class Enqueuer:
+    """Puts ready attempts of one run on their RQ queues, in batches."""
+
+    def __init__(self, conn: redis.Redis) -> None:
+        self.conn = conn
+        self._script = conn.register_script(scripts.ENQUEUE)
+
+    def enqueue(self, run_id: str, queue: str, tasks: Sequence[tuple[str, int]]) -> list[str]:
+        """Enqueue ``tasks`` (task id, attempt) as one RQ job; returns the tasks enqueued.
+
+        Tasks no longer ready at that attempt (another process got there first) are dropped.
+        """
+        pending = list(tasks)
+        while pending:
+            q = rq_queue(queue, self.conn)
+            jid = job_id(run_id, pending)
+            fields = _job_fields(self.conn, queue, jid, run_id, pending)
+            flat: list[Any] = []
+            for k, v in fields.items():
+                flat += [k, v]
+            args: list[Any] = [jid, q.key, len(fields), *flat]
+            for t, a in pending:
+                args += [t, a]
+            status, bad = self._script(keys=[keys.run(run_id), f"rq:job:{jid}", q.key,
+                                             "rq:queues"], args=args)
+            if status == b"OK":
+                return [t for t, _ in pending]
+            if status == b"ENDED":
+                return []
+            refused = {b.decode() for b in bad}
+            pending = [(t, a) for t, a in pending if t not in refused]
+        return []
+
+    def enqueue_many(self, run_id: str, items: Sequence[tuple[str, int, str]],
+                     batch: int) -> int:
+        """Enqueue (task, attempt, queue) items in order, ``batch`` tasks per RQ job."""
+        by_queue: dict[str, list[tuple[str, int]]] = {}
+        order: list[str] = []
+        for t, a, q in items:
+            if q not in by_queue:
+                by_queue[q] = []
+                order.append(q)
+            by_queue[q].append((t, a))
+        done = 0
+        batch = max(1, min(batch, MAX_BATCH))
+        for q in order:
+            todo = by_queue[q]
+            for i in range(0, len(todo), batch):
+                done += len(self.enqueue(run_id, q, todo[i:i + batch]))
+        return done
+
+
+def batch_size(n_ready: int, n_workers: int) -> int:
+    """Tasks per RQ job: enough jobs that every worker gets several (even load), but few
+    enough that RQ's per-job cost is spread over many tasks."""
+    per = -(-n_ready // (8 * max(1, n_workers)))
+    return max(1, min(MAX_BATCH, per))

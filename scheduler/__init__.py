@@ -1,0 +1,1 @@
+"""The scheduler process: leadership, submissions, lost leases, retries, retention, cron."""

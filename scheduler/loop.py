@@ -1,0 +1,175 @@
+"""The scheduler's loop. State lives in Redis; this process keeps none that matters.
+
+Only the leader acts (a lease with a fencing epoch). Each tick it: takes submitted runs and
+enqueues their ready tasks; for every active run, declares lost the attempts whose lease
+expired and makes due retries ready (one REAP script per run); enqueues ready tasks nobody
+enqueued (a worker that released a parent and died); and settles ended runs (marks unfinished
+tasks cancelled, drops channels, sets the retention expiry). Every enqueue is a compare-and-
+set on the task's state and attempt, so a second scheduler, a restarted one, or a paused old
+leader can never enqueue the same attempt twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import redis
+
+from plankton import keys
+from plankton.connection import connect
+from plankton.engine import Engine, backoff_ms
+from plankton.registry import Registry
+from plankton.settings import Settings
+from plankton.transport import Enqueuer, batch_size
+
+log = logging.getLogger("plankton.scheduler")
+
+#: A task ready this long without being enqueued by the worker that released it is
+#: enqueued by the scheduler (ms).
+READY_GRACE_MS = 2000
+#: Ended runs settled per tick.
+SETTLE_PER_TICK = 20
+
+
+def _s(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Scheduler:
+    """One scheduler process; several may run, one leads."""
+
+    def __init__(self, settings: Settings, registry: Registry, name: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.name = name
+        self.clock = clock
+        self.conn = connect(settings.url)
+        self.blocking = connect(settings.url, blocking=True)
+        self.engine = Engine(self.conn)
+        self.enqueuer = Enqueuer(self.conn)
+        self.stop_requested = False
+        self.leader = None
+        self.epoch: int | None = None
+        self.cron = None
+
+    # -- leadership ----------------------------------------------------------------------
+    def _lead(self) -> bool:
+        if self.leader is None:
+            from plankton.leader import Leadership
+
+            self.leader = Leadership(self.conn, self.name, self.settings.leader_lease_ms)
+        epoch = self.leader.acquire_or_renew()
+        if epoch != self.epoch:
+            if epoch is not None:
+                log.info("scheduler %s leads (epoch %s)", self.name, epoch)
+            elif self.epoch is not None:
+                log.warning("scheduler %s lost the lead", self.name)
+            self.epoch = epoch
+        return epoch is not None
+
+    # -- loop ----------------------------------------------------------------------------
+    def run_forever(self) -> None:
+        next_tick = 0.0
+        next_lead = 0.0
+        leading = False
+        while not self.stop_requested:
+            try:
+                now = time.monotonic()
+                if now >= next_lead:
+                    leading = self._lead()
+                    next_lead = now + self.settings.leader_lease_ms / 3000
+                if not leading:
+                    time.sleep(min(0.2, self.settings.leader_lease_ms / 5000))
+                    continue
+                self._take_submissions(timeout=min(0.2, self.settings.reaper_interval))
+                if time.monotonic() >= next_tick:
+                    self.tick()
+                    next_tick = time.monotonic() + self.settings.reaper_interval
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                log.warning("Redis unavailable (%s); retrying", exc)
+                leading = False
+                next_lead = 0.0
+                time.sleep(0.5)
+        if self.leader is not None and self.epoch is not None:
+            try:
+                self.leader.release()
+            except redis.RedisError:
+                pass
+
+    def _take_submissions(self, timeout: float) -> None:
+        item = self.blocking.blpop([keys.SUBMITTED], timeout=timeout)
+        while item is not None:
+            self.schedule_ready(_s(item[1]), grace_ms=None)
+            raw = self.conn.lpop(keys.SUBMITTED)
+            item = (keys.SUBMITTED, raw) if raw is not None else None
+
+    def tick(self) -> None:
+        """One pass over every active run (also callable from tests)."""
+        settled = 0
+        for raw in self.conn.smembers(keys.ACTIVE):
+            run_id = _s(raw)
+            status = self.conn.hget(keys.run(run_id), "status")
+            if status is None:
+                self.conn.srem(keys.ACTIVE, run_id)
+                continue
+            if _s(status) in ("succeeded", "failed", "cancelled"):
+                if settled < SETTLE_PER_TICK:
+                    self.settle(run_id)
+                    settled += 1
+                continue
+            self.engine.reap(run_id, backoff_ms(1, self.settings.retry_base,
+                                                self.settings.retry_cap), self.settings.max_lost)
+            self.schedule_ready(run_id, grace_ms=READY_GRACE_MS)
+        if self.cron is not None:
+            self.cron.tick()
+        self._expire_indexes()
+
+    # -- enqueue -------------------------------------------------------------------------
+    def workers_alive(self) -> int:
+        since = int(self.clock() * 1000 - 3 * self.settings.heartbeat * 1000)
+        return int(self.conn.zcount(keys.WORKERS, since, "+inf"))
+
+    def schedule_ready(self, run_id: str, grace_ms: int | None) -> int:
+        """Enqueue the run's ready tasks (all, or those ready for longer than grace_ms)."""
+        hi = "+inf" if grace_ms is None else int(self.clock() * 1000) - grace_ms
+        ready = [_s(t) for t in self.conn.zrangebyscore(keys.ready(run_id), "-inf", hi)]
+        if not ready:
+            return 0
+        pipe = self.conn.pipeline(transaction=False)
+        for t in ready:
+            pipe.hmget(keys.task(run_id, t), "attempt", "queue", "state")
+        items = [(t, int(a), _s(q)) for t, (a, q, st) in zip(ready, pipe.execute())
+                 if st == b"ready" and a is not None]
+        size = batch_size(len(items), self.workers_alive())
+        done = self.enqueuer.enqueue_many(run_id, items, size)
+        log.debug("run %s: enqueued %d of %d ready tasks (batch %d)", run_id, done, len(items),
+                  size)
+        return done
+
+    # -- retention -----------------------------------------------------------------------
+    def settle(self, run_id: str) -> None:
+        """Finish the books of an ended run and start its retention clock."""
+        n = int(self.conn.hget(keys.run(run_id), "n_tasks") or 0)
+        ids = [str(i) for i in range(n)]
+        for i in range(0, n, 500):
+            self.engine.settle(run_id, ids[i:i + 500])
+        ttl = max(1, int(self.settings.keep_days * 86400))
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.delete(keys.leases(run_id), keys.retries(run_id), keys.ready(run_id))
+        for chunk_start in range(0, n, 1000):
+            for tid in ids[chunk_start:chunk_start + 1000]:
+                pipe.unlink(keys.channel(run_id, tid), keys.took(run_id, tid))
+                pipe.expire(keys.task(run_id, tid), ttl)
+            pipe.execute()
+        for key in (keys.run(run_id), keys.logs(run_id), keys.done(run_id),
+                    keys.enqueue_log(run_id)):
+            pipe.expire(key, ttl)
+        pipe.srem(keys.ACTIVE, run_id)
+        pipe.execute()
+
+    def _expire_indexes(self) -> None:
+        cutoff = int((self.clock() - self.settings.keep_days * 86400) * 1000)
+        self.conn.zremrangebyscore(keys.RUNS, "-inf", cutoff)

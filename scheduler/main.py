@@ -1,0 +1,46 @@
+"""Entry point of ``plankton scheduler``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+
+from plankton import settings as settings_mod
+from plankton.errors import PlanktonError
+from plankton.registry import Registry
+
+from .loop import Scheduler
+
+log = logging.getLogger("plankton.scheduler")
+
+
+def main(url: str | None, imports: tuple[str, ...], name: str | None = None,
+         log_level: str = "INFO") -> int:
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = settings_mod.load(url=url, imports=imports)
+        registry = Registry(settings.imports)
+    except PlanktonError as exc:
+        print(f"plankton scheduler: {exc}", file=sys.stderr)
+        return 2
+    sched = Scheduler(settings, registry, name or f"{socket.gethostname()}-{os.getpid()}")
+    try:
+        from .cron import CronFirer
+
+        sched.cron = CronFirer(sched)
+    except ImportError:
+        pass
+
+    def stop(signum: int, frame: object) -> None:
+        sched.stop_requested = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("scheduler %s started (imports: %s)", sched.name,
+             ", ".join(registry.modules) or "none")
+    sched.run_forever()
+    return 0

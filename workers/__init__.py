@@ -1,0 +1,1 @@
+"""The worker process: RQ as transport, Plankton's executor runs the tasks."""

@@ -1,0 +1,266 @@
+"""Runs claimed task attempts on threads, with CPU slots, leases, timeouts and fencing.
+
+A worker has ``concurrency`` slots (default 1). A task holds a slot while it computes and
+gives it back while it waits on a channel (results() with nothing to read, or emit() into a
+full channel), so a single worker can run a whole streaming tree without deadlock. A monitor
+thread renews leases, flushes emit buffers that waited too long, enforces timeouts and stops
+attempts that were fenced (cancel, restart); a task that will not stop makes the worker
+process hand back its other attempts and exit, and the supervisor starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import redis
+
+from plankton import codec, keys
+from plankton.connection import connect
+from plankton.engine import Claimed, Engine, backoff_ms
+from plankton.errors import Fenced, NotFoundError, PlanktonError
+from plankton.registry import Registry
+from plankton.settings import Settings
+from plankton.transport import Enqueuer
+
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+#: Exit code asking the supervisor for a fresh worker process (a task would not stop).
+EXIT_RESTART = 75
+
+
+class TaskTimeout(BaseException):
+    """Raised inside a task's thread when it overruns its ``timeout``.
+
+    A BaseException so that a task's own ``except Exception`` does not swallow it.
+    """
+
+
+class FencedStop(BaseException):
+    """Raised inside a task's thread when its attempt was superseded or cancelled."""
+
+
+def _async_raise(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                   ctypes.py_object(exc_type))
+
+
+class Executor:
+    """Owns the task threads and the monitor of one worker process."""
+
+    def __init__(self, settings: Settings, registry: Registry, name: str,
+                 conn: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.name = name
+        self.host = socket.gethostname()
+        self.conn = conn or connect(settings.url)
+        self.blocking_conn = connect(settings.url, blocking=True)
+        self.engine = Engine(self.conn)
+        self.enqueuer = Enqueuer(self.conn)
+        self.slots = threading.Semaphore(max(1, settings.concurrency))
+        self.pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="task")
+        self.active: dict[tuple[str, str], Runtime] = {}
+        self.active_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.parent_pid = os.getppid()
+        self._kill_at: dict[tuple[str, str], float] = {}
+        self.monitor = threading.Thread(target=self._monitor, name="monitor", daemon=True)
+        self.monitor.start()
+
+    # -- slots ---------------------------------------------------------------------------
+    def acquire_slot(self) -> None:
+        self.slots.acquire()
+
+    def release_slot(self) -> None:
+        self.slots.release()
+
+    # -- batches -------------------------------------------------------------------------
+    def run_batch(self, run_id: str, pairs: Sequence[tuple[str, int]]) -> None:
+        """Claim a batch, release parents whose children all started, run the claimed tasks.
+
+        Returns once every task of the batch has finished or is waiting on a channel.
+        """
+        claimed, released = self.engine.start(run_id, self.name, self.settings.lease_ms, pairs)
+        if released:
+            self.enqueuer.enqueue_many(run_id, released, batch=len(released))
+        for claim in claimed:
+            self.acquire_slot()
+            self.pool.submit(self._execute, claim)
+        self.acquire_slot()
+        self.release_slot()
+
+    def _execute(self, claim: Claimed) -> None:
+        rt = Runtime(self, claim)
+        rt.thread = threading.current_thread()
+        key = (claim.run_id, claim.task_id)
+        with self.active_lock:
+            self.active[key] = rt
+        try:
+            self._run_attempt(rt)
+        except (Fenced, FencedStop):
+            log.info("%s: attempt %d stopped (fenced)", rt.where, claim.attempt)
+        except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then we go on
+            self._record_failure(rt, exc)
+        finally:
+            with self.active_lock:
+                self.active.pop(key, None)
+                self._kill_at.pop(key, None)
+            self._push_logs(rt)
+            self.release_slot()
+
+    def _run_attempt(self, rt: Runtime) -> None:
+        claim = rt.claim
+        task = self._build_task(claim)
+        task._ctx = rt
+        task.run_id, task.task_id, task.attempt = claim.run_id, claim.task_id, claim.attempt
+        if claim.timeout:
+            rt.deadline = time.monotonic() + claim.timeout
+        result = task.run()
+        rt.deadline = None
+        blob = codec.check_value(result, f"{rt.where} result", self.settings.max_value_bytes)
+        seq, n, batch = rt.final_batch()
+        reply = self.engine.finish(claim.run_id, claim.task_id, claim.attempt, seq, n, batch,
+                                   blob, rt.processed["consumed"])
+        if reply == "FENCED":
+            rt.fenced = True
+            raise Fenced(rt.where)
+
+    def _build_task(self, claim: Claimed) -> Any:
+        try:
+            cls = self.registry.task_class(claim.family)
+        except NotFoundError:
+            raise PlanktonError(
+                f"task family {claim.family} is not registered on worker {self.name}; "
+                f"imports: {', '.join(self.registry.modules) or 'none'}") from None
+        wire = codec.loads(claim.params) if claim.params else {}
+        params = {k: cls._params[k].from_wire(v, claim.name) for k, v in wire.items()
+                  if k in cls._params}
+        unknown = set(wire) - set(cls._params)
+        if unknown:
+            raise PlanktonError(f"{claim.family} no longer has param(s) {sorted(unknown)}")
+        return cls(**params)
+
+    def _record_failure(self, rt: Runtime, exc: BaseException) -> None:
+        if rt.fenced:
+            return
+        claim = rt.claim
+        kind = "timeout" if isinstance(exc, TaskTimeout) else "error"
+        text = self._describe(exc, rt)
+        log.warning("%s attempt %d failed: %s", rt.where, claim.attempt, text.splitlines()[0])
+        rt.fenced = True
+        self.engine.fail(claim.run_id, claim.task_id, claim.attempt, kind, text,
+                         backoff_ms(claim.attempt, self.settings.retry_base,
+                                    self.settings.retry_cap), self.settings.max_lost)
+
+    @staticmethod
+    def _describe(exc: BaseException, rt: Runtime) -> str:
+        if isinstance(exc, TaskTimeout):
+            return f"TimeoutError: attempt {rt.claim.attempt} ran over its timeout of " \
+                   f"{rt.claim.timeout}s"
+        head = f"{type(exc).__name__}: {exc}"
+        return head + "\n" + "".join(traceback.format_exception(exc))[-8000:]
+
+    def _push_logs(self, rt: Runtime) -> None:
+        lines = rt.take_logs()
+        if lines:
+            try:
+                self.conn.rpush(keys.logs(rt.claim.run_id), *lines)
+            except redis.RedisError:
+                log.warning("could not store %d log lines of %s", len(lines), rt.where)
+
+    # -- monitor -------------------------------------------------------------------------
+    def _monitor(self) -> None:
+        next_renew = 0.0
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            with self.active_lock:
+                runtimes = list(self.active.values())
+            for rt in runtimes:
+                rt.flush_if_old(now)
+            self._check_deadlines(runtimes, now)
+            if now >= next_renew:
+                next_renew = now + self.settings.heartbeat
+                self._renew(runtimes)
+            if os.getppid() != self.parent_pid:
+                log.error("supervisor is gone; handing back attempts and exiting")
+                self.hand_back_all("worker orphaned")
+                os._exit(EXIT_RESTART)
+            time.sleep(0.005 if runtimes else 0.1)
+
+    def _renew(self, runtimes: list[Runtime]) -> None:
+        by_run: dict[str, list[tuple[str, int]]] = {}
+        for rt in runtimes:
+            by_run.setdefault(rt.claim.run_id, []).append((rt.claim.task_id, rt.claim.attempt))
+        try:
+            self.conn.zadd(keys.WORKERS, {self.name: int(time.time() * 1000)})
+            for run_id, pairs in by_run.items():
+                for task_id in self.engine.renew(run_id, self.settings.lease_ms, pairs):
+                    self._stop((run_id, task_id), FencedStop)
+        except redis.RedisError as exc:
+            log.warning("lease renewal failed (will retry): %s", exc)
+
+    def _check_deadlines(self, runtimes: list[Runtime], now: float) -> None:
+        for rt in runtimes:
+            if rt.deadline is not None and now > rt.deadline and not rt.fenced:
+                claim = rt.claim
+                rt.fenced = True
+                self.engine.fail(claim.run_id, claim.task_id, claim.attempt, "timeout",
+                                 self._describe(TaskTimeout(), rt),
+                                 backoff_ms(claim.attempt, self.settings.retry_base,
+                                            self.settings.retry_cap), self.settings.max_lost)
+                self._stop((claim.run_id, claim.task_id), TaskTimeout)
+        for key, at in list(self._kill_at.items()):
+            if now > at and key in self.active:
+                log.error("task %s did not stop within %.1fs; restarting worker", key,
+                          self.settings.kill_grace)
+                self.hand_back_all("worker restarted: a task would not stop", skip=key)
+                os._exit(EXIT_RESTART)
+
+    def _stop(self, key: tuple[str, str], exc_type: type[BaseException]) -> None:
+        rt = self.active.get(key)
+        if rt is None or rt.thread is None:
+            return
+        rt.fenced = True
+        _async_raise(rt.thread, exc_type)
+        self._kill_at.setdefault(key, time.monotonic() + self.settings.kill_grace)
+
+    def hand_back_all(self, reason: str, skip: tuple[str, str] | None = None) -> None:
+        """Give every running attempt back for an immediate retry elsewhere."""
+        with self.active_lock:
+            runtimes = [rt for k, rt in self.active.items() if k != skip and not rt.fenced]
+        for rt in runtimes:
+            rt.fenced = True
+            try:
+                self.engine.fail(rt.claim.run_id, rt.claim.task_id, rt.claim.attempt,
+                                 "handback", reason, 0, self.settings.max_lost)
+            except redis.RedisError:
+                pass
+
+    def running_count(self) -> int:
+        with self.active_lock:
+            return len(self.active)
+
+    def _computing(self) -> int:
+        with self.active_lock:
+            return sum(1 for rt in self.active.values() if not rt.waiting)
+
+    def shutdown(self, wait: float | None = None) -> None:
+        """Warm stop: let computing tasks finish, hand back those waiting on channels."""
+        deadline = None if wait is None else time.monotonic() + wait
+        while self._computing():
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.hand_back_all("worker stopped")
+        self.stopping.set()

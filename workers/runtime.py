@@ -1,0 +1,193 @@
+"""What a running task talks to: its results channel (emit) and its children's (results).
+
+Emits are buffered and sent in batches through the EMIT script (fenced by attempt,
+de-duplicated by sequence number, bounded by the channel cap: FULL means wait, never drop).
+``results()`` reads through the READ script, which keeps only values of each child's current
+attempt and records what was consumed, so a parent never sees a failed attempt's values.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Iterator
+
+import msgpack
+
+from plankton import codec, keys
+from plankton.errors import Fenced, UpstreamFailed
+from plankton.task import TaskContext
+
+if TYPE_CHECKING:  # pragma: no cover
+    from plankton.engine import Claimed
+    from .executor import Executor
+
+#: Values per emitted batch, and bytes, before a batch is sent.
+BATCH_VALUES = 1000
+BATCH_BYTES = 256 * 1024
+#: A buffered value waits at most this long before the flusher sends it (s).
+FLUSH_AFTER = 0.01
+#: Channel entries read per READ call.
+READ_COUNT = 200
+
+
+class Runtime(TaskContext):
+    """The context of one attempt of one task inside a worker."""
+
+    def __init__(self, executor: "Executor", claim: "Claimed") -> None:
+        self.executor = executor
+        self.claim = claim
+        self.engine = executor.engine
+        self.cap = executor.settings.channel_cap
+        self.max_bytes = executor.settings.max_value_bytes
+        self.where = f"{claim.name} (run {claim.run_id}, task {claim.task_id})"
+        self.processed = {"emitted": 0, "consumed": 0}
+        self.lock = threading.Lock()
+        self.buffer: list[bytes] = []
+        self.buffer_bytes = 0
+        self.buffer_since = 0.0
+        self.seq = 0
+        self.pending: tuple[int, int, bytes] | None = None
+        self.fenced = False
+        self.waiting = False
+        self.thread: threading.Thread | None = None
+        self.deadline: float | None = None
+        self.log_lines: list[bytes] = []
+
+    # -- emit ----------------------------------------------------------------------------
+    def emit(self, value: Any) -> None:
+        data = codec.check_value(value, self.where, self.max_bytes)
+        with self.lock:
+            if not self.buffer:
+                self.buffer_since = time.monotonic()
+            self.buffer.append(data)
+            self.buffer_bytes += len(data)
+            self.processed["emitted"] += 1
+            if (self.pending is not None or len(self.buffer) >= BATCH_VALUES
+                    or self.buffer_bytes >= BATCH_BYTES):
+                self._flush_locked(block=True)
+
+    def _take_batch(self) -> None:
+        """Move the buffer into ``pending`` as one msgpack array (items are encoded already)."""
+        n = len(self.buffer)
+        blob = msgpack.Packer().pack_array_header(n) + b"".join(self.buffer)
+        self.buffer, self.buffer_bytes = [], 0
+        self.seq += 1
+        self.pending = (self.seq, n, blob)
+
+    def flush(self) -> None:
+        """Send buffered values; waits (never drops) while the parent's channel is full."""
+        with self.lock:
+            self._flush_locked(block=True)
+
+    def flush_if_old(self, now: float) -> None:
+        """Flusher thread: send a batch that waited long enough; never blocks on FULL."""
+        if (self.buffer or self.pending) and now - self.buffer_since >= FLUSH_AFTER \
+                and self.lock.acquire(False):
+            try:
+                self._flush_locked(block=False)
+            except Fenced:
+                pass
+            finally:
+                self.lock.release()
+
+    def _flush_locked(self, block: bool) -> None:
+        if not self._send_pending(block):
+            return
+        if self.buffer:
+            self._take_batch()
+            self._send_pending(block)
+
+    def _send_pending(self, block: bool) -> bool:
+        """Send the pending batch; True when nothing is left pending."""
+        wait = 0.001
+        blocked = False
+        try:
+            while self.pending is not None:
+                seq, n, blob = self.pending
+                reply = self.engine.emit(self.claim.run_id, self.claim.task_id,
+                                         self.claim.attempt, seq, n, blob, self.cap)
+                if reply in ("OK", "DUP"):
+                    self.pending = None
+                    return True
+                if reply == "FENCED":
+                    self.fenced = True
+                    raise Fenced(self.where)
+                if not block:
+                    return False
+                if not blocked:
+                    self.executor.release_slot()
+                    blocked = self.waiting = True
+                time.sleep(wait)
+                wait = min(wait * 2, 0.05)
+            return True
+        finally:
+            if blocked:
+                self.waiting = False
+                self.executor.acquire_slot()
+
+    def final_batch(self) -> tuple[int, int, bytes]:
+        """What the FINISH script appends: the last batch (pending ones are sent first)."""
+        with self.lock:
+            self._send_pending(block=True)
+            if not self.buffer:
+                return self.seq + 1, 0, b""
+            self._take_batch()
+            assert self.pending is not None
+            batch, self.pending = self.pending, None
+            return batch
+
+    # -- results -------------------------------------------------------------------------
+    def results(self) -> Iterator[Any]:
+        claim = self.claim
+        if claim.n_children == 0:
+            return
+        ended: set[str] = set()
+        after = "0-0"
+        channel = keys.channel(claim.run_id, claim.task_id)
+        while True:
+            status, last, blobs, ends = self.engine.read(claim.run_id, claim.task_id,
+                                                         claim.attempt, after, READ_COUNT)
+            if status != "OK":
+                self._raise_fenced(last, blobs)
+            moved = last != after
+            after = last
+            for blob in blobs:
+                for value in codec.loads(blob, self.max_bytes * 2):
+                    self.processed["consumed"] += 1
+                    yield value
+            ended.update(ends)
+            if len(ended) >= claim.n_children:
+                return
+            if not moved:
+                self._wait_for(channel, after)
+
+    def _raise_fenced(self, state: str, error: str) -> None:
+        self.fenced = True
+        if state == "failed" and error.startswith("UpstreamFailed"):
+            child = error.split("child task ", 1)[-1].split(" failed", 1)[0]
+            raise UpstreamFailed(child, error.split(" failed: ", 1)[-1])
+        raise Fenced(self.where)
+
+    def _wait_for(self, channel: str, after: str) -> None:
+        """Block until the channel has an entry after ``after`` (or 1 s), off the CPU slot."""
+        self.executor.release_slot()
+        self.waiting = True
+        try:
+            self.executor.blocking_conn.xread({channel: after}, count=1, block=1000)
+        finally:
+            self.waiting = False
+            self.executor.acquire_slot()
+
+    # -- logs ----------------------------------------------------------------------------
+    def log(self, level: int, message: str) -> None:
+        line = codec.dumps([self.claim.task_id, int(time.time() * 1000),
+                            logging.getLevelName(level), message])
+        with self.lock:
+            self.log_lines.append(line)
+
+    def take_logs(self) -> list[bytes]:
+        with self.lock:
+            lines, self.log_lines = self.log_lines, []
+        return lines

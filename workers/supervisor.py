@@ -1,0 +1,51 @@
+"""``plankton worker``: a small supervisor around one worker process.
+
+The worker process runs tasks on threads; when a task will not stop (timeout, cancel) or the
+worker loses Redis for good, it exits with EXIT_RESTART and this supervisor starts a fresh
+one. Signals are forwarded: one SIGTERM/SIGINT is a warm stop, a second a cold one. If the
+supervisor itself is killed, the worker notices (its parent changed) and exits.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from .executor import EXIT_RESTART
+
+
+def supervise(argv: list[str]) -> int:
+    cmd = [sys.executable, "-m", "workers.main", *argv]
+    stopping = False
+    child: subprocess.Popen | None = None
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    restarts = 0
+    while True:
+        child = subprocess.Popen(cmd)
+        code = _wait(child)
+        if stopping or code == 0:
+            return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
+        if code == 2:
+            return 2
+        restarts += 1
+        print(f"plankton worker: worker process exited with {code}; restarting "
+              f"(restart {restarts})", file=sys.stderr, flush=True)
+        time.sleep(min(0.2 * restarts, 2.0) if code != EXIT_RESTART else 0.05)
+
+
+def _wait(child: subprocess.Popen) -> int:
+    while True:
+        try:
+            return child.wait()
+        except InterruptedError:  # pragma: no cover - PEP 475 makes this rare
+            continue

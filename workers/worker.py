@@ -1,0 +1,136 @@
+"""The RQ worker class: RQ dequeues, Plankton validates and runs.
+
+RQ's SimpleWorker loop is kept (queues, BLMOVE dequeue, worker registration, signals), but
+job execution is Plankton's: a job must name :data:`plankton.transport.ENTRY` with no
+instance and no callbacks, and carry ``[run_id, [[task, attempt], ...]]``. Anything else —
+a forged job naming ``os.system``, a pickle or JSON payload, a malformed hash — is refused
+before anything is imported, recorded failed, and the worker keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from rq.worker import SimpleWorker, WorkerStatus
+
+from plankton.engine import Engine
+from plankton.transport import ENTRY, MsgpackSerializer
+
+from .executor import Executor
+
+log = logging.getLogger(__name__)
+
+
+class RefusedJob(Exception):
+    """A job that is not a Plankton batch; the message says why."""
+
+
+def parse_job(job: Job) -> tuple[str, list[tuple[str, int]]]:
+    """Validate a job without importing anything; RefusedJob if it is not ours."""
+    try:
+        func_name = job.func_name
+        args = job.args
+        instance = job._instance
+    except Exception as exc:  # noqa: BLE001 - any decode error is a refusal
+        raise RefusedJob(f"undecodable job payload ({type(exc).__name__}: {exc})") from None
+    if func_name != ENTRY:
+        raise RefusedJob(f"refused: job names {func_name!r}, not a Plankton task entry")
+    if instance is not None:
+        raise RefusedJob("refused: job carries an instance")
+    for name in ("_success_callback_name", "_failure_callback_name", "_stopped_callback_name"):
+        if getattr(job, name, None):
+            raise RefusedJob(f"refused: job names a callback ({getattr(job, name)!r})")
+    if job.kwargs:
+        raise RefusedJob("refused: job has keyword arguments")
+    try:
+        run_id, pairs = args
+        parsed = [(str(t), int(a)) for t, a in pairs]
+    except (TypeError, ValueError):
+        raise RefusedJob("refused: job arguments are not [run_id, [[task, attempt], ...]]") \
+            from None
+    if not isinstance(run_id, str) or not parsed:
+        raise RefusedJob("refused: job arguments are not [run_id, [[task, attempt], ...]]")
+    return run_id, parsed
+
+
+class PlanktonWorker(SimpleWorker):
+    """SimpleWorker whose jobs are Plankton batches run by an :class:`Executor`."""
+
+    serializer = MsgpackSerializer
+    executor: Executor
+
+    def execute_job(self, job: Job, queue: Any) -> None:
+        self.set_state(WorkerStatus.BUSY)
+        try:
+            run_id, pairs = parse_job(job)
+        except RefusedJob as exc:
+            self._refuse(job, queue, str(exc))
+            return
+        try:
+            self.executor.run_batch(run_id, pairs)
+        finally:
+            self._forget(job, queue)
+            self.set_state(WorkerStatus.IDLE)
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        # Kept in memory: RQ would write the worker hash twice per job, and Plankton's own
+        # worker heartbeat (plankton:workers) is what the scheduler reads.
+        self._state = state
+
+    def _forget(self, job: Job, queue: Any) -> None:
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+        pipe.delete(job.key)
+        pipe.execute()
+
+    def _refuse(self, job: Job, queue: Any, reason: str) -> None:
+        """Record a refused job as failed (RQ's failed registry and, if it names Plankton
+        tasks, those tasks) and carry on serving."""
+        log.error("worker %s refused job %s: %s", self.name, job.id, reason)
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+        pipe.hset(job.key, mapping={"status": "failed", "exc_info": reason.encode()})
+        pipe.execute()
+        FailedJobRegistry(queue=queue).add(job, ttl=7 * 86400, exc_string=reason)
+        self._fail_named_tasks(job, reason)
+
+    def _fail_named_tasks(self, job: Job, reason: str) -> None:
+        try:
+            run_id, pairs = job.args
+            engine = Engine(self.connection)
+            for t, a in pairs:
+                engine.fail(str(run_id), str(t), int(a), "refused", reason, 0, 0)
+        except Exception:  # noqa: BLE001 - a forged job may name nothing real
+            pass
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        """RQ's dequeue, but a job whose hash cannot even be loaded is refused, not fatal."""
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except Exception as exc:  # noqa: BLE001
+                job_id = getattr(exc, "job_id", None)
+                queue = getattr(exc, "queue", None)
+                if job_id is None or queue is None:
+                    raise
+                log.error("worker %s refused malformed job %s: %s", self.name, job_id, exc)
+                pipe = self.connection.pipeline(transaction=False)
+                pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+                pipe.hset(f"rq:job:{job_id}", "status", "failed")
+                pipe.execute()
+                if self._stop_requested:
+                    return None
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        """Second signal: hand every attempt back for an immediate retry, then exit."""
+        log.warning("worker %s: cold shutdown, handing back running attempts", self.name)
+        self.executor.hand_back_all("worker cold shutdown")
+        raise SystemExit(0)
