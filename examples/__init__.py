@@ -1,0 +1,1 @@
+"""Example DAGs (importable as ``examples.simple`` etc. by workers and schedulers)."""

@@ -1,0 +1,34 @@
+"""The ``plankton`` command line: a thin layer over library calls (click + rich)."""
+
+from __future__ import annotations
+
+import sys
+
+from .main import cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (testable in-process)."""
+    import os
+
+    # Like ``python -m``, let --import find modules of the current directory.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        cli.main(args=argv, prog_name="plankton", standalone_mode=False)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except Exception as exc:  # noqa: BLE001 - mapped to exit codes by handle_error
+        from .common import handle_error
+
+        return handle_error(exc)
+    return 0
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

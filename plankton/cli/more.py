@@ -1,0 +1,3 @@
+"""Commands of later capabilities: rerun and backfill."""
+
+from __future__ import annotations

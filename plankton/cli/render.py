@@ -1,0 +1,105 @@
+"""Rendering runs for people: a rich task tree on a terminal, plain lines when piped."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+from rich.tree import Tree
+
+STATE_STYLE = {
+    "succeeded": "green", "failed": "bold red", "running": "yellow", "queued": "cyan",
+    "ready": "cyan", "pending": "dim", "retrying": "magenta", "cancelled": "dim red",
+}
+
+
+def _duration(task: dict[str, Any]) -> str:
+    start, end = task.get("started_at"), task.get("ended_at")
+    if not start:
+        return ""
+    t0 = _dt.datetime.fromisoformat(start)
+    t1 = _dt.datetime.fromisoformat(end) if end else _dt.datetime.now(_dt.timezone.utc)
+    return f"{(t1 - t0).total_seconds():.2f}s"
+
+
+def _label(task: dict[str, Any]) -> Text:
+    state = task["state"]
+    p = task["processed"]
+    params = {k: v for k, v in (task.get("params") or {}).items()
+              if v is not None and k not in ("since", "to")}
+    shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+    text = Text()
+    text.append(f"{task['name']}({shown}) ", style="bold")
+    text.append(f"#{task['id']} ", style="dim")
+    text.append(state, style=STATE_STYLE.get(state, ""))
+    extra = f"  emitted {p['emitted']} consumed {p['consumed']}"
+    if task.get("attempts", 0) > 1:
+        extra += f"  attempts {task['attempts']}"
+    dur = _duration(task)
+    if dur:
+        extra += f"  {dur}"
+    text.append(extra, style="dim")
+    if task.get("error") and state in ("failed", "retrying"):
+        text.append("\n" + task["error"].splitlines()[0][:200], style="red")
+    return text
+
+
+def tree(run: dict[str, Any]) -> Tree:
+    """The run's task tree as a rich Tree."""
+    status = run["status"]
+    head = Text()
+    head.append(f"run {run['run_id']} ", style="bold")
+    head.append(f"{run['dag']} ")
+    head.append(status, style=STATE_STYLE.get(status, ""))
+    root = Tree(head)
+    by_id = {t["id"]: t for t in run["tasks"]}
+    if not by_id:
+        return root
+
+    def add(node: Tree, tid: str) -> None:
+        task = by_id[tid]
+        branch = node.add(_label(task))
+        for child in task.get("children") or []:
+            add(branch, str(child))
+
+    add(root, run["root"])
+    return root
+
+
+def print_run(run: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(tree(run))
+    if run.get("error"):
+        console.print(Text(f"error: {run['error'].splitlines()[0]}", style="red"))
+    if run["status"] == "succeeded":
+        console.print(Text("result: ", style="bold") + Text(_short(run.get("result"))))
+
+
+def _short(value: Any, limit: int = 2000) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+def plain_changes(run: dict[str, Any], seen: dict[str, str]) -> list[str]:
+    """Plain progress lines: one per task state change since the last call."""
+    lines = []
+    if seen.get("__run__") != run["status"]:
+        seen["__run__"] = run["status"]
+        lines.append(f"run {run['run_id']} {run['status']}")
+    for task in run["tasks"]:
+        key = task["id"]
+        mark = f"{task['state']}:{task['attempts']}"
+        if seen.get(key) != mark:
+            seen[key] = mark
+            p = task["processed"]
+            lines.append(f"task {task['id']} {task['name']} {task['state']} "
+                         f"attempts={task['attempts']} emitted={p['emitted']} "
+                         f"consumed={p['consumed']}")
+    return lines
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, default=str, indent=2))

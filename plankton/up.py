@@ -1,0 +1,168 @@
+"""``plankton up``: the embedded default for one machine.
+
+Starts a private ``redis-server`` (data under ``./.plankton/``, loopback only, a generated
+password, AOF on), one scheduler, N workers and the API as child processes; stops all of them
+on Ctrl-C or SIGTERM, so no process is left behind. With ``--run`` it runs one DAG with live
+progress, prints the tree and result, stops everything, and exits 0 iff the run succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .connection import connect
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    """The child processes of ``plankton up``, stopped in reverse order."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.redis: subprocess.Popen | None = None
+        self.url = ""
+
+    def start_redis(self) -> str:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise click.ClickException(
+                "redis-server is not installed; install it with: "
+                "sudo apt-get install -y redis-server")
+        redis_dir = self.data_dir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        port, password = free_port(), secrets.token_hex(16)
+        self.redis = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(redis_dir),
+             "--requirepass", password, "--appendonly", "yes", "--appendfsync", "everysec",
+             "--save", "", "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.url = f"redis://:{password}@127.0.0.1:{port}/0"
+        conn = connect(self.url)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                conn.ping()
+                break
+            except Exception:  # noqa: BLE001 - still starting
+                if self.redis.poll() is not None or time.monotonic() > deadline:
+                    raise click.ClickException("the private redis-server did not start") \
+                        from None
+                time.sleep(0.05)
+        (self.data_dir / "url").write_text(self.url + "\n")
+        os.chmod(self.data_dir / "url", 0o600)
+        return self.url
+
+    def start(self, label: str, args: list[str], quiet: bool) -> None:
+        env = dict(os.environ, PLANKTON_REDIS_URL=self.url)
+        out = subprocess.DEVNULL if quiet else None
+        proc = subprocess.Popen([sys.executable, *args], env=env, stdout=out, stderr=out,
+                                start_new_session=True)
+        self.procs.append((label, proc))
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self.redis is not None and self.redis.poll() is None:
+            self.redis.send_signal(signal.SIGTERM)
+            try:
+                self.redis.wait(10)
+            except subprocess.TimeoutExpired:
+                self.redis.kill()
+                self.redis.wait()
+
+
+def up(imports: tuple[str, ...], n_workers: int, port: int, run_dag: str | None,
+       params: tuple[str, ...], data_dir: str) -> int:
+    imports = imports or tuple(m for m in os.environ.get("PLANKTON_IMPORTS", "").split(",") if m)
+    if not imports:
+        raise click.UsageError("give the task code with --import MODULE (or PLANKTON_IMPORTS)")
+    from .registry import Registry
+
+    registry = Registry(imports)
+    if run_dag is not None:
+        registry.dag(run_dag)
+    from .cli.common import parse_params
+
+    texts = parse_params(params)
+    stack = Stack(Path(data_dir).resolve())
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        url = stack.start_redis()
+        quiet = run_dag is not None
+        imp = [a for m in imports for a in ("--import", m)]
+        stack.start("scheduler", ["-m", "scheduler", *imp, "--log-level", "WARNING"], quiet)
+        for i in range(n_workers):
+            stack.start(f"worker-{i}", ["-m", "workers", *imp, "--name",
+                                        f"{socket.gethostname()}-up-{i}"], quiet)
+        if port and _has_api():
+            stack.start("api", ["-m", "plankton.api", *imp, "--port", str(port)], quiet)
+        if run_dag is None:
+            click.echo(f"plankton up: Redis {url.split('@')[-1]} (URL in {data_dir}/url), "
+                       f"scheduler, {n_workers} workers" + (f", API on :{port}" if port and
+                                                            _has_api() else ""))
+            click.echo(f"  export PLANKTON_REDIS_URL=$(cat {data_dir}/url)")
+            click.echo("Ctrl-C stops everything.")
+            while all(p.poll() is None for _, p in stack.procs):
+                time.sleep(0.5)
+            return 1
+        return _run_once(url, imports, run_dag, texts)
+    except KeyboardInterrupt:
+        click.echo("\nstopping...", err=True)
+        return 130 if run_dag else 0
+    finally:
+        stack.stop()
+
+
+def _has_api() -> bool:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from . import api  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _run_once(url: str, imports: tuple[str, ...], dag: str, texts: dict[str, str]) -> int:
+    from .cli.follow import follow
+    from .client import Client
+
+    client = Client(url, imports=imports)
+    run_id = client.submit_parsed(dag, texts)
+    click.echo(f"run {run_id} of {dag} submitted")
+    final = follow(client, run_id, sys.stdout.isatty())
+    return 0 if final and final.get("status") == "succeeded" else 1
