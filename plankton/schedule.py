@@ -214,7 +214,7 @@ class Schedule:
         lo = _to_utc(wall, after)  # still before the jump
         hi = _to_utc(wall, before)  # already after it
         while hi - lo > _SECOND:
-            mid = lo + (hi - lo) // 2
+            mid = lo + timedelta(seconds=(hi - lo) // _SECOND // 2)  # whole seconds
             if mid.astimezone(self._tz).utcoffset() == before:
                 lo = mid
             else:
