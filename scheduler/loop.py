@@ -60,7 +60,10 @@ class Scheduler:
         if self.leader is None:
             from plankton.leader import Leadership
 
-            self.leader = Leadership(self.conn, self.name, self.settings.leader_lease_ms)
+            import uuid
+
+            token = f"{self.name}-{uuid.uuid4().hex[:8]}"
+            self.leader = Leadership(self.conn, token, self.settings.leader_lease_ms)
         epoch = self.leader.acquire_or_renew()
         if epoch != self.epoch:
             if epoch is not None:

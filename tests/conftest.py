@@ -52,3 +52,22 @@ def postgres_server(tmp_path_factory):
     server = PostgresServer(tmp_path_factory.mktemp("pg")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def cluster(redis_url, tmp_path):
+    """Factory for real scheduler/worker processes against the test Redis."""
+    from tests.cluster import Cluster
+
+    made = Cluster(redis_url, log_dir=tmp_path)
+    yield made
+    made.kill_all()
+
+
+@pytest.fixture
+def client(redis_url):
+    import plankton as pk
+
+    c = pk.Client(redis_url, imports=["tests.tasks"])
+    yield c
+    c.close()

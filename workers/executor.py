@@ -130,6 +130,7 @@ class Executor:
         rt.deadline = None
         blob = codec.check_value(result, f"{rt.where} result", self.settings.max_value_bytes)
         seq, n, batch = rt.final_batch()
+        self._push_logs(rt)
         reply = self.engine.finish(claim.run_id, claim.task_id, claim.attempt, seq, n, batch,
                                    blob, rt.processed["consumed"])
         if reply == "FENCED":
