@@ -99,6 +99,32 @@ class Client:
         d = self.find_dag(dag)
         return self.submit(d, d.parse_params(texts), since, to)
 
+    def rerun(self, run_id: str, overrides: Mapping[str, str] | None = None, *,
+              dry_run: bool = False) -> str | dict[str, Any]:
+        """Re-create ``run_id`` from its metadata with today's code and submit it.
+
+        ``overrides`` maps ``"TASK.PARAM"`` (TASK: a task name or id) to a value as text.
+        With ``dry_run`` nothing is submitted; returns what would change instead.
+        """
+        from .rerun import diff, recreate
+
+        rec = recreate(self.conn, self.registry, run_id, overrides)
+        module = type(rec.root).__module__
+        if dry_run:
+            return diff(rec, code_version(module))
+        run = rec.run
+        since = _dt.datetime.fromisoformat(run["since"]) if run.get("since") else None
+        to = _dt.datetime.fromisoformat(run["to"]) if run.get("to") else None
+        from . import codec
+
+        params = codec.loads(run["params"]) if run.get("params") else {}
+        rid = runs.new_run_id()
+        runs.write_run(self.conn, rid, rec.root, rec.order, dag=run.get("dag", ""),
+                       params=params, since=since, to=to, version=code_version(module),
+                       rerun_of=run_id,
+                       extra={"overrides": codec.dumps(dict(overrides or {}))})
+        return rid
+
     # -- follow --------------------------------------------------------------------------
     def status(self, run_id: str) -> dict[str, Any]:
         """The run as ``plankton show --json`` prints it."""
