@@ -92,16 +92,90 @@ def tree_hashes(plan: Plan) -> dict[str, str]:
     return out
 
 
+#: Fenced writes of a scheduler creating a cron run: KEYS[1] leader epoch, KEYS[2] the run
+#: hash; ARGV[1] the writer's epoch, then (key, n, field, value...)*. Writes nothing (returns
+#: 0) if the epoch moved on or the run already exists, so a paused old leader can neither
+#: create a fire time twice nor overwrite a run the new leader started.
+FENCED_WRITE = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+local i = 2
+while i <= #ARGV do
+  local key, n = ARGV[i], tonumber(ARGV[i + 1])
+  local op = ARGV[i + 2]
+  local args = {}
+  for j = i + 3, i + 2 + n do table.insert(args, ARGV[j]) end
+  redis.call(op, key, unpack(args))
+  i = i + 3 + n
+end
+return 1
+"""
+
+
+class FencedPipe:
+    """Collects writes and applies them with FENCED_WRITE (same interface as a pipeline)."""
+
+    def __init__(self, conn: redis.Redis, run_id: str, fence: tuple[str, int]) -> None:
+        self.script = conn.register_script(FENCED_WRITE)
+        self.keys = [fence[0], keys.run(run_id)]
+        self.epoch = fence[1]
+        self.args: list[Any] = []
+        self.count = 0
+
+    def _add(self, op: str, key: str, *args: Any) -> None:
+        self.args += [key, len(args), op, *args]
+        self.count += 1
+
+    def hset(self, key: str, mapping: dict[str, Any]) -> None:
+        flat: list[Any] = []
+        for k, v in mapping.items():
+            flat += [k, v]
+        self._add("HSET", key, *flat)
+
+    def zadd(self, key: str, mapping: dict[str, Any]) -> None:
+        flat: list[Any] = []
+        for member, score in mapping.items():
+            flat += [score, member]
+        self._add("ZADD", key, *flat)
+
+    def sadd(self, key: str, member: str) -> None:
+        self._add("SADD", key, member)
+
+    def rpush(self, key: str, value: str) -> None:
+        self._add("RPUSH", key, value)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def execute(self) -> int:
+        if not self.args:
+            return 1
+        ok = int(self.script(keys=self.keys, args=[self.epoch, *self.args]))
+        self.args, self.count = [], 0
+        if not ok:
+            raise FencedWrite("epoch moved on or run exists")
+        return ok
+
+
+class FencedWrite(Exception):
+    """A fenced run creation was refused (another leader, or the run exists)."""
+
+
 def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, dag: str,
               params: dict[str, Any], since: _dt.datetime | None, to: _dt.datetime | None,
               version: str = "", rerun_of: str = "", extra: dict[str, Any] | None = None,
-              chunk: int = 2000) -> None:
-    """Write every task hash, then the run hash and indexes in one transaction."""
+              chunk: int = 2000, fence: tuple[str, int] | None = None) -> None:
+    """Write every task hash, then the run hash and indexes in one transaction.
+
+    With ``fence`` (leader-epoch key, epoch), every write is checked against the epoch and
+    against the run not existing yet (cron runs: exactly once per fire time).
+    """
     plan = Plan.of(order)
     hashes = tree_hashes(plan)
     leaves = plan.enqueue_order()
     rank = {id(t): i for i, t in enumerate(leaves)}
-    pipe = conn.pipeline(transaction=False)
+    pipe: Any = FencedPipe(conn, run_id, fence) if fence else conn.pipeline(transaction=False)
     for i, task in enumerate(order):
         tid = plan.tid(task)
         record = task_record(plan, task, i)
@@ -120,7 +194,7 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
         "n_tasks": len(order),
     }
     run.update(extra or {})
-    tx = conn.pipeline(transaction=True)
+    tx: Any = FencedPipe(conn, run_id, fence) if fence else conn.pipeline(transaction=True)
     tx.hset(keys.run(run_id), mapping=run)
     tx.zadd(keys.RUNS, {run_id: submitted})
     tx.zadd(keys.dag_runs(dag), {run_id: submitted})
