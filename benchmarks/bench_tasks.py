@@ -1,0 +1,77 @@
+"""Task code of Plankton's benchmark workloads (imported by the benchmark's workers)."""
+
+from __future__ import annotations
+
+import time
+
+import plankton as pk
+
+
+class BLeaf(pk.Task):
+    i = pk.Param(int)
+
+    def run(self):
+        self.emit(str(self.i))
+
+
+class BCount(pk.Task):
+    def run(self):
+        return sum(1 for _ in self.results())
+
+
+class BLink(pk.Task):
+    k = pk.Param(int)
+
+    def run(self):
+        got = list(self.results())
+        value = got[0] + 1 if got else 1
+        self.emit(value)
+        return value
+
+
+class BStream(pk.Task):
+    n = pk.Param(int)
+
+    def run(self):
+        emit = self.emit
+        for i in range(self.n):
+            emit(f"value-{i:014d}")
+
+
+class BSleep(pk.Task):
+    i = pk.Param(int)
+    seconds = pk.Param(float, default=0.02)
+
+    def run(self):
+        time.sleep(self.seconds)
+        self.emit(self.i)
+
+
+class BNoop(pk.Task):
+    def run(self):
+        return 1
+
+
+def fanin(n: int) -> pk.Task:
+    return BCount().add_children(*(BLeaf(i=i) for i in range(n)))
+
+
+def chain(n: int) -> pk.Task:
+    node = BLink(k=0)
+    for k in range(1, n):
+        node = BLink(k=k).add_children(node)
+    return node
+
+
+def stream(n: int) -> pk.Task:
+    return BCount().add_children(BStream(n=n))
+
+
+def scale(leaves: int, mids: int) -> pk.Task:
+    per = leaves // mids
+    return BCount().add_children(*(
+        BCount().add_children(*(BLeaf(i=m * per + j) for j in range(per))) for m in range(mids)))
+
+
+def sleepers(n: int, seconds: float) -> pk.Task:
+    return BCount().add_children(*(BSleep(i=i, seconds=seconds) for i in range(n)))

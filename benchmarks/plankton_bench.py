@@ -1,0 +1,186 @@
+"""Plankton's side of the benchmark: a private Redis, a scheduler, workers, and each workload
+of BENCHMARKS.md run ``repeats`` times with its output checked."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import bench_tasks as bt
+from .harness import (RedisServer, figure, machine_info, peak_rss_kb, percentile,
+                      redis_benchmark, redis_connection, start_process, stop_process,
+                      used_memory, used_memory_peak)
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = ["fanin-1000", "chain-100", "stream-100k", "wide-10k", "latency", "scale-io",
+             "scale-100k"]
+
+
+class Stack:
+    """Scheduler + N workers on a private Redis, restartable with another worker count."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.env = dict(os.environ, PLANKTON_REDIS_URL=url,
+                        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.scheduler = None
+        self.workers: list = []
+
+    def start(self, n_workers: int) -> None:
+        imp = ["--import", "benchmarks.bench_tasks"]
+        if self.scheduler is None:
+            self.scheduler = start_process([sys.executable, "-m", "scheduler", *imp,
+                                            "--log-level", "WARNING"], env=self.env, cwd=ROOT)
+        self.set_workers(n_workers)
+
+    def set_workers(self, n: int) -> None:
+        for proc in self.workers:
+            stop_process(proc)
+        self.workers = [start_process([sys.executable, "-m", "workers", "--import",
+                                       "benchmarks.bench_tasks", "--name", f"bench-w{i}"],
+                                      env=self.env, cwd=ROOT) for i in range(n)]
+        conn = redis_connection(self.url)
+        conn.delete("plankton:workers")
+        deadline = time.monotonic() + 30
+        while conn.zcard("plankton:workers") < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for proc in [*self.workers, self.scheduler]:
+            stop_process(proc)
+
+
+def _timed(client: Any, root: Any) -> tuple[float, dict[str, Any]]:
+    t0 = time.perf_counter()
+    rid = client.submit(root)
+    run = client.wait(rid, timeout=1800)
+    return time.perf_counter() - t0, run
+
+
+def _result(client: Any, run: dict[str, Any]) -> Any:
+    return run["result"]
+
+
+def bench_fanin(client, stack, repeats):
+    times, ok, cmds = [], True, []
+    conn = client.conn
+    for _ in range(repeats):
+        root = bt.fanin(1000)
+        before = _commands(conn)
+        dt, run = _timed(client, root)
+        cmds.append((_commands(conn) - before) / 1001)
+        ok &= run["status"] == "succeeded" and run["result"] == 1000
+        times.append(1001 / dt)
+    return figure(times, "tasks/s", ok, redis_commands_per_task=round(min(cmds), 1))
+
+
+def bench_chain(client, stack, repeats):
+    vals, ok = [], True
+    for _ in range(repeats):
+        dt, run = _timed(client, bt.chain(100))
+        ok &= run["status"] == "succeeded" and run["result"] == 100
+        vals.append(dt / 100 * 1000)
+    return figure(vals, "ms/edge", ok)
+
+
+def bench_stream(client, stack, repeats):
+    vals, ok = [], True
+    for _ in range(repeats):
+        dt, run = _timed(client, bt.stream(100_000))
+        ok &= run["status"] == "succeeded" and run["result"] == 100_000
+        vals.append(100_000 / dt)
+    return figure(vals, "values/s", ok)
+
+
+def bench_wide(client, stack, repeats):
+    vals, ok, mem = [], True, []
+    conn = client.conn
+    for _ in range(repeats):
+        conn.config_resetstat()
+        dt, run = _timed(client, bt.fanin(10_000))
+        ok &= run["status"] == "succeeded" and run["result"] == 10_000
+        vals.append(dt)
+        mem.append(used_memory_peak(conn))
+    return figure(vals, "s", ok, scheduler_vmhwm_kb=peak_rss_kb(stack.scheduler.pid),
+                  redis_used_memory_peak_bytes=max(mem),
+                  redis_peak_bytes_per_1000_tasks=int(max(mem) / 10.001))
+
+
+def bench_scale100k(client, stack, repeats):
+    vals, ok = [], True
+    for _ in range(max(1, min(repeats, 1))):
+        dt, run = _timed(client, bt.scale(100_000, 100))
+        ok &= run["status"] == "succeeded" and run["result"] == 100_000
+        vals.append(dt)
+    return figure(vals, "s", ok, scheduler_vmhwm_kb=peak_rss_kb(stack.scheduler.pid),
+                  ms_per_task=round(min(vals) / 100_101 * 1000, 4))
+
+
+def bench_latency(client, stack, repeats):
+    lat, ok = [], True
+    for _ in range(200):
+        dt, run = _timed(client, bt.BNoop())
+        ok &= run["status"] == "succeeded"
+        lat.append(dt * 1000)
+    return figure([percentile(lat, 50)], "ms p50", ok, p50_ms=round(percentile(lat, 50), 2),
+                  p99_ms=round(percentile(lat, 99), 2))
+
+
+def bench_scale_io(client, stack, repeats):
+    out: dict[str, Any] = {}
+    ok = True
+    effs = []
+    for n in (1, 2, 4, 8, 16):
+        stack.set_workers(n)
+        walls = []
+        for _ in range(repeats):
+            dt, run = _timed(client, bt.sleepers(2000, 0.02))
+            ok &= run["status"] == "succeeded" and run["result"] == 2000
+            walls.append(dt)
+        wall = sorted(walls)[len(walls) // 2]
+        eff = (2000 * 0.02 / n) / wall
+        out[f"workers_{n}"] = {"wall_s": round(wall, 3), "efficiency": round(eff, 3)}
+        effs.append(eff)
+    stack.set_workers(2)
+    return figure([min(effs)], "min efficiency", ok, per_workers=out)
+
+
+BENCHES: dict[str, Callable] = {
+    "fanin-1000": bench_fanin, "chain-100": bench_chain, "stream-100k": bench_stream,
+    "wide-10k": bench_wide, "latency": bench_latency, "scale-io": bench_scale_io,
+    "scale-100k": bench_scale100k,
+}
+
+
+def _commands(conn) -> int:
+    info = conn.info("commandstats")
+    return sum(v["calls"] for v in info.values())
+
+
+def run_all(workloads: list[str], repeats: int) -> dict[str, Any]:
+    import plankton as pk
+
+    server = RedisServer().start()
+    stack = Stack(server.url)
+    report: dict[str, Any] = {"machine": machine_info(), "workloads": {}}
+    try:
+        report["redis"] = {"benchmark": redis_benchmark(server.port)}
+        stack.start(2)
+        client = pk.Client(server.url, imports=["benchmarks.bench_tasks"])
+        client.wait(client.submit(bt.BNoop()), timeout=60)  # warm up
+        for name in workloads:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            report["workloads"][name] = BENCHES[name](client, stack, repeats)
+            print(f"  {name}: {report['workloads'][name]}", file=sys.stderr, flush=True)
+        time.sleep(1.5)
+        report["redis"]["after"] = {"dbsize": client.conn.dbsize(),
+                                    "used_memory": used_memory(client.conn)}
+    finally:
+        stack.stop()
+        server.stop()
+    return report
