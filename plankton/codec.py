@@ -47,11 +47,21 @@ def loads(data: bytes, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> Any:
     )
 
 
+_PACK = msgpack.Packer(use_bin_type=True, datetime=True, default=_default).pack
+_FAST = (str, bytes, float, type(None), bool)
+
+
 def check_value(value: Any, where: str, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> bytes:
     """Encode a user value, raising SerializationError naming ``where`` and the type.
 
     Naive datetimes are refused: they would silently change meaning across hosts.
     """
+    if type(value) in _FAST:  # the common case of a stream: one call, no tree walk
+        data = _PACK(value)
+        if len(data) > max_bytes:
+            raise SerializationError(where, type(value).__name__,
+                                     f"{len(data)} bytes is over the limit of {max_bytes} bytes")
+        return data
     bad = _find_bad(value)
     if bad is not None:
         raise SerializationError(where, type(bad).__name__, _why(bad))

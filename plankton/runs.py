@@ -165,7 +165,8 @@ class FencedWrite(Exception):
 def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, dag: str,
               params: dict[str, Any], since: _dt.datetime | None, to: _dt.datetime | None,
               version: str = "", rerun_of: str = "", extra: dict[str, Any] | None = None,
-              chunk: int = 2000, fence: tuple[str, int] | None = None) -> None:
+              chunk: int = 2000, fence: tuple[str, int] | None = None,
+              notify: bool = True) -> None:
     """Write every task hash, then the run hash and indexes in one transaction.
 
     With ``fence`` (leader-epoch key, epoch), every write is checked against the epoch and
@@ -199,7 +200,8 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
     tx.zadd(keys.RUNS, {run_id: submitted})
     tx.zadd(keys.dag_runs(dag), {run_id: submitted})
     tx.sadd(keys.ACTIVE, run_id)
-    tx.rpush(keys.SUBMITTED, run_id)
+    if notify:
+        tx.rpush(keys.SUBMITTED, run_id)
     tx.execute()
 
 

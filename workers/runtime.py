@@ -28,6 +28,8 @@ BATCH_VALUES = 1000
 BATCH_BYTES = 256 * 1024
 #: A buffered value waits at most this long before the flusher sends it (s).
 FLUSH_AFTER = 0.01
+_array_header = msgpack.Packer().pack_array_header
+
 #: Channel entries read per READ call.
 READ_COUNT = 200
 
@@ -59,22 +61,32 @@ class Runtime(TaskContext):
     def emit(self, value: Any) -> None:
         data = codec.check_value(value, self.where, self.max_bytes)
         with self.lock:
-            if not self.buffer:
+            buffer = self.buffer
+            if not buffer:
                 self.buffer_since = time.monotonic()
-            self.buffer.append(data)
+            buffer.append(data)
             self.buffer_bytes += len(data)
-            self.processed["emitted"] += 1
-            if (self.pending is not None or len(self.buffer) >= BATCH_VALUES
+            if (self.pending is not None or len(buffer) >= BATCH_VALUES
                     or self.buffer_bytes >= BATCH_BYTES):
                 self._flush_locked(block=True)
+
+    @property
+    def processed(self) -> dict[str, int]:
+        """Emitted counts every value handed to emit(), buffered or sent."""
+        return {"emitted": self.seq_values + len(self.buffer), "consumed": self.consumed}
+
+    @processed.setter
+    def processed(self, value: dict[str, int]) -> None:
+        self.seq_values, self.consumed = value["emitted"], value["consumed"]
 
     def _take_batch(self) -> None:
         """Move the buffer into ``pending`` as one msgpack array (items are encoded already)."""
         n = len(self.buffer)
-        blob = msgpack.Packer().pack_array_header(n) + b"".join(self.buffer)
+        blob = _array_header(n) + b"".join(self.buffer)
         self.buffer, self.buffer_bytes = [], 0
         self.seq += 1
         self.pending = (self.seq, n, blob)
+        self.seq_values += n
 
     def flush(self) -> None:
         """Send buffered values; waits (never drops) while the parent's channel is full."""
@@ -154,9 +166,9 @@ class Runtime(TaskContext):
             moved = last != after
             after = last
             for blob in blobs:
-                for value in codec.loads(blob, self.max_bytes * 2):
-                    self.processed["consumed"] += 1
-                    yield value
+                values = codec.loads(blob, self.max_bytes * 2)
+                self.consumed += len(values)
+                yield from values
             ended.update(ends)
             if len(ended) >= claim.n_children:
                 return
