@@ -82,6 +82,14 @@ class Engine:
         return _s(self._finish(keys=[keys.run(run_id)],
                                args=[task, attempt, seq, n, blob, result, consumed]))
 
+    def finish_many(self, calls: Sequence[tuple]) -> list[str]:
+        """Several FINISH calls in one pipeline (one round trip)."""
+        pipe = self.conn.pipeline(transaction=False)
+        for run_id, task, attempt, seq, n, blob, result, consumed in calls:
+            self._finish(keys=[keys.run(run_id)],
+                         args=[task, attempt, seq, n, blob, result, consumed], client=pipe)
+        return [_s(r) for r in pipe.execute()]
+
     def read(self, run_id: str, task: str, attempt: int, after: str,
              count: int = 200) -> tuple[str, Any, Any, Any]:
         """{'OK', last_id, value blobs, ended children} or {'FENCED', state, error}."""
