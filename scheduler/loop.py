@@ -123,9 +123,11 @@ class Scheduler:
                     self.settle(run_id)
                     settled += 1
                 continue
-            self.engine.reap(run_id, backoff_ms(1, self.settings.retry_base,
-                                                self.settings.retry_cap), self.settings.max_lost)
-            self.schedule_ready(run_id, grace_ms=READY_GRACE_MS)
+            _, promoted = self.engine.reap(run_id, backoff_ms(1, self.settings.retry_base,
+                                                              self.settings.retry_cap),
+                                           self.settings.max_lost)
+            # Retries made ready just now have no one else to enqueue them: no grace.
+            self.schedule_ready(run_id, grace_ms=READY_GRACE_MS, also=promoted)
         if self.cron is not None:
             self.cron.tick()
         self._expire_indexes()
@@ -135,10 +137,13 @@ class Scheduler:
         since = int(self.clock() * 1000 - 3 * self.settings.heartbeat * 1000)
         return int(self.conn.zcount(keys.WORKERS, since, "+inf"))
 
-    def schedule_ready(self, run_id: str, grace_ms: int | None) -> int:
-        """Enqueue the run's ready tasks (all, or those ready for longer than grace_ms)."""
+    def schedule_ready(self, run_id: str, grace_ms: int | None,
+                       also: list[str] | tuple[str, ...] = ()) -> int:
+        """Enqueue the run's ready tasks (all, or those ready for longer than grace_ms,
+        plus the tasks in ``also``)."""
         hi = "+inf" if grace_ms is None else int(self.clock() * 1000) - grace_ms
         ready = [_s(t) for t in self.conn.zrangebyscore(keys.ready(run_id), "-inf", hi)]
+        ready += [t for t in also if t not in ready]
         if not ready:
             return 0
         pipe = self.conn.pipeline(transaction=False)
