@@ -11,7 +11,7 @@ import time
 
 import redis
 
-from plankton import settings as settings_mod
+from plankton import keys, settings as settings_mod
 from plankton.connection import connect, redact
 from plankton.errors import PlanktonError
 from plankton.registry import Registry
@@ -62,9 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     conn = connect(settings.url, blocking=True)
     wait_for_redis(conn, settings.url)
     queues = [rq_queue(q.strip(), conn) for q in args.queues.split(",") if q.strip()]
+    previous_beat = conn.zscore(keys.WORKERS, name)   # before our own monitor beats
     executor = Executor(settings, registry, name)
     worker = PlanktonWorker(queues, connection=conn, name=name,
                             serializer=queues[0].serializer)
+    worker.previous_beat_ms = previous_beat
+    worker.stale_after_ms = max(3 * settings.heartbeat * 1000, settings.lease_ms)
     worker.executor = executor
     worker.log_result_lifespan = False
     log.info("worker %s serving %s from %s (imports: %s)", name, args.queues,

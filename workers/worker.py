@@ -10,11 +10,14 @@ before anything is imported, recorded failed, and the worker keeps serving.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import time
 from typing import Any
 
 from rq.job import Job
 from rq.registry import FailedJobRegistry
+from rq.utils import now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
 from plankton.engine import Engine
@@ -62,6 +65,38 @@ class PlanktonWorker(SimpleWorker):
 
     serializer = MsgpackSerializer
     executor: Executor
+    #: Plankton heartbeat (ms, local clock) of this worker name, read before this process
+    #: began to beat, and the age after which that holder counts as dead.
+    previous_beat_ms: float | None = None
+    stale_after_ms: float = 15_000
+
+    def register_birth(self) -> None:
+        """RQ refuses a name whose worker key has no death recorded, for up to 8 minutes
+        (its TTL). A worker SIGKILLed, or restarted by its supervisor after a task would not
+        stop, never records its death, so its successor under the same name would crash-loop.
+        Take the name over when its holder is provably dead."""
+        if self.connection.exists(self.key) and not self.connection.hexists(self.key, "death") \
+                and self._holder_is_dead():
+            log.warning("worker %s: the previous process with this name is dead; taking over",
+                        self.name)
+            self.connection.hset(self.key, "death", utcformat(now()))
+        super().register_birth()
+
+    def _holder_is_dead(self) -> bool:
+        host, pid = self.connection.hmget(self.key, "hostname", "pid")
+        host = host.decode() if isinstance(host, bytes) else host
+        if host == self.hostname and pid is not None and pid.isdigit():
+            old = int(pid)
+            if old == os.getpid():
+                return True           # a PID namespace reused the PID: that process is gone
+            try:
+                os.kill(old, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass
+        beat = self.previous_beat_ms
+        return beat is None or time.time() * 1000 - beat > self.stale_after_ms
 
     def execute_job(self, job: Job, queue: Any) -> None:
         self.set_state(WorkerStatus.BUSY)
