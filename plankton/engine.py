@@ -57,15 +57,18 @@ class Engine:
         self._settle = conn.register_script(scripts.SETTLE)
 
     def start(self, run_id: str, worker: str, lease_ms: int,
-              pairs: Sequence[tuple[str, int]]) -> tuple[list[Claimed], list[tuple[str, int, str]]]:
-        args: list[Any] = [worker, lease_ms]
+              pairs: Sequence[tuple[str, int]], queues: Sequence[str] = ("default",),
+              local_budget: int = 0,
+              ) -> tuple[list[Claimed], list[tuple[str, int, str]]]:
+        """Claim queued attempts; parents they release are claimed too, up to
+        ``local_budget``, when their queue is in ``queues``; the rest are returned."""
+        args: list[Any] = [worker, lease_ms, local_budget, "," + ",".join(queues) + ","]
         for t, a in pairs:
             args += [t, a]
         claimed_raw, released_raw = self._start(keys=[keys.run(run_id)], args=args)
         claimed = []
         for row in claimed_raw:
-            t, fam, params, parent, n_children, timeout, name, queue = row
-            attempt = dict((str(tt), aa) for tt, aa in pairs)[_s(t)]
+            t, attempt, fam, params, parent, n_children, timeout, name, queue = row
             claimed.append(Claimed(run_id, _s(t), int(attempt), _s(fam), params or b"",
                                    _s(parent), int(n_children or 0),
                                    float(timeout) if _s(timeout) else None, _s(name),

@@ -92,35 +92,47 @@ local function fail_task(t, attempt, kind, err, backoff, max_lost, now)
 end
 """
 
-#: Worker: claim a batch of queued attempts. ARGV: worker, lease_ms, then (task, attempt)*.
-#: Returns {claimed, released}: claimed rows {task, family, params, parent, n_children,
-#: timeout, name, queue}; released rows {parent, attempt, queue} whose children all started.
+#: Worker: claim a batch of queued attempts. ARGV: worker, lease_ms, local budget, queues
+#: (comma-separated, with a leading and trailing comma), then (task, attempt)*.
+#: A parent released by these starts (all its children started) is claimed right here by the
+#: same worker when its queue is one the worker serves and the local budget allows (the
+#: worker "releases its parent itself": no trip through RQ); otherwise it is returned to be
+#: enqueued. Returns {claimed, released}: claimed rows {task, attempt, family, params, parent,
+#: n_children, timeout, name, queue}; released rows {parent, attempt, queue}.
 START = _PRELUDE + r"""
 local now = now_ms()
 local live = run_live()
-local lease = tonumber(ARGV[2])
+local worker, lease, budget, queues = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local claimed, released = {}, {}
-for i = 3, #ARGV, 2 do
-  local t, a = ARGV[i], ARGV[i + 1]
+local function claim(t, a)
   local k = tkey(t)
-  local st = redis.call('HMGET', k, 'state', 'attempt')
-  if live and st[1] == 'queued' and st[2] == a then
-    redis.call('HSET', k, 'state', 'running', 'started_at', now, 'worker', ARGV[1],
-      'attempts', a, 'seq', 0, 'ch_read', 0, 'emitted', 0, 'consumed', 0)
-    redis.call('ZADD', P .. 'leases', now + lease, t)
-    local f = redis.call('HMGET', k, 'family', 'params', 'parent', 'n_children', 'timeout',
-      'name', 'queue', 'counted')
-    table.insert(claimed, {t, f[1], f[2], f[3], f[4], f[5], f[6], f[7]})
-    if f[3] ~= '' and f[8] ~= '1' then
-      redis.call('HSET', k, 'counted', '1')
-      local pk = tkey(f[3])
-      local n = redis.call('HINCRBY', pk, 'n_started', 1)
-      local ps = redis.call('HMGET', pk, 'state', 'n_children', 'attempt', 'queue')
-      if n >= tonumber(ps[2]) and ps[1] == 'pending' then
-        redis.call('HSET', pk, 'state', 'ready')
-        redis.call('ZADD', P .. 'ready', now, f[3])
-        table.insert(released, {f[3], ps[3], ps[4]})
-      end
+  redis.call('HSET', k, 'state', 'running', 'started_at', now, 'worker', worker,
+    'attempts', a, 'seq', 0, 'ch_read', 0, 'emitted', 0, 'consumed', 0)
+  redis.call('ZADD', P .. 'leases', now + lease, t)
+  local f = redis.call('HMGET', k, 'family', 'params', 'parent', 'n_children', 'timeout',
+    'name', 'queue', 'counted')
+  table.insert(claimed, {t, a, f[1], f[2], f[3], f[4], f[5], f[6], f[7]})
+  if f[3] == '' or f[8] == '1' then return end
+  redis.call('HSET', k, 'counted', '1')
+  local pk = tkey(f[3])
+  local n = redis.call('HINCRBY', pk, 'n_started', 1)
+  local ps = redis.call('HMGET', pk, 'state', 'n_children', 'attempt', 'queue')
+  if n < tonumber(ps[2]) or ps[1] ~= 'pending' then return end
+  if budget > 0 and string.find(queues, ',' .. ps[4] .. ',', 1, true) then
+    budget = budget - 1
+    return {f[3], ps[3]}
+  end
+  redis.call('HSET', pk, 'state', 'ready')
+  redis.call('ZADD', P .. 'ready', now, f[3])
+  table.insert(released, {f[3], ps[3], ps[4]})
+end
+if live then
+  for i = 5, #ARGV, 2 do
+    local t, a = ARGV[i], ARGV[i + 1]
+    local st = redis.call('HMGET', tkey(t), 'state', 'attempt')
+    if st[1] == 'queued' and st[2] == a then
+      local up = claim(t, a)
+      while up do up = claim(up[1], up[2]) end
     end
   end
 end

@@ -30,9 +30,13 @@ from plankton.registry import Registry
 from plankton.settings import Settings
 from plankton.transport import Enqueuer
 
-from .runtime import Runtime
+from .runtime import Runtime, SlotHold
 
 log = logging.getLogger(__name__)
+
+#: Most tasks a worker runs at once (most of them waiting on channels); parents released
+#: beyond this go through RQ to another worker.
+MAX_LOCAL_THREADS = 512
 
 #: Exit code asking the supervisor for a fresh worker process (a task would not stop).
 EXIT_RESTART = 75
@@ -99,6 +103,7 @@ class Executor:
         self.settings = settings
         self.registry = registry
         self.name = name
+        self.queues: list[str] = ["default"]
         self.host = socket.gethostname()
         self.conn = conn or connect(settings.url)
         self.blocking_conn = connect(settings.url, blocking=True)
@@ -125,12 +130,14 @@ class Executor:
     def run_batch(self, run_id: str, pairs: Sequence[tuple[str, int]]) -> None:
         """Claim a batch, release parents whose children all started, run the claimed tasks.
 
-        Tasks with children run on their own threads (they wait on channels). Leaves run right
-        here, one after the other, and their FINISH calls go out pipelined in groups: a batch
+        Tasks with children run on their own threads without taking a CPU slot (they are
+        consumers and mostly wait on channels). Leaves take the slot and run right here, one after the other, and their FINISH calls go out pipelined in groups: a batch
         of short leaves costs a fraction of a round trip each. Returns once every task of the
         batch has finished or is waiting on a channel.
         """
-        claimed, released = self.engine.start(run_id, self.name, self.settings.lease_ms, pairs)
+        budget = max(0, MAX_LOCAL_THREADS - self.running_count())
+        claimed, released = self.engine.start(run_id, self.name, self.settings.lease_ms, pairs,
+                                              self.queues, budget)
         if released:
             self.enqueuer.enqueue_many(run_id, released, batch=len(released))
         leaves = []
@@ -138,24 +145,27 @@ class Executor:
             if claim.n_children == 0:
                 leaves.append(claim)
                 continue
-            self.acquire_slot()
-            self.pool.submit(self._execute, claim)
+            # A task with children is a consumer: it starts without a CPU slot (it would only
+            # wait on its channel), so starting a tall tree never queues behind itself.
+            self.pool.submit(self._execute, claim, SlotHold(self.slots))
         if leaves:
             finisher = Finisher(self.engine)
-            self.acquire_slot()
+            hold = SlotHold(self.slots)
             try:
                 for claim in leaves:
-                    self._execute(claim, finisher, own_slot=False)
+                    hold.acquire()
+                    self._execute(claim, hold, finisher)
                     finisher.flush_if_due()
             finally:
                 finisher.flush()
-                self.release_slot()
+                hold.release()
         self.acquire_slot()
         self.release_slot()
 
-    def _execute(self, claim: Claimed, finisher: "Finisher | None" = None,
-                 own_slot: bool = True) -> None:
-        rt = Runtime(self, claim)
+    def _execute(self, claim: Claimed, hold: SlotHold,
+                 finisher: "Finisher | None" = None) -> None:
+        """Run one attempt; a leaf's ``hold`` is the batch loop's and stays with it."""
+        rt = Runtime(self, claim, hold)
         rt.thread = threading.current_thread()
         key = (claim.run_id, claim.task_id)
         with self.active_lock:
@@ -171,8 +181,8 @@ class Executor:
                 self.active.pop(key, None)
                 self._kill_at.pop(key, None)
             self._push_logs(rt)
-            if own_slot:
-                self.release_slot()
+            if finisher is None:
+                hold.release()
 
     def _run_attempt(self, rt: Runtime, finisher: "Finisher | None" = None) -> None:
         claim = rt.claim

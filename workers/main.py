@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     queues = [rq_queue(q.strip(), conn) for q in args.queues.split(",") if q.strip()]
     previous_beat = conn.zscore(keys.WORKERS, name)   # before our own monitor beats
     executor = Executor(settings, registry, name)
+    executor.queues = [q.name for q in queues]
     worker = PlanktonWorker(queues, connection=conn, name=name,
                             serializer=queues[0].serializer)
     worker.previous_beat_ms = previous_beat

@@ -34,11 +34,32 @@ _array_header = msgpack.Packer().pack_array_header
 READ_COUNT = 200
 
 
+class SlotHold:
+    """One claim on a worker's CPU slots. A task gives its slot back when it starts waiting
+    on a channel and does not queue for it again when the wait ends: a consumer that was
+    fed always gets to run, so a tree can never deadlock on slots."""
+
+    def __init__(self, slots: threading.Semaphore) -> None:
+        self.slots = slots
+        self.held = False
+
+    def acquire(self) -> None:
+        if not self.held:
+            self.slots.acquire()
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.slots.release()
+
+
 class Runtime(TaskContext):
     """The context of one attempt of one task inside a worker."""
 
-    def __init__(self, executor: "Executor", claim: "Claimed") -> None:
+    def __init__(self, executor: "Executor", claim: "Claimed", hold: "SlotHold") -> None:
         self.executor = executor
+        self.hold = hold
         self.claim = claim
         self.engine = executor.engine
         self.cap = executor.settings.channel_cap
@@ -129,7 +150,7 @@ class Runtime(TaskContext):
                 if not block:
                     return False
                 if not blocked:
-                    self.executor.release_slot()
+                    self.hold.release()
                     blocked = self.waiting = True
                 time.sleep(wait)
                 wait = min(wait * 2, 0.05)
@@ -137,7 +158,6 @@ class Runtime(TaskContext):
         finally:
             if blocked:
                 self.waiting = False
-                self.executor.acquire_slot()
 
     def final_batch(self) -> tuple[int, int, bytes]:
         """What the FINISH script appends: the last batch (pending ones are sent first)."""
@@ -184,13 +204,12 @@ class Runtime(TaskContext):
 
     def _wait_for(self, channel: str, after: str) -> None:
         """Block until the channel has an entry after ``after`` (or 1 s), off the CPU slot."""
-        self.executor.release_slot()
+        self.hold.release()
         self.waiting = True
         try:
             self.executor.blocking_conn.xread({channel: after}, count=1, block=1000)
         finally:
             self.waiting = False
-            self.executor.acquire_slot()
 
     # -- logs ----------------------------------------------------------------------------
     def log(self, level: int, message: str) -> None:
