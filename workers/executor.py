@@ -112,6 +112,9 @@ class Executor:
         self.slots = threading.Semaphore(max(1, settings.concurrency))
         self.pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="task")
         self.active: dict[tuple[str, str], Runtime] = {}
+        #: Attempts claimed by START and not yet ended here (waiting for their turn in a
+        #: batch, or finished with a FINISH not yet flushed): their leases are renewed too.
+        self.held: dict[tuple[str, str], int] = {}
         self.active_lock = threading.Lock()
         self.stopping = threading.Event()
         self.parent_pid = os.getppid()
@@ -138,6 +141,9 @@ class Executor:
         budget = max(0, MAX_LOCAL_THREADS - self.running_count())
         claimed, released = self.engine.start(run_id, self.name, self.settings.lease_ms, pairs,
                                               self.queues, budget)
+        with self.active_lock:
+            for claim in claimed:
+                self.held[(claim.run_id, claim.task_id)] = claim.attempt
         if released:
             self.enqueuer.enqueue_many(run_id, released, batch=len(released))
         leaves = []
@@ -159,6 +165,9 @@ class Executor:
             finally:
                 finisher.flush()
                 hold.release()
+                with self.active_lock:
+                    for claim in leaves:
+                        self.held.pop((claim.run_id, claim.task_id), None)
         self.acquire_slot()
         self.release_slot()
 
@@ -180,6 +189,8 @@ class Executor:
             with self.active_lock:
                 self.active.pop(key, None)
                 self._kill_at.pop(key, None)
+                if finisher is None:
+                    self.held.pop(key, None)
             self._push_logs(rt)
             if finisher is None:
                 hold.release()
@@ -256,22 +267,30 @@ class Executor:
             now = time.monotonic()
             with self.active_lock:
                 runtimes = list(self.active.values())
-            for rt in runtimes:
-                rt.flush_if_old(now)
-            self._check_deadlines(runtimes, now)
-            if now >= next_renew:
-                next_renew = now + self.settings.heartbeat
-                self._renew(runtimes)
             if os.getppid() != self.parent_pid:
                 log.error("supervisor is gone; handing back attempts and exiting")
                 self.hand_back_all("worker orphaned")
                 os._exit(EXIT_RESTART)
+            try:
+                for rt in runtimes:
+                    rt.flush_if_old(now)
+                self._check_deadlines(runtimes, now)
+                if now >= next_renew:
+                    next_renew = now + self.settings.heartbeat
+                    self._renew(runtimes)
+            except Exception:  # noqa: BLE001 - the monitor must outlive any one failure
+                log.exception("worker monitor: error (carrying on)")
+                time.sleep(0.1)
             time.sleep(0.005 if runtimes else 0.1)
 
     def _renew(self, runtimes: list[Runtime]) -> None:
         by_run: dict[str, list[tuple[str, int]]] = {}
+        with self.active_lock:
+            pairs = dict(self.held)
         for rt in runtimes:
-            by_run.setdefault(rt.claim.run_id, []).append((rt.claim.task_id, rt.claim.attempt))
+            pairs[(rt.claim.run_id, rt.claim.task_id)] = rt.claim.attempt
+        for (run_id, task_id), attempt in pairs.items():
+            by_run.setdefault(run_id, []).append((task_id, attempt))
         try:
             self.conn.zadd(keys.WORKERS, {self.name: int(time.time() * 1000)})
             for run_id, pairs in by_run.items():
@@ -306,14 +325,20 @@ class Executor:
         self._kill_at.setdefault(key, time.monotonic() + self.settings.kill_grace)
 
     def hand_back_all(self, reason: str, skip: tuple[str, str] | None = None) -> None:
-        """Give every running attempt back for an immediate retry elsewhere."""
+        """Give every running attempt (and every claimed one not started yet) back for an
+        immediate retry elsewhere."""
         with self.active_lock:
             runtimes = [rt for k, rt in self.active.items() if k != skip and not rt.fenced]
+            waiting = {k: a for k, a in self.held.items()
+                       if k != skip and k not in self.active}
+        todo = [(rt.claim.run_id, rt.claim.task_id, rt.claim.attempt) for rt in runtimes]
+        todo += [(run_id, task_id, a) for (run_id, task_id), a in waiting.items()]
         for rt in runtimes:
             rt.fenced = True
+        for run_id, task_id, attempt in todo:
             try:
-                self.engine.fail(rt.claim.run_id, rt.claim.task_id, rt.claim.attempt,
-                                 "handback", reason, 0, self.settings.max_lost)
+                self.engine.fail(run_id, task_id, attempt, "handback", reason, 0,
+                                 self.settings.max_lost)
             except redis.RedisError:
                 pass
 
