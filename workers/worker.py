@@ -165,7 +165,16 @@ class PlanktonWorker(SimpleWorker):
         signal.signal(signal.SIGTERM, self.request_stop)
 
     def request_force_stop(self, signum: int, frame: Any) -> None:
-        """Second signal: hand every attempt back for an immediate retry, then exit."""
+        """Second signal: hand every attempt back for an immediate retry, then exit now.
+
+        Tasks are threads of this process, so only leaving the process stops them: a
+        SystemExit would be caught by the leaf running on this thread, or leave the process
+        waiting on its pool threads until their tasks end."""
         log.warning("worker %s: cold shutdown, handing back running attempts", self.name)
         self.executor.hand_back_all("worker cold shutdown")
-        raise SystemExit(0)
+        try:
+            self.register_death()
+        except Exception:  # noqa: BLE001 - best effort; a successor takes the name over anyway
+            pass
+        logging.shutdown()
+        os._exit(0)
