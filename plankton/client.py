@@ -23,6 +23,7 @@ from .errors import NotFoundError, RunTimeout
 from .registry import Registry
 from .settings import Settings, load
 from .task import Task, validate_tree
+from .transport import Enqueuer, batch_size
 
 
 def code_version(module: str) -> str:
@@ -49,6 +50,14 @@ class Client:
             check(self.conn, self.settings.url, self.settings.connect_attempts)
         self.registry = Registry(self.settings.imports)
         self.engine = Engine(self.conn)
+        self._workers, self._workers_at = 0, -10.0
+        self._enqueuer: Enqueuer | None = None
+
+    @property
+    def enqueuer(self) -> Enqueuer:
+        if self._enqueuer is None:
+            self._enqueuer = Enqueuer(self.conn)
+        return self._enqueuer
 
     # -- DAGs ----------------------------------------------------------------------------
     def find_dag(self, name: str) -> Dag:
@@ -83,24 +92,30 @@ class Client:
             name, module = d.name, d.module
         wire = self._wire_params(dag, typed)
         rid = run_id or runs.new_run_id()
-        runs.write_run(self.conn, rid, root, order, dag=name, params=wire, since=since, to=to,
-                       version=code_version(module), rerun_of=rerun_of, extra=extra,
-                       notify=False)
-        self._enqueue_leaves(rid, order)
+        plan = runs.Plan.of(order)
+        items = [(plan.tid(t), 1, type(t).queue) for t in plan.enqueue_order()]
+        size = batch_size(len(items), self._workers_alive())
+        enqueuer = self.enqueuer
+        small = len(order) <= 2000
+        replies = runs.write_run(
+            self.conn, rid, root, order, dag=name, params=wire, since=since, to=to,
+            version=code_version(module), rerun_of=rerun_of, extra=extra, notify=False,
+            then=(lambda tx: enqueuer.enqueue_many_in(tx, rid, items, size)) if small else None)
+        if not small or any(isinstance(r, Exception) for r in replies or []):
+            # Put the first ready tasks on their queues now, saving a hop through the
+            # scheduler (which would enqueue them after READY_GRACE_MS if we died here).
+            # Racing it is safe: every enqueue is a compare-and-set on state and attempt.
+            enqueuer.enqueue_many(rid, items, size)
         return rid
 
-    def _enqueue_leaves(self, run_id: str, order: list[Task]) -> None:
-        """Put the first ready tasks on their queues now, saving a hop through the scheduler.
-
-        Safe to race with the scheduler (which would enqueue them after READY_GRACE_MS if this
-        process died here): every enqueue is a compare-and-set on state and attempt."""
-        from .transport import Enqueuer, batch_size
-
-        leaves = runs.Plan.of(order)
-        items = [(leaves.tid(t), 1, type(t).queue) for t in leaves.enqueue_order()]
-        since = int(time.time() * 1000 - 3 * self.settings.heartbeat * 1000)
-        workers = int(self.conn.zcount(keys.WORKERS, since, "+inf"))
-        Enqueuer(self.conn).enqueue_many(run_id, items, batch_size(len(items), workers))
+    def _workers_alive(self) -> int:
+        """Live workers (cached for a second): sizes the first batches."""
+        now = time.monotonic()
+        if now - self._workers_at > 1.0:
+            since = int(time.time() * 1000 - 3 * self.settings.heartbeat * 1000)
+            self._workers = int(self.conn.zcount(keys.WORKERS, since, "+inf"))
+            self._workers_at = now
+        return self._workers
 
     @staticmethod
     def _wire_params(dag: Any, typed: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,9 +232,10 @@ class Client:
                     if left <= 0:
                         raise RunTimeout(f"run {run_id} did not end within {timeout}s")
                     step = min(step, left)
-                got = blocking.blpop([keys.done(run_id)], timeout=max(step, 0.01))
-                if got is not None:
-                    blocking.lpush(keys.done(run_id), got[1])
+                # Rotating the one-element list wakes us and leaves it for other waiters.
+                done = keys.done(run_id)
+                if blocking.blmove(done, done, max(step, 0.01), "RIGHT", "LEFT") is not None:
+                    return self.status(run_id)
         finally:
             blocking.close()
 

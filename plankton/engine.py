@@ -55,6 +55,7 @@ class Engine:
         self._reap = conn.register_script(scripts.REAP)
         self._cancel = conn.register_script(scripts.CANCEL)
         self._settle = conn.register_script(scripts.SETTLE)
+        self._finish_sha: str | None = None
 
     def start(self, run_id: str, worker: str, lease_ms: int,
               pairs: Sequence[tuple[str, int]], queues: Sequence[str] = ("default",),
@@ -87,11 +88,17 @@ class Engine:
 
     def finish_many(self, calls: Sequence[tuple]) -> list[str]:
         """Several FINISH calls in one pipeline (one round trip)."""
+        if self._finish_sha is None:
+            self._finish_sha = self.conn.script_load(scripts.FINISH)
         pipe = self.conn.pipeline(transaction=False)
         for run_id, task, attempt, seq, n, blob, result, consumed in calls:
-            self._finish(keys=[keys.run(run_id)],
-                         args=[task, attempt, seq, n, blob, result, consumed], client=pipe)
-        return [_s(r) for r in pipe.execute()]
+            pipe.evalsha(self._finish_sha, 1, keys.run(run_id), task, attempt, seq, n, blob,
+                         result, consumed)
+        try:
+            return [_s(r) for r in pipe.execute()]
+        except redis.exceptions.NoScriptError:  # Redis restarted and lost its script cache
+            self._finish_sha = None
+            return [self.finish(*call) for call in calls]
 
     def read(self, run_id: str, task: str, attempt: int, after: str,
              count: int = 200) -> tuple[str, Any, Any, Any]:

@@ -166,7 +166,7 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
               params: dict[str, Any], since: _dt.datetime | None, to: _dt.datetime | None,
               version: str = "", rerun_of: str = "", extra: dict[str, Any] | None = None,
               chunk: int = 2000, fence: tuple[str, int] | None = None,
-              notify: bool = True) -> None:
+              notify: bool = True, then: Any = None) -> list[Any]:
     """Write every task hash, then the run hash and indexes in one transaction.
 
     With ``fence`` (leader-epoch key, epoch), every write is checked against the epoch and
@@ -176,7 +176,16 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
     hashes = tree_hashes(plan)
     leaves = plan.enqueue_order()
     rank = {id(t): i for i, t in enumerate(leaves)}
-    pipe: Any = FencedPipe(conn, run_id, fence) if fence else conn.pipeline(transaction=False)
+    small = fence is None and len(order) <= chunk
+    tx: Any
+    if fence:
+        pipe: Any = FencedPipe(conn, run_id, fence)
+    elif small:
+        # One transaction, one round trip: tasks, run, indexes, and (``then``) the first
+        # enqueue; nobody can see the run before its tasks.
+        pipe = tx = conn.pipeline(transaction=True)
+    else:
+        pipe = conn.pipeline(transaction=False)
     for i, task in enumerate(order):
         tid = plan.tid(task)
         record = task_record(plan, task, i)
@@ -184,9 +193,10 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
         pipe.hset(keys.task(run_id, tid), mapping=record)
         if not task.children:
             pipe.zadd(keys.ready(run_id), {tid: rank[id(task)]})
-        if len(pipe) >= chunk:
+        if not small and len(pipe) >= chunk:
             pipe.execute()
-    pipe.execute()
+    if not small:
+        pipe.execute()
     submitted = now_ms()
     run = {
         "run_id": run_id, "dag": dag, "status": "queued", "params": codec.dumps(params),
@@ -195,14 +205,17 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
         "n_tasks": len(order),
     }
     run.update(extra or {})
-    tx: Any = FencedPipe(conn, run_id, fence) if fence else conn.pipeline(transaction=True)
+    if not small:
+        tx = FencedPipe(conn, run_id, fence) if fence else conn.pipeline(transaction=True)
     tx.hset(keys.run(run_id), mapping=run)
     tx.zadd(keys.RUNS, {run_id: submitted})
     tx.zadd(keys.dag_runs(dag), {run_id: submitted})
     tx.sadd(keys.ACTIVE, run_id)
     if notify:
         tx.rpush(keys.SUBMITTED, run_id)
-    tx.execute()
+    if then is not None:
+        then(tx)
+    return tx.execute()
 
 
 def _s(value: Any) -> str:

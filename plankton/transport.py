@@ -70,6 +70,8 @@ class Enqueuer:
     def __init__(self, conn: redis.Redis) -> None:
         self.conn = conn
         self._script = conn.register_script(scripts.ENQUEUE)
+        # Loaded now, so that pipelines can EVALSHA it without a SCRIPT EXISTS round trip.
+        self._script.sha = conn.script_load(scripts.ENQUEUE)
 
     def enqueue(self, run_id: str, queue: str, tasks: Sequence[tuple[str, int]]) -> list[str]:
         """Enqueue ``tasks`` (task id, attempt) as one RQ job; returns the tasks enqueued.
@@ -78,17 +80,7 @@ class Enqueuer:
         """
         pending = list(tasks)
         while pending:
-            q = rq_queue(queue, self.conn)
-            jid = job_id(run_id, pending)
-            fields = _job_fields(self.conn, queue, jid, run_id, pending)
-            flat: list[Any] = []
-            for k, v in fields.items():
-                flat += [k, v]
-            args: list[Any] = [jid, q.key, len(fields), *flat]
-            for t, a in pending:
-                args += [t, a]
-            status, bad = self._script(keys=[keys.run(run_id), f"rq:job:{jid}", q.key,
-                                             "rq:queues"], args=args)
+            status, bad = self._call(run_id, queue, pending)
             if status == b"OK":
                 return [t for t, _ in pending]
             if status == b"ENDED":
@@ -97,23 +89,48 @@ class Enqueuer:
             pending = [(t, a) for t, a in pending if t not in refused]
         return []
 
+    def enqueue_many_in(self, pipe: Any, run_id: str, items: Sequence[tuple[str, int, str]],
+                        batch: int) -> None:
+        """Add the ENQUEUE calls of ``items`` to ``pipe`` (tasks known to be ready: they
+        are being created in the same transaction)."""
+        batch = max(1, min(batch, MAX_BATCH))
+        for q, todo in _by_queue(items).items():
+            for i in range(0, len(todo), batch):
+                self._call(run_id, q, todo[i:i + batch], client=pipe)
+
+    def _call(self, run_id: str, queue: str, tasks: Sequence[tuple[str, int]],
+              client: Any = None) -> Any:
+        q = rq_queue(queue, self.conn)
+        jid = job_id(run_id, tasks)
+        fields = _job_fields(self.conn, queue, jid, run_id, tasks)
+        flat: list[Any] = []
+        for k, v in fields.items():
+            flat += [k, v]
+        args: list[Any] = [jid, q.key, len(fields), *flat]
+        for t, a in tasks:
+            args += [t, a]
+        script_keys = [keys.run(run_id), f"rq:job:{jid}", q.key, "rq:queues"]
+        if client is not None:
+            return client.evalsha(self._script.sha, len(script_keys), *script_keys, *args)
+        return self._script(keys=script_keys, args=args)
+
     def enqueue_many(self, run_id: str, items: Sequence[tuple[str, int, str]],
                      batch: int) -> int:
         """Enqueue (task, attempt, queue) items in order, ``batch`` tasks per RQ job."""
-        by_queue: dict[str, list[tuple[str, int]]] = {}
-        order: list[str] = []
-        for t, a, q in items:
-            if q not in by_queue:
-                by_queue[q] = []
-                order.append(q)
-            by_queue[q].append((t, a))
         done = 0
         batch = max(1, min(batch, MAX_BATCH))
-        for q in order:
-            todo = by_queue[q]
+        for q, todo in _by_queue(items).items():
             for i in range(0, len(todo), batch):
                 done += len(self.enqueue(run_id, q, todo[i:i + batch]))
         return done
+
+
+def _by_queue(items: Sequence[tuple[str, int, str]]) -> dict[str, list[tuple[str, int]]]:
+    """Group (task, attempt, queue) items by queue, keeping their order."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for t, a, q in items:
+        out.setdefault(q, []).append((t, a))
+    return out
 
 
 def batch_size(n_ready: int, n_workers: int) -> int:
