@@ -65,9 +65,13 @@ def follow(client: Client, run_id: str, tty: bool) -> dict[str, Any]:
             for line in render.plain_changes(client.status(run_id), seen):
                 print(line, flush=True)
         if ended:
-            final = runs.read_run(client.conn, run_id) or {}
-            print(f"result: {render._short(final.get('result'))}" if final.get("status") ==
-                  "succeeded" else f"error: {final.get('error')}", flush=True)
+            if big:
+                final = runs.read_run(client.conn, run_id) or {}
+                print(f"result: {render._short(final.get('result'))}" if final.get("status")
+                      == "succeeded" else f"error: {final.get('error')}", flush=True)
+            else:
+                final = client.status(run_id)
+                render.print_run(final, Console(no_color=True, width=200))
             return final
         _pause(client, run_id, 0.2)
 
