@@ -7,6 +7,7 @@ round trip and one atomic compare-and-set in Redis.
 from __future__ import annotations
 
 import random
+import socket
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -59,11 +60,12 @@ class Engine:
 
     def start(self, run_id: str, worker: str, lease_ms: int,
               pairs: Sequence[tuple[str, int]], queues: Sequence[str] = ("default",),
-              local_budget: int = 0,
+              local_budget: int = 0, host: str = "",
               ) -> tuple[list[Claimed], list[tuple[str, int, str]]]:
         """Claim queued attempts; parents they release are claimed too, up to
         ``local_budget``, when their queue is in ``queues``; the rest are returned."""
-        args: list[Any] = [worker, lease_ms, local_budget, "," + ",".join(queues) + ","]
+        args: list[Any] = [worker, lease_ms, local_budget, "," + ",".join(queues) + ",",
+                           host or socket.gethostname()]
         for t, a in pairs:
             args += [t, a]
         claimed_raw, released_raw = self._start(keys=[keys.run(run_id)], args=args)

@@ -309,6 +309,7 @@ def task_view(tid: str, r: dict[str, Any]) -> dict[str, Any]:
         "state": state,
         "attempts": _int(r.get("attempts")) or 0,
         "worker": _s(r.get("worker")) or None,
+        "host": _s(r.get("host")) or None,
         "started_at": _ms_iso(r.get("started_at")),
         "ended_at": _ms_iso(r.get("ended_at")) if state in ("succeeded", "failed", "cancelled")
         else None,

@@ -93,7 +93,7 @@ end
 """
 
 #: Worker: claim a batch of queued attempts. ARGV: worker, lease_ms, local budget, queues
-#: (comma-separated, with a leading and trailing comma), then (task, attempt)*.
+#: (comma-separated, with a leading and trailing comma), host, then (task, attempt)*.
 #: A parent released by these starts (all its children started) is claimed right here by the
 #: same worker when its queue is one the worker serves and the local budget allows (the
 #: worker "releases its parent itself": no trip through RQ); otherwise it is returned to be
@@ -107,7 +107,7 @@ local claimed, released = {}, {}
 local function claim(t, a)
   local k = tkey(t)
   redis.call('HSET', k, 'state', 'running', 'started_at', now, 'worker', worker,
-    'attempts', a, 'seq', 0, 'ch_read', 0, 'emitted', 0, 'consumed', 0)
+    'host', ARGV[5], 'attempts', a, 'seq', 0, 'ch_read', 0, 'emitted', 0, 'consumed', 0)
   redis.call('ZADD', P .. 'leases', now + lease, t)
   local f = redis.call('HMGET', k, 'family', 'params', 'parent', 'n_children', 'timeout',
     'name', 'queue', 'counted')
@@ -127,7 +127,7 @@ local function claim(t, a)
   table.insert(released, {f[3], ps[3], ps[4]})
 end
 if live then
-  for i = 5, #ARGV, 2 do
+  for i = 6, #ARGV, 2 do
     local t, a = ARGV[i], ARGV[i + 1]
     local st = redis.call('HMGET', tkey(t), 'state', 'attempt')
     if st[1] == 'queued' and st[2] == a then

@@ -140,7 +140,7 @@ class Executor:
         """
         budget = max(0, MAX_LOCAL_THREADS - self.running_count())
         claimed, released = self.engine.start(run_id, self.name, self.settings.lease_ms, pairs,
-                                              self.queues, budget)
+                                              self.queues, budget, self.host)
         with self.active_lock:
             for claim in claimed:
                 self.held[(claim.run_id, claim.task_id)] = claim.attempt
