@@ -176,6 +176,10 @@ class Scheduler:
                     keys.enqueue_log(run_id)):
             pipe.expire(key, ttl)
         pipe.srem(keys.ACTIVE, run_id)
+        dag = self.conn.hget(keys.run(run_id), "dag")
+        if dag:
+            cutoff = int((self.clock() - self.settings.keep_days * 86400) * 1000)
+            pipe.zremrangebyscore(keys.dag_runs(dag.decode()), "-inf", cutoff)
         pipe.execute()
 
     def _expire_indexes(self) -> None:
