@@ -52,6 +52,7 @@ class Client:
         self.engine = Engine(self.conn)
         self._workers, self._workers_at = 0, -10.0
         self._enqueuer: Enqueuer | None = None
+        self._blocking: redis.Redis | None = None
 
     @property
     def enqueuer(self) -> Enqueuer:
@@ -208,6 +209,18 @@ class Client:
             raise NotFoundError("run", run_id)
         return found
 
+    def _blocking_conn(self) -> redis.Redis:
+        """A client whose socket timeout outlasts blocking waits (kept for reuse)."""
+        if self._blocking is None:
+            self._blocking = connect(self.settings.url, blocking=True)
+        return self._blocking
+
+    def _run_only(self, run_id: str) -> dict[str, Any]:
+        found = runs.read_run(self.conn, run_id)
+        if found is None:
+            raise NotFoundError("run", run_id)
+        return found
+
     def run_status(self, run_id: str) -> str:
         status = self.conn.hget(keys.run(run_id), "status")
         if status is None:
@@ -216,28 +229,27 @@ class Client:
 
     def wait(self, run_id: str, timeout: float | None = None,
              on_progress: Callable[[dict[str, Any]], None] | None = None,
-             interval: float = 0.25) -> dict[str, Any]:
-        """Block until the run ends; returns the run. RunTimeout after ``timeout`` s."""
+             interval: float = 0.25, tasks: bool = True) -> dict[str, Any]:
+        """Block until the run ends; returns the run (with its tasks unless ``tasks`` is
+        False, which saves reading every task of a big run). RunTimeout after ``timeout`` s."""
+        result = (lambda: self.status(run_id)) if tasks else (lambda: self._run_only(run_id))
         deadline = None if timeout is None else time.monotonic() + timeout
-        blocking = connect(self.settings.url, blocking=True)
-        try:
-            while True:
-                if self.run_status(run_id) in runs.ENDED:
-                    return self.status(run_id)
-                if on_progress is not None:
-                    on_progress(self.status(run_id))
-                step = interval if on_progress else 1.0
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise RunTimeout(f"run {run_id} did not end within {timeout}s")
-                    step = min(step, left)
-                # Rotating the one-element list wakes us and leaves it for other waiters.
-                done = keys.done(run_id)
-                if blocking.blmove(done, done, max(step, 0.01), "RIGHT", "LEFT") is not None:
-                    return self.status(run_id)
-        finally:
-            blocking.close()
+        blocking = self._blocking_conn()
+        done = keys.done(run_id)
+        while True:
+            if on_progress is not None:
+                on_progress(self.status(run_id))
+            step = interval if on_progress else 1.0
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RunTimeout(f"run {run_id} did not end within {timeout}s")
+                step = min(step, left)
+            # Rotating the one-element list wakes us and leaves it for other waiters.
+            if blocking.blmove(done, done, max(step, 0.01), "RIGHT", "LEFT") is not None:
+                return result()
+            if self.run_status(run_id) in runs.ENDED:
+                return result()
 
     def runs(self, dag: str | None = None, limit: int = 20, status: str | None = None,
              before: float | None = None) -> list[dict[str, Any]]:
@@ -256,6 +268,8 @@ class Client:
 
     def close(self) -> None:
         self.conn.close()
+        if self._blocking is not None:
+            self._blocking.close()
 
     def __enter__(self) -> "Client":
         return self

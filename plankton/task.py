@@ -145,9 +145,14 @@ class Task:
 
     @property
     def param_hash(self) -> str:
-        from .hashing import param_hash
+        """SHA-256 identity of (family, params); cached, as params are set at construction
+        (the window is filled before anything reads it)."""
+        cached = self.__dict__.get("_param_hash")
+        if cached is None:
+            from .hashing import param_hash
 
-        return param_hash(self.family(), self._values)
+            cached = self.__dict__["_param_hash"] = param_hash(self.family(), self._values)
+        return cached
 
     @property
     def tree_hash(self) -> str:
@@ -162,6 +167,7 @@ class Task:
             if key not in self._explicit and value is not None:
                 self._values[key] = self.__dict__[key] = params[key].validate(
                     value, self.task_name)
+                self.__dict__.pop("_param_hash", None)
 
     # -- tree ---------------------------------------------------------------------------
     def add_children(self, *tasks: "Task") -> "Task":
