@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
 from .errors import ConnectionFailed
@@ -49,9 +49,28 @@ def connect(url: str, *, blocking: bool = False, **kwargs: Any) -> redis.Redis:
         raise ConnectionFailed(f"bad Redis URL {redact(url)}: {exc}") from None
 
 
+#: Longest time check() keeps trying an unreachable Redis (s).
+CHECK_WITHIN = 8.0
+
+
 def check(conn: redis.Redis, url: str, attempts: int = 5) -> None:
-    """Ping Redis, retrying with backoff; ConnectionFailed with a clear message if it stays down."""
+    """Ping Redis, retrying with backoff; ConnectionFailed with a clear message if it stays down.
+
+    The client's own retries (8 per command, backoff up to 2 s) are off while checking:
+    nested in these attempts they made an unreachable Redis take about 30 s to report.
+    Gives up after ``attempts`` pings or CHECK_WITHIN seconds, whichever comes first."""
+    saved = conn.get_retry()
+    conn.set_retry(Retry(NoBackoff(), 0))
+    try:
+        _check(conn, url, attempts)
+    finally:
+        if saved is not None:
+            conn.set_retry(saved)
+
+
+def _check(conn: redis.Redis, url: str, attempts: int) -> None:
     delay = 0.2
+    give_up = time.monotonic() + CHECK_WITHIN
     for attempt in range(1, attempts + 1):
         try:
             conn.ping()
@@ -61,9 +80,9 @@ def check(conn: redis.Redis, url: str, attempts: int = 5) -> None:
         except redis.exceptions.ResponseError as exc:
             raise ConnectionFailed(f"Redis at {redact(url)} refused the connection: {exc}") from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            if attempt == attempts:
+            if attempt == attempts or time.monotonic() + delay >= give_up:
                 raise ConnectionFailed(
-                    f"cannot reach Redis at {redact(url)} after {attempts} attempts: "
+                    f"cannot reach Redis at {redact(url)} after {attempt} attempts: "
                     f"{redact(str(exc))}"
                 ) from None
             time.sleep(delay)
