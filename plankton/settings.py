@@ -50,6 +50,10 @@ class Settings:
     concurrency: int = 1
     #: Connect attempts before a command gives up on an unreachable Redis.
     connect_attempts: int = 5
+    #: A worker whose task starts release a parent runs that parent itself (no RQ trip).
+    #: 0 sends every parent through RQ, to any worker (more parallelism for CPU-heavy
+    #: streaming parents, one hop more per level).
+    claim_parents: int = 1
 
     def with_(self, **changes: Any) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -71,6 +75,7 @@ _ENV: dict[str, str] = {
     "kill_grace": "PLANKTON_KILL_GRACE",
     "concurrency": "PLANKTON_CONCURRENCY",
     "connect_attempts": "PLANKTON_CONNECT_ATTEMPTS",
+    "claim_parents": "PLANKTON_CLAIM_PARENTS",
 }
 
 

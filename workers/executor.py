@@ -138,7 +138,8 @@ class Executor:
         of short leaves costs a fraction of a round trip each. Returns once every task of the
         batch has finished or is waiting on a channel.
         """
-        budget = max(0, MAX_LOCAL_THREADS - self.running_count())
+        budget = max(0, MAX_LOCAL_THREADS - self.running_count()) \
+            if self.settings.claim_parents else 0
         claimed, released = self.engine.start(run_id, self.name, self.settings.lease_ms, pairs,
                                               self.queues, budget, self.host)
         with self.active_lock:
@@ -199,6 +200,7 @@ class Executor:
         claim = rt.claim
         task = self._build_task(claim)
         task._ctx = rt
+        task.emit, task.results = rt.emit, rt.results  # one call level less per value
         task.run_id, task.task_id, task.attempt = claim.run_id, claim.task_id, claim.attempt
         if claim.timeout:
             rt.deadline = time.monotonic() + claim.timeout
