@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+import zlib
+from typing import Any, Callable
 
 import redis
 
-from plankton import keys
+from plankton import codec, keys
 from plankton.connection import connect
 from plankton.engine import Engine, backoff_ms
 from plankton.registry import Registry
 from plankton.settings import Settings
-from plankton.transport import Enqueuer, batch_size
+from plankton.transport import ENTRY, Enqueuer, batch_size
 
 log = logging.getLogger("plankton.scheduler")
 
@@ -31,10 +32,31 @@ log = logging.getLogger("plankton.scheduler")
 READY_GRACE_MS = 2000
 #: Ended runs settled per tick.
 SETTLE_PER_TICK = 20
+#: Largest RQ job payload the reconciler inflates (bytes); a Plankton job is a few KB.
+MAX_JOB_BYTES = 1024 * 1024
 
 
 def _s(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _job_pairs(data: Any) -> tuple[str, list[tuple[str, int]]] | None:
+    """(run id, [(task, attempt)]) of a Plankton RQ job's payload; None for anything else.
+    Decoded with bounded inflation and msgpack only; nothing named in it is imported."""
+    if not isinstance(data, bytes) or len(data) > MAX_JOB_BYTES:
+        return None
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(data, MAX_JOB_BYTES + 1)
+        if len(raw) > MAX_JOB_BYTES:
+            return None
+        func, instance, args, kwargs = codec.loads(raw)
+        run_id, pairs = args
+        if func != ENTRY or instance is not None or kwargs or not isinstance(run_id, str):
+            return None
+        return run_id, [(str(t), int(a)) for t, a in pairs]
+    except Exception:  # noqa: BLE001 - anything malformed is simply not ours
+        return None
 
 
 class Scheduler:
@@ -130,7 +152,55 @@ class Scheduler:
             self.schedule_ready(run_id, grace_ms=READY_GRACE_MS, also=promoted)
         if self.cron is not None:
             self.cron.tick()
+        self._reconcile_intermediate()
         self._expire_indexes()
+
+    # -- reconcile -----------------------------------------------------------------------
+    def _reconcile_intermediate(self) -> None:
+        """Re-deliver jobs whose worker died between dequeue and START.
+
+        A worker's BLMOVE puts the job id on ``<queue>:intermediate``; it claims the job's
+        attempts (START) a few ms later and removes the id when done. If it dies in between,
+        nothing else would ever run those attempts: they stay 'queued' with no lease, and the
+        run hangs. An id seen there for longer than a lease is looked at: if an attempt it
+        names is still queued, the job goes back on its queue (START is a compare-and-set,
+        so a late original cannot claim twice); otherwise, or if it is not a Plankton job,
+        the id is dropped (its attempts hold leases, or ended)."""
+        seen: dict[str, float] = getattr(self, "_intermediate_seen", {})
+        now = time.monotonic()
+        stuck_after = self.settings.lease_ms / 1000
+        current: dict[str, float] = {}
+        for raw in self.conn.smembers("rq:queues"):
+            qkey = _s(raw)
+            ikey = qkey + ":intermediate"
+            for rid in self.conn.lrange(ikey, 0, 999):
+                jid = _s(rid)
+                first = current[jid] = seen.get(jid, now)
+                if now - first >= stuck_after:
+                    self._settle_intermediate(qkey, ikey, jid)
+                    current.pop(jid, None)
+        self._intermediate_seen = current
+
+    def _settle_intermediate(self, qkey: str, ikey: str, jid: str) -> None:
+        pairs = _job_pairs(self.conn.hget(f"rq:job:{jid}", "data"))
+        waiting = False
+        if pairs is not None:
+            run_id, tasks = pairs
+            pipe = self.conn.pipeline(transaction=False)
+            for t, _ in tasks:
+                pipe.hmget(keys.task(run_id, t), "state", "attempt")
+            for (_, a), (state, attempt) in zip(tasks, pipe.execute()):
+                if state == b"queued" and _s(attempt) == str(a):
+                    waiting = True
+        tx = self.conn.pipeline(transaction=True)
+        tx.lrem(ikey, 1, jid)
+        if waiting:
+            log.warning("job %s was dequeued by a worker that died before starting it; "
+                        "delivering it again", jid)
+            tx.rpush(qkey, jid)
+        elif pairs is not None:
+            tx.delete(f"rq:job:{jid}")
+        tx.execute()
 
     # -- enqueue -------------------------------------------------------------------------
     def workers_alive(self) -> int:
