@@ -94,10 +94,10 @@ end
 
 #: Worker: claim a batch of queued attempts. ARGV: worker, lease_ms, local budget, queues
 #: (comma-separated, with a leading and trailing comma), host, then (task, attempt)*.
-#: A parent released by these starts (all its children started) is claimed right here by the
-#: same worker when its queue is one the worker serves and the local budget allows (the
-#: worker "releases its parent itself": no trip through RQ); otherwise it is returned to be
-#: enqueued. Returns {claimed, released}: claimed rows {task, attempt, family, params, parent,
+#: A parent released by the start of a task that has children itself is claimed right here
+#: by the same worker when its queue is one the worker serves and the local budget allows
+#: (the worker "releases its parent itself": no trip through RQ); otherwise it is returned to
+#: be enqueued. Returns {claimed, released}: claimed rows {task, attempt, family, params, parent,
 #: n_children, timeout, name, queue}; released rows {parent, attempt, queue}.
 START = _PRELUDE + r"""
 local now = now_ms()
@@ -118,7 +118,11 @@ local function claim(t, a)
   local n = redis.call('HINCRBY', pk, 'n_started', 1)
   local ps = redis.call('HMGET', pk, 'state', 'n_children', 'attempt', 'queue')
   if n < tonumber(ps[2]) or ps[1] ~= 'pending' then return end
-  if budget > 0 and string.find(queues, ',' .. ps[4] .. ',', 1, true) then
+  -- Only a parent task releases its own parent here: a leaf's parent goes through RQ to
+  -- any worker, so a streaming consumer runs in another process than its producers (no
+  -- shared GIL), while a tall tree still starts in one script above its first level.
+  if budget > 0 and tonumber(f[4]) > 0 and string.find(queues, ',' .. ps[4] .. ',', 1, true)
+  then
     budget = budget - 1
     return {f[3], ps[3]}
   end

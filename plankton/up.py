@@ -119,6 +119,8 @@ def up(imports: tuple[str, ...], n_workers: int, port: int, run_dag: str | None,
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C / kill -INT must still stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         url = stack.start_redis()
         quiet = run_dag is not None
