@@ -64,6 +64,9 @@ local function fail_task(t, attempt, kind, err, backoff, max_lost, now)
   local retry
   if kind == 'handback' then
     retry = true
+  elseif kind == 'refused' or kind == 'fatal' then
+    redis.call('HINCRBY', k, 'fails', 1)
+    retry = false
   elseif kind == 'lost' then
     retry = redis.call('HINCRBY', k, 'lost', 1) <= tonumber(max_lost)
   else
