@@ -19,6 +19,15 @@ class BCount(pk.Task):
         return sum(1 for _ in self.results())
 
 
+class BSum(pk.Task):
+    """Sums its children's values and emits the total (a mid task of scale-100k)."""
+
+    def run(self):
+        total = sum(self.results())
+        self.emit(total)
+        return total
+
+
 class BLink(pk.Task):
     k = pk.Param(int)
 
@@ -67,10 +76,18 @@ def stream(n: int) -> pk.Task:
     return BCount().add_children(BStream(n=n))
 
 
+class BOne(pk.Task):
+    i = pk.Param(int)
+
+    def run(self):
+        self.emit(1)
+
+
 def scale(leaves: int, mids: int) -> pk.Task:
+    """leaves -> mids (each sums its leaves' 1s) -> root (sums the mids: == leaves)."""
     per = leaves // mids
-    return BCount().add_children(*(
-        BCount().add_children(*(BLeaf(i=m * per + j) for j in range(per))) for m in range(mids)))
+    return BSum().add_children(*(
+        BSum().add_children(*(BOne(i=m * per + j) for j in range(per))) for m in range(mids)))
 
 
 def sleepers(n: int, seconds: float) -> pk.Task:

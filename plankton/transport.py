@@ -136,5 +136,5 @@ def _by_queue(items: Sequence[tuple[str, int, str]]) -> dict[str, list[tuple[str
 def batch_size(n_ready: int, n_workers: int) -> int:
     """Tasks per RQ job: enough jobs that every worker gets several (even load), but few
     enough that RQ's per-job cost is spread over many tasks."""
-    per = -(-n_ready // (8 * max(1, n_workers)))
+    per = -(-n_ready // (16 * max(1, n_workers)))
     return max(1, min(MAX_BATCH, per))
