@@ -159,3 +159,17 @@ def failing():
 def stream3(n: int = 3000, leaves: int = 3):
     return Count().add_children(
         *(Relay().add_children(Many(n=n, tag=f"t{j}")) for j in range(leaves)))
+
+
+class Stamp(pk.Task):
+    """Records the order in which leaves run (a Redis list)."""
+
+    label = pk.Param(str)
+
+    def run(self):
+        _conn().rpush("pk:test:order", self.label)
+        self.emit(self.label)
+
+
+class UrgentStamp(Stamp):
+    priority = 10
