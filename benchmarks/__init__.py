@@ -1,0 +1,1 @@
+"""Plankton benchmark suite (see ../shared/BENCHMARKS.md): Plankton workloads and peers."""
