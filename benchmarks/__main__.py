@@ -33,9 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     report = run_all(workloads, args.repeats)
     if args.peers:
-        from .peers.__main__ import run_peers
+        from .peers import resolve_names, run_peers
+        from .peers.__main__ import fresh_redis
 
-        report["peers"] = run_peers(args.peers.split(","), workloads, args.repeats)
+        peer_workloads = [w for w in workloads if w in PEER_WORKLOADS]
+        report["peers"] = run_peers(resolve_names(args.peers.split(",")), peer_workloads,
+                                    fresh_redis, args.repeats)
         report["ratios"] = ratios(report)
     print_table(report)
     out = Path(args.out)
@@ -45,13 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(w.get("checked") for w in report["workloads"].values()) else 1
 
 
+#: Workloads the peers implement too.
+PEER_WORKLOADS = ("fanin-1000", "chain-100", "stream-100k", "wide-10k", "latency")
+
+
 def ratios(report: dict) -> dict:
     """Plankton relative to RQ, per workload (>1 means Plankton is better)."""
-    rq = report.get("peers", {}).get("rq", {})
+    rq = report.get("peers", {}).get("rq", {}).get("figures", {})
     out = {}
     for name, ours in report["workloads"].items():
         theirs = rq.get(name)
         if not theirs or not isinstance(theirs, dict) or "median" not in theirs:
+            continue
+        if not ours.get("median"):
             continue
         better_high = ours["unit"] in ("tasks/s", "values/s")
         a, b = ours["median"], theirs["median"]
@@ -61,10 +70,18 @@ def ratios(report: dict) -> dict:
 
 
 def print_table(report: dict) -> None:
+    if report.get("peers"):
+        from .peers import format_table
+
+        print()
+        print(format_table(report["peers"], extra_columns={"Plankton x2": report["workloads"]}))
     print(f"\n{'workload':<14} {'median':>12} {'min':>12} {'max':>12}  unit        checked  extra")
     for name, w in report["workloads"].items():
         extra = {k: v for k, v in w.items() if k not in ("median", "min", "max", "unit",
                                                          "checked", "runs")}
+        if "median" not in w:
+            print(f"{name:<14} {w}")
+            continue
         print(f"{name:<14} {w['median']:>12.4g} {w['min']:>12.4g} {w['max']:>12.4g}  "
               f"{w['unit']:<11} {str(w['checked']):<7}  {json.dumps(extra, default=str)}")
     if report.get("ratios"):
