@@ -109,12 +109,19 @@ class Scheduler:
                 if not leading:
                     time.sleep(min(0.2, self.settings.leader_lease_ms / 5000))
                     continue
+                began = time.monotonic()
                 self._take_submissions(timeout=min(0.2, self.settings.reaper_interval))
+                if time.monotonic() - began > max(2 * self.settings.heartbeat, 2.0):
+                    # a 0.2 s poll took seconds: Redis hung (or this process was paused)
+                    self._reap_after = time.monotonic() + self.settings.lease_ms / 1000
                 if time.monotonic() >= next_tick:
                     self.tick()
                     next_tick = time.monotonic() + self.settings.reaper_interval
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
                 log.warning("Redis unavailable (%s); retrying", exc)
+                # Leases are Redis-time deadlines and nobody could renew them meanwhile:
+                # give the workers one lease to renew before reaping anything.
+                self._reap_after = time.monotonic() + self.settings.lease_ms / 1000
                 leading = False
                 next_lead = 0.0
                 time.sleep(0.5)
@@ -145,9 +152,11 @@ class Scheduler:
                     self.settle(run_id)
                     settled += 1
                 continue
-            _, promoted = self.engine.reap(run_id, backoff_ms(1, self.settings.retry_base,
-                                                              self.settings.retry_cap),
-                                           self.settings.max_lost)
+            promoted: list[str] = []
+            if time.monotonic() >= getattr(self, "_reap_after", 0.0):
+                _, promoted = self.engine.reap(run_id, backoff_ms(1, self.settings.retry_base,
+                                                                  self.settings.retry_cap),
+                                               self.settings.max_lost)
             # Retries made ready just now have no one else to enqueue them: no grace.
             self.schedule_ready(run_id, grace_ms=READY_GRACE_MS, also=promoted)
         if self.cron is not None:

@@ -30,7 +30,7 @@ from plankton.registry import Registry
 from plankton.settings import Settings
 from plankton.transport import Enqueuer
 
-from .runtime import Runtime, SlotHold
+from .runtime import Runtime, SlotHold, ride_through
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Finisher:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        replies = self.engine.finish_many(batch)
+        replies = ride_through(self.engine.finish_many, batch)
         for args, reply in zip(batch, replies):
             if reply == "FENCED":
                 log.info("run %s task %s attempt %s: finish fenced", args[0], args[1], args[2])
@@ -214,7 +214,7 @@ class Executor:
         if finisher is not None:
             finisher.add(args)
             return
-        reply = self.engine.finish(*args)
+        reply = ride_through(self.engine.finish, *args)
         if reply == "FENCED":
             rt.fenced = True
             raise Fenced(rt.where)
@@ -242,9 +242,9 @@ class Executor:
         text = self._describe(exc, rt)
         log.warning("%s attempt %d failed: %s", rt.where, claim.attempt, text.splitlines()[0])
         rt.fenced = True
-        self.engine.fail(claim.run_id, claim.task_id, claim.attempt, kind, text,
-                         backoff_ms(claim.attempt, self.settings.retry_base,
-                                    self.settings.retry_cap), self.settings.max_lost)
+        ride_through(self.engine.fail, claim.run_id, claim.task_id, claim.attempt, kind, text,
+                     backoff_ms(claim.attempt, self.settings.retry_base,
+                                self.settings.retry_cap), self.settings.max_lost)
 
     @staticmethod
     def _describe(exc: BaseException, rt: Runtime) -> str:
@@ -305,11 +305,13 @@ class Executor:
         for rt in runtimes:
             if rt.deadline is not None and now > rt.deadline and not rt.fenced:
                 claim = rt.claim
-                rt.fenced = True
+                # recorded first: if Redis is unreachable this raises, and the next pass of
+                # the monitor tries again (the task must not run on unrecorded)
                 self.engine.fail(claim.run_id, claim.task_id, claim.attempt, "timeout",
                                  self._describe(TaskTimeout(), rt),
                                  backoff_ms(claim.attempt, self.settings.retry_base,
                                             self.settings.retry_cap), self.settings.max_lost)
+                rt.fenced = True
                 self._stop((claim.run_id, claim.task_id), TaskTimeout)
         for key, at in list(self._kill_at.items()):
             if now > at and key in self.active:

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, Iterator
 
 import msgpack
+import redis
 
 from plankton import codec, keys
 from plankton.errors import Fenced, UpstreamFailed
@@ -32,6 +33,27 @@ _array_header = msgpack.Packer().pack_array_header
 
 #: Channel entries read per READ call.
 READ_COUNT = 200
+
+log = logging.getLogger(__name__)
+
+
+def ride_through(fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, retried while Redis is unreachable (restart, failover, partition).
+
+    Every call made through here is idempotent or fenced (EMIT de-duplicates by sequence
+    number; READ from the same checkpoint returns the same entries; FINISH of an attempt
+    that already finished is FENCED), so retrying is safe. How long to wait is not this
+    loop's business: if the outage outlasts the lease, the attempt is superseded and its
+    next call, once Redis is back, is FENCED. Without this, a Redis restart longer than
+    redis-py's own retries (a few seconds) failed healthy tasks for good."""
+    delay = 0.05
+    while True:
+        try:
+            return fn(*args)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 class SlotHold:
@@ -139,8 +161,15 @@ class Runtime(TaskContext):
         try:
             while self.pending is not None:
                 seq, n, blob = self.pending
-                reply = self.engine.emit(self.claim.run_id, self.claim.task_id,
-                                         self.claim.attempt, seq, n, blob, self.cap)
+                args = (self.claim.run_id, self.claim.task_id, self.claim.attempt, seq, n,
+                        blob, self.cap)
+                if block:
+                    reply = ride_through(self.engine.emit, *args)
+                else:
+                    try:
+                        reply = self.engine.emit(*args)
+                    except (redis.ConnectionError, redis.TimeoutError):
+                        return False      # the flusher never waits on Redis; the task will
                 if reply in ("OK", "DUP"):
                     self.pending = None
                     return True
@@ -179,8 +208,9 @@ class Runtime(TaskContext):
         after = "0-0"
         channel = keys.channel(claim.run_id, claim.task_id)
         while True:
-            status, last, blobs, ends = self.engine.read(claim.run_id, claim.task_id,
-                                                         claim.attempt, after, READ_COUNT)
+            status, last, blobs, ends = ride_through(self.engine.read, claim.run_id,
+                                                     claim.task_id, claim.attempt, after,
+                                                     READ_COUNT)
             if status != "OK":
                 self._raise_fenced(last, blobs)
             moved = last != after
@@ -208,6 +238,8 @@ class Runtime(TaskContext):
         self.waiting = True
         try:
             self.executor.blocking_conn.xread({channel: after}, count=1, block=1000)
+        except (redis.ConnectionError, redis.TimeoutError):
+            time.sleep(0.2)                 # the READ that follows rides the outage through
         finally:
             self.waiting = False
 

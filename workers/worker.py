@@ -92,6 +92,9 @@ class PlanktonWorker(SimpleWorker):
 
     serializer = MsgpackSerializer
     job_class = PlanktonJob
+    #: RQ doubles its wait after each failed dequeue up to 60 s, so a worker could resume
+    #: up to a minute after Redis came back; Plankton's leases want it back in seconds.
+    max_connection_wait_time = 2.0
     executor: Executor
     #: Plankton heartbeat (ms, local clock) of this worker name, read before this process
     #: began to beat, and the age after which that holder counts as dead.
