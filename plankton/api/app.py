@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import redis
 from fastapi import Body, FastAPI, Header, HTTPException, Path, Query, Request, Response
@@ -94,7 +94,7 @@ def create_app(settings: Settings | str | None = None, imports: Iterable[str] = 
     app.state.client = client
     _add_error_handlers(app, settings.url)
     Routes(app, client, auth=bool(token)).add()
-    _document_auth(app, bool(token))
+    _document(app, bool(token))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     if token:
         app.add_middleware(BearerAuth, token=token)  # added last: runs first
@@ -212,7 +212,7 @@ class Idempotency:
         return run_id
 
     @staticmethod
-    def _busy() -> str:
+    def _busy() -> NoReturn:
         raise HTTPException(409, "a request with this Idempotency-Key is still being "
                             "processed; retry shortly", headers={"Retry-After": "1"})
 
@@ -238,29 +238,35 @@ class Routes:
     def add(self) -> None:
         app = self.app
         app.get("/healthz", response_model=models.Health, tags=["health"],
-                responses=self.errors(), summary="Is Redis reachable? (never needs auth)")(
+                responses=self.errors(), operation_id="healthz",
+                summary="Is Redis reachable? (never needs auth)")(
             self.healthz)
         app.get("/dags", response_model=list[models.DagInfo], tags=["dags"],
-                responses=self.errors(), summary="The DAGs this server can run")(self.dags)
+                responses=self.errors(), operation_id="list_dags",
+                summary="The DAGs this server can run")(self.dags)
         for dag in sorted(self.client.registry.dags.values(), key=lambda d: d.name):
             if set(dag.name) <= _PATH_SAFE:
                 self.add_typed_create(dag)
         app.post("/dags/{dag}/runs", status_code=201, response_model=models.RunCreated,
                  tags=["runs"], responses=self.errors(400, 404, 409, 413),
-                 summary="Start a run of any DAG by name")(self.create_any)
+                 operation_id="create_run", summary="Start a run of any DAG by name")(
+            self.create_any)
         app.get("/runs", response_model=models.RunPage, tags=["runs"],
-                responses=self.errors(), summary="Recent runs, newest first")(self.list_runs)
+                responses=self.errors(), operation_id="list_runs",
+                summary="Recent runs, newest first")(self.list_runs)
         app.get("/runs/{run_id}", response_model=models.RunDetail, tags=["runs"],
-                responses=self.errors(404),
+                responses=self.errors(404), operation_id="get_run",
                 summary="A run and its task tree (as `plankton show --json`)")(self.show)
         app.post("/runs/{run_id}/rerun", status_code=201, response_model=models.RunCreated,
-                 tags=["runs"], summary="Re-create a past run, optionally changing params",
+                 tags=["runs"], operation_id="rerun_run",
+                 summary="Re-create a past run, optionally changing params",
                  responses={**self.errors(400, 404, 409, 413),
                             200: {"model": models.RerunPlan,
                                   "description": "dry_run=true: what would change"}})(
             self.rerun)
         app.post("/runs/{run_id}/cancel", response_model=models.CancelResult, tags=["runs"],
-                 responses=self.errors(400, 404, 413), summary="Stop a run")(self.cancel)
+                 responses=self.errors(400, 404, 413), operation_id="cancel_run",
+                 summary="Stop a run")(self.cancel)
 
     def healthz(self) -> dict[str, str]:
         self.client.conn.ping()
@@ -305,7 +311,7 @@ class Routes:
 
     def create(self, dag: Dag, body: models.RunRequest, key: str | None,
                response: Response) -> dict[str, str]:
-        given = models.given_params(body)
+        given = models.given_params(dag, body)
         try:
             typed = dag.json_params(given)
         except ParamError as exc:
@@ -387,6 +393,8 @@ def _created(response: Response, run_id: str, replayed: bool) -> dict[str, str]:
 
 def _as_text(value: Any) -> str:
     """A JSON override as the text ``--param TASK.PARAM=V`` would give (strings as they are)."""
+    if isinstance(value, float) and value.is_integer():  # JSON's 3.0 is 3: an int param takes it
+        value = int(value)
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -513,13 +521,27 @@ def _replay(body: bytes, receive: Any) -> Any:
 
 
 # -- OpenAPI --------------------------------------------------------------------------------
-def _document_auth(app: FastAPI, auth: bool) -> None:
-    """Declare the bearer scheme in /openapi.json when a token is required."""
+#: What a client can do with the run_id of a 201 (OpenAPI links; also guide stateful fuzzers).
+_RUN_LINKS = {
+    name: {"operationId": op, "parameters": {"run_id": "$response.body#/run_id"},
+           "description": text}
+    for name, op, text in [("GetRun", "get_run", "Follow the new run."),
+                           ("CancelRun", "cancel_run", "Stop it."),
+                           ("RerunRun", "rerun_run", "Re-create it.")]
+}
+
+
+def _document(app: FastAPI, auth: bool) -> None:
+    """Finish /openapi.json: run links, exact integer bounds, and the bearer scheme if any."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
+            for path in schema["paths"].values():
+                created = path.get("post", {}).get("responses", {}).get("201")
+                if created is not None:
+                    created["links"] = _RUN_LINKS
             if auth:
                 schema.setdefault("components", {})["securitySchemes"] = {
                     "bearer": {"type": "http", "scheme": "bearer",

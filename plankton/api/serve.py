@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 import redis
 import uvicorn
 
+from ..client import Client
 from ..connection import redact
 from ..errors import PlanktonError
 from ..settings import load
@@ -78,13 +79,12 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, url: str | None = 
     return 0 if server.started else EXIT_FAILED
 
 
-def _announce(client: object, host: str, port: int, auth: bool) -> None:
-    settings = client.settings  # type: ignore[attr-defined]
-    dags = ", ".join(sorted(client.registry.dags)) or "none (give --import MODULE)"  # type: ignore[attr-defined]
+def _announce(client: Client, host: str, port: int, auth: bool) -> None:
+    dags = ", ".join(sorted(client.registry.dags)) or "none (give --import MODULE)"
     log.info("Plankton API on http://%s:%s (auth: %s), Redis %s, DAGs: %s", host, port,
-             "bearer token" if auth else "off, loopback only", redact(settings.url), dags)
+             "bearer token" if auth else "off, loopback only", redact(client.settings.url), dags)
     try:
-        client.conn.ping()  # type: ignore[attr-defined]
+        client.conn.ping()
     except redis.RedisError as exc:
         log.warning("Redis is unreachable for now (%s); /healthz answers 503 until it is",
                     redact(str(exc)))
