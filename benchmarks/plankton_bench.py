@@ -10,9 +10,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import bench_tasks as bt
-from .harness import (RedisServer, figure, machine_info, peak_rss_kb, percentile,
-                      redis_benchmark, redis_connection, start_process, stop_process,
-                      used_memory, used_memory_peak)
+from .harness import (
+    RedisServer,
+    figure,
+    machine_info,
+    peak_rss_kb,
+    percentile,
+    redis_benchmark,
+    redis_connection,
+    start_process,
+    stop_process,
+    used_memory,
+    used_memory_peak,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ["fanin-1000", "chain-100", "stream-100k", "wide-10k", "latency", "scale-io",

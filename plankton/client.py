@@ -43,9 +43,11 @@ class Client:
     """Talks to Plankton through Redis. ``url`` defaults to PLANKTON_REDIS_URL."""
 
     def __init__(self, url: str | None = None, imports: tuple[str, ...] | list[str] = (),
-                 settings: Settings | None = None, check_connection: bool = True) -> None:
+                 settings: Settings | None = None, check_connection: bool = True,
+                 conn: redis.Redis | None = None) -> None:
+        """``conn`` lets a server pass a client with its own timeouts and retry budget."""
         self.settings = settings or load(url=url, imports=tuple(imports))
-        self.conn = connect(self.settings.url)
+        self.conn = conn if conn is not None else connect(self.settings.url)
         if check_connection:
             check(self.conn, self.settings.url, self.settings.connect_attempts)
         self.registry = Registry(self.settings.imports)
@@ -88,7 +90,7 @@ class Client:
         else:
             d = self.find_dag(dag) if isinstance(dag, str) else dag
             typed = d.validate_params(params or {})
-            root = d.build(typed, since, to)
+            root = d.build(typed, since, to, max_tasks=self.settings.max_tasks)
             order = validate_tree(root)
             name, module = d.name, d.module
         wire = self._wire_params(dag, typed)

@@ -88,26 +88,26 @@ _SCALARS = (type(None), bool, int, float, str, bytes)
 def _find_bad(value: Any, depth: int = 0) -> Any:
     """Return the first value msgpack would mis-handle, or None when all is well."""
     if isinstance(value, _SCALARS):
-        if isinstance(value, int) and not isinstance(value, bool):
-            if not -(2**63) <= value < 2**64:
-                return value
-        return None
+        return _bad_scalar(value)
     if isinstance(value, _dt.datetime):
         return value if value.tzinfo is None else None
     if depth > 100:
         return value
     if isinstance(value, (list, tuple)):
-        for item in value:
-            bad = _find_bad(item, depth + 1)
-            if bad is not None:
-                return bad
-        return None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            bad = _find_bad(k, depth + 1)
-            if bad is None:
-                bad = _find_bad(v, depth + 1)
-            if bad is not None:
-                return bad
-        return None
-    return value
+        items: Any = value
+    elif isinstance(value, dict):
+        items = (x for kv in value.items() for x in kv)
+    else:
+        return value
+    for item in items:
+        bad = _find_bad(item, depth + 1)
+        if bad is not None:
+            return bad
+    return None
+
+
+def _bad_scalar(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**64:
+            return value
+    return None

@@ -76,9 +76,11 @@ def _check(conn: redis.Redis, url: str, attempts: int) -> None:
             conn.ping()
             return
         except redis.exceptions.AuthenticationError as exc:
-            raise ConnectionFailed(f"Redis at {redact(url)} refused the credentials: {exc}") from None
+            raise ConnectionFailed(
+                f"Redis at {redact(url)} refused the credentials: {exc}") from None
         except redis.exceptions.ResponseError as exc:
-            raise ConnectionFailed(f"Redis at {redact(url)} refused the connection: {exc}") from None
+            raise ConnectionFailed(
+                f"Redis at {redact(url)} refused the connection: {exc}") from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             if attempt == attempts or time.monotonic() + delay >= give_up:
                 raise ConnectionFailed(

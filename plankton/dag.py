@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import DagError, ParamError
 from .params import MISSING, Param
-from .task import Task, validate_tree
+from .task import BUILD_BUDGET, Task, validate_tree
 
 
 class Dag:
@@ -83,10 +83,18 @@ class Dag:
         return self.validate_params(typed)
 
     def build(self, params: Mapping[str, Any], since: _dt.datetime | None = None,
-              to: _dt.datetime | None = None) -> Task:
-        """Call the function with typed params and return its validated root task."""
+              to: _dt.datetime | None = None, max_tasks: int = 1_000_000) -> Task:
+        """Call the function with typed params and return its validated root task.
+
+        A function that creates more than ``max_tasks`` tasks is stopped with DagError (a
+        bad param must not make a server build tasks until it runs out of memory).
+        """
         typed = self.validate_params(params)
-        root = self.fn(**typed)
+        token = BUILD_BUDGET.set([max_tasks, max_tasks])
+        try:
+            root = self.fn(**typed)
+        finally:
+            BUILD_BUDGET.reset(token)
         if not isinstance(root, Task):
             raise DagError(f"DAG {self.name} returned {type(root).__name__}, not a pk.Task",
                            [self.name])

@@ -55,7 +55,8 @@ def recreate(conn: redis.Redis, registry: Registry, run_id: str,
     raw_run = conn.hgetall(keys.run(run_id))
     if not raw_run:
         raise NotFoundError("run", run_id)
-    run = {_s(k): _s(v) if k not in (b"params", b"result") else v for k, v in raw_run.items()}
+    blobs = (b"params", b"result", b"overrides")  # msgpack, not text
+    run = {_s(k): _s(v) if k not in blobs else v for k, v in raw_run.items()}
     n = int(run.get("n_tasks") or 0)
     pipe = conn.pipeline(transaction=False)
     for i in range(n):
@@ -112,7 +113,6 @@ def diff(rec: Recreated, code_version: str) -> dict[str, Any]:
 
     plan = Plan.of(rec.order)
     new_trees = tree_hashes(plan)
-    by_old_id = {id(task): tid for tid, task in rec.tasks_by_id.items()}
     changes = []
     for old in rec.old:
         task = rec.tasks_by_id[old["id"]]
@@ -128,7 +128,7 @@ def diff(rec: Recreated, code_version: str) -> dict[str, Any]:
     if recorded and code_version and recorded != code_version:
         code = {"recorded": recorded, "today": code_version,
                 "families": sorted({t["family"] for t in rec.old})}
-    _ = by_old_id
     return {"run_id": rec.run_id, "changed": changes, "unchanged": len(rec.old) - len(changes),
             "code_changed": code,
-            "tree_hash": {"old": rec.run.get("tree_hash", ""), "new": new_trees[plan.tid(rec.root)]}}
+            "tree_hash": {"old": rec.run.get("tree_hash", ""),
+                          "new": new_trees[plan.tid(rec.root)]}}

@@ -50,6 +50,8 @@ class Settings:
     concurrency: int = 1
     #: Connect attempts before a command gives up on an unreachable Redis.
     connect_attempts: int = 5
+    #: Most tasks one run may have: a DAG building more raises DagError while it builds.
+    max_tasks: int = 1_000_000
     #: A worker whose task starts release a parent runs that parent itself (no RQ trip).
     #: 0 sends every parent through RQ, to any worker (more parallelism for CPU-heavy
     #: streaming parents, one hop more per level).
@@ -76,6 +78,7 @@ _ENV: dict[str, str] = {
     "concurrency": "PLANKTON_CONCURRENCY",
     "connect_attempts": "PLANKTON_CONNECT_ATTEMPTS",
     "claim_parents": "PLANKTON_CLAIM_PARENTS",
+    "max_tasks": "PLANKTON_MAX_TASKS",
 }
 
 

@@ -9,17 +9,22 @@ parameters and its place in the tree.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as _dt
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, dataclass_transform
 
 from .errors import DagError, ParamError, PlanktonError
-from .params import MISSING, Param
+from .params import Param
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Iterable
 
 _logger = logging.getLogger("plankton.task")
+
+#: While a DAG function builds its tree: how many more tasks it may create (see dag.build).
+BUILD_BUDGET: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "plankton_build_budget", default=None)
 
 #: Params every task has: the run's window, filled from the run unless the task sets them.
 BUILTIN_PARAMS = ("since", "to")
@@ -103,6 +108,12 @@ class Task:
 
     def __init__(self, **params: Any) -> None:
         name = type(self).__name__
+        budget = BUILD_BUDGET.get()
+        if budget is not None:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise DagError(f"the DAG builds more than {budget[1]} tasks (PLANKTON_MAX_TASKS)",
+                               [name])
         known = type(self)._params
         for key, value in params.items():
             if key not in known:

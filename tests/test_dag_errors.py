@@ -84,3 +84,12 @@ def test_serialization_error_names_task_and_type():
 def test_all_errors_derive_from_plankton_error():
     for exc in (pk.ParamError, pk.DagError, pk.SerializationError, pk.UpstreamFailed):
         assert issubclass(exc, pk.PlanktonError)
+
+
+def test_a_dag_building_too_many_tasks_is_stopped_with_dag_error(redis_url, r, monkeypatch):
+    monkeypatch.setenv("PLANKTON_MAX_TASKS", "100")
+    client = pk.Client(redis_url, imports=["tests.tasks"])
+    with pytest.raises(pk.DagError) as err:
+        client.submit("fanin", params={"n": 10**12})
+    assert "100" in str(err.value)
+    assert r.dbsize() == 0

@@ -132,3 +132,14 @@ def test_code_version_change_is_reported_by_dry_run(simple_cluster, redis_url, m
     assert plan["changed"] == []
     assert plan["code_changed"]["recorded"] == "1.0"
     assert plan["code_changed"]["today"] == "1.1"
+
+
+def test_rerun_of_a_rerun_with_overrides_works(simple_cluster, redis_url):
+    client = pk.Client(redis_url, imports=["examples.simple"])
+    first = _run(client)
+    second = client.rerun(first["run_id"], {"Multiplier.n": "2"})
+    assert client.wait(second, timeout=60)["status"] == "succeeded"
+    third = client.rerun(second)
+    run = client.wait(third, timeout=60)
+    assert run["status"] == "succeeded" and run["rerun_of"] == second
+    assert run["tree_hash"] == client.status(second)["tree_hash"]

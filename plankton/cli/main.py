@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -10,8 +9,7 @@ import click
 from .. import runs
 from ..client import Client
 from . import render
-from .common import (EXIT_RUN_FAILED, import_option, is_tty, parse_iso, parse_params,
-                     url_option)
+from .common import EXIT_RUN_FAILED, import_option, is_tty, parse_iso, parse_params, url_option
 from .follow import follow
 
 
@@ -133,7 +131,5 @@ def dags_cmd(as_json: bool, url: str | None, imports: tuple[str, ...]) -> None:
         click.echo(line)
 
 
-from . import processes  # noqa: E402,F401  (registers worker/scheduler/api/up)
-from . import more  # noqa: E402,F401  (registers rerun/backfill)
+from . import more, processes  # noqa: E402,F401  (register their commands)
 
-_ = json

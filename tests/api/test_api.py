@@ -220,9 +220,6 @@ def test_rerun_with_an_override_makes_a_new_run_that_succeeds(api, cluster):
     assert follow(api, again.json()["run_id"])["status"] == "succeeded"
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="plankton/rerun.py recreate() decodes the run's binary 'overrides' "
-                          "field as text (reported on issue 8); remove this mark once fixed")
 def test_a_rerun_of_a_rerun_is_made(api, client):
     first = client.submit("fanin", {"n": 2})
     second = api.post(f"/runs/{first}/rerun", json={"params": {"Leaf.i": 1}}).json()["run_id"]

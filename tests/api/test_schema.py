@@ -25,7 +25,6 @@ import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 import plankton as pk
-from plankton import keys
 from plankton.api import create_app
 
 with warnings.catch_warnings():
@@ -187,14 +186,6 @@ def test_run_lifecycles_conform_when_followed_through_their_links(open_app):
     """
 
     class Lifecycle(open_schema.as_state_machine()):
-        def before_call(self, case):
-            # Known bug outside the API (issue 8 report; pinned by an xfail in test_api.py):
-            # re-running a run that is itself a rerun crashes in plankton/rerun.py.
-            if case.path.endswith("/rerun"):
-                conn = APP.app.state.client.conn
-                hypothesis.assume(not conn.hget(keys.run(case.path_parameters["run_id"]),
-                                                "rerun_of"))
-
         def validate_response(self, response, case, additional_checks=None, **kwargs):
             case.validate_response(response, excluded_checks=[positive_data_acceptance],
                                    transport_kwargs=kwargs or None)
