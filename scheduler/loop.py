@@ -106,22 +106,25 @@ class Scheduler:
                 if now >= next_lead:
                     leading = self._lead()
                     next_lead = now + self.settings.leader_lease_ms / 3000
+                    if getattr(self, "_redis_down", False):
+                        # Redis is back. Leases are Redis-time deadlines no worker could
+                        # renew meanwhile: give them one lease, from now, before reaping.
+                        self._reap_after = time.monotonic() + self.settings.lease_ms / 1000
+                        self._redis_down = False
                 if not leading:
                     time.sleep(min(0.2, self.settings.leader_lease_ms / 5000))
                     continue
-                began = time.monotonic()
                 self._take_submissions(timeout=min(0.2, self.settings.reaper_interval))
-                if time.monotonic() - began > max(2 * self.settings.heartbeat, 2.0):
-                    # a 0.2 s poll took seconds: Redis hung (or this process was paused)
+                if time.monotonic() - now > max(1.0, self.settings.lease_ms / 2000):
+                    # a 0.2 s poll took half a lease: Redis hung or restarted under the
+                    # client's own retries (or this process was paused); same grace
                     self._reap_after = time.monotonic() + self.settings.lease_ms / 1000
                 if time.monotonic() >= next_tick:
                     self.tick()
                     next_tick = time.monotonic() + self.settings.reaper_interval
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
                 log.warning("Redis unavailable (%s); retrying", exc)
-                # Leases are Redis-time deadlines and nobody could renew them meanwhile:
-                # give the workers one lease to renew before reaping anything.
-                self._reap_after = time.monotonic() + self.settings.lease_ms / 1000
+                self._redis_down = True
                 leading = False
                 next_lead = 0.0
                 time.sleep(0.5)
