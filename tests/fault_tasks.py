@@ -244,6 +244,12 @@ class Tally(pk.Task):
         return out
 
 
+class TallyQ(Tally):
+    """Tally on queue ``pq`` (its own worker), so it runs while its child waits for it."""
+
+    queue = "pq"
+
+
 class SlowPass(pk.Task):
     """Relays values slowly (a parent killed mid-read); on queue ``pq``."""
 
@@ -264,12 +270,26 @@ class SlowPass(pk.Task):
 
 
 # -- channel bounds ----------------------------------------------------------------------
+def _wait_parent_running(task: pk.Task, timeout: float = 15) -> None:
+    """Block until this task's parent is running (DESIGN guarantee 2 bounds a channel while
+    its parent runs; before that a producer may run ahead)."""
+    conn = _conn()
+    prefix = f"plankton:{{{task.run_id}}}:t:"
+    parent = conn.hget(prefix + task.task_id, "parent").decode()
+    deadline = time.monotonic() + timeout
+    while conn.hget(prefix + parent, "state") != b"running":
+        if time.monotonic() > deadline:
+            raise TimeoutError("parent never started")
+        time.sleep(0.005)
+
+
 class Burst(pk.Task):
-    """Emits ``n`` ints as fast as it can."""
+    """Emits ``n`` ints as fast as it can, once its parent runs."""
 
     n = pk.Param(int)
 
     def run(self):
+        _wait_parent_running(self)
         for k in range(self.n):
             self.emit(k)
         return self.n

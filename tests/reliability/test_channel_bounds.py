@@ -1,9 +1,10 @@
 """Issue 5 point 7 (DESIGN guarantee 2): bounded channels.
 
 RELIABILITY §7 #21: channel cap 1,000, a child emits 50,000 values as fast as it can, the
-parent is slow: the unread count (produced - read, sampled from Redis all along) never goes
-over cap + one emit batch; the parent gets all 50,000 values (0 dropped, none twice); Redis
-memory stays bounded.
+parent is slow: while the parent runs (the contract), the unread count (produced - read,
+sampled from Redis all along) never goes over cap + one emit batch; the parent gets all
+50,000 values (0 dropped, none twice); Redis memory stays bounded. The child starts
+emitting once its parent runs: before that, a channel is not bounded (DESIGN guarantee 2).
 """
 
 from __future__ import annotations

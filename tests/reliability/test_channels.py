@@ -20,12 +20,13 @@ def test_child_failing_after_partial_output_parent_sees_only_the_retry(fc, redis
     fc.scheduler()
     fc.worker("ca")
     fc.worker("cb")
+    fc.worker("cq", "--queues", "pq")          # the parents: free to read at once
     rng = random.Random(12)
     ks = [rng.randint(1, 999) for _ in range(10)] + [0, 0]
     n = 1000
     trials = {f"p{j}": k for j, k in enumerate(ks)}
     root = ft.Bag().add_children(*(
-        ft.Tally(tag=tag).add_children(ft.PartialThenFail(tag=tag, k=k, n=n))
+        ft.TallyQ(tag=tag).add_children(ft.PartialThenFail(tag=tag, k=k, n=n))
         for tag, k in trials.items()))
     c = h.client(redis_url)
     run_id = c.submit(root)
@@ -34,7 +35,7 @@ def test_child_failing_after_partial_output_parent_sees_only_the_retry(fc, redis
     by_id = {t["id"]: t for t in run["tasks"]}
     ok = 0
     for t in run["tasks"]:
-        if t["name"] != "Tally":
+        if t["name"] != "TallyQ":
             continue
         tag = t["params"]["tag"]
         child = next(x for x in run["tasks"] if x["parent"] == t["id"])

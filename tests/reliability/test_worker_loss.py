@@ -211,8 +211,8 @@ def test_a_live_worker_never_loses_the_attempts_it_holds(fc, redis_url, r):
     """One worker gets batches of several leaves per RQ job; one leaf runs 4.5 s (longer than
     the 3 s lease). The leaves claimed with it, finished before it or waiting behind it, must
     keep their leases: no attempt may be declared lost while its worker is alive."""
-    leaves = 32
-    assert batch_size(leaves, 0) >= 3, "premise: several leaves per RQ job"
+    leaves = 48
+    assert batch_size(leaves, 1) >= 3, "premise: several leaves per RQ job"
     fc.scheduler()
     fc.worker("live")
     h.worker_ready(r, "live")
