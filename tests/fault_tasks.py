@@ -287,9 +287,11 @@ class Burst(pk.Task):
     """Emits ``n`` ints as fast as it can, once its parent runs."""
 
     n = pk.Param(int)
+    wait = pk.Param(bool, default=True)
 
     def run(self):
-        _wait_parent_running(self)
+        if self.wait:
+            _wait_parent_running(self)
         for k in range(self.n):
             self.emit(k)
         return self.n
