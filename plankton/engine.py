@@ -60,12 +60,12 @@ class Engine:
 
     def start(self, run_id: str, worker: str, lease_ms: int,
               pairs: Sequence[tuple[str, int]], queues: Sequence[str] = ("default",),
-              local_budget: int = 0, host: str = "",
+              local_budget: int = 0, host: str = "", alone: bool = False,
               ) -> tuple[list[Claimed], list[tuple[str, int, str]]]:
         """Claim queued attempts; parents they release are claimed too, up to
         ``local_budget``, when their queue is in ``queues``; the rest are returned."""
         args: list[Any] = [worker, lease_ms, local_budget, "," + ",".join(queues) + ",",
-                           host or socket.gethostname()]
+                           host or socket.gethostname(), 1 if alone else 0]
         for t, a in pairs:
             args += [t, a]
         claimed_raw, released_raw = self._start(keys=[keys.run(run_id)], args=args)

@@ -96,7 +96,8 @@ end
 """
 
 #: Worker: claim a batch of queued attempts. ARGV: worker, lease_ms, local budget, queues
-#: (comma-separated, with a leading and trailing comma), host, then (task, attempt)*.
+#: (comma-separated, with a leading and trailing comma), host, alone (1: claim leaves'
+#: parents too), then (task, attempt)*.
 #: A parent released by the start of a task that has children itself is claimed right here
 #: by the same worker when its queue is one the worker serves and the local budget allows
 #: (the worker "releases its parent itself": no trip through RQ); otherwise it is returned to
@@ -123,9 +124,11 @@ local function claim(t, a)
   if n < tonumber(ps[2]) or ps[1] ~= 'pending' then return end
   -- Only a parent task releases its own parent here: a leaf's parent goes through RQ to
   -- any worker, so a streaming consumer runs in another process than its producers (no
-  -- shared GIL), while a tall tree still starts in one script above its first level.
-  if budget > 0 and tonumber(f[4]) > 0 and string.find(queues, ',' .. ps[4] .. ',', 1, true)
-  then
+  -- shared GIL), while a tall tree still starts in one script above its first level. A
+  -- worker that is alone (ARGV[6] == '1') keeps leaf parents too: no other process would
+  -- run them, and a parent running alongside its leaves keeps their channel bounded.
+  if budget > 0 and (tonumber(f[4]) > 0 or ARGV[6] == '1')
+    and string.find(queues, ',' .. ps[4] .. ',', 1, true) then
     budget = budget - 1
     return {f[3], ps[3]}
   end
@@ -134,7 +137,7 @@ local function claim(t, a)
   table.insert(released, {f[3], ps[3], ps[4]})
 end
 if live then
-  for i = 6, #ARGV, 2 do
+  for i = 7, #ARGV, 2 do
     local t, a = ARGV[i], ARGV[i + 1]
     local st = redis.call('HMGET', tkey(t), 'state', 'attempt')
     if st[1] == 'queued' and st[2] == a then

@@ -104,6 +104,7 @@ class Executor:
         self.registry = registry
         self.name = name
         self.queues: list[str] = ["default"]
+        self._alone_at, self._alone_value = -10.0, False
         self.host = socket.gethostname()
         self.conn = conn or connect(settings.url)
         self.blocking_conn = connect(settings.url, blocking=True)
@@ -141,7 +142,8 @@ class Executor:
         budget = max(0, MAX_LOCAL_THREADS - self.running_count()) \
             if self.settings.claim_parents else 0
         claimed, released = self.engine.start(run_id, self.name, self.settings.lease_ms, pairs,
-                                              self.queues, budget, self.host)
+                                              self.queues, budget, self.host,
+                                              self._alone())
         with self.active_lock:
             for claim in claimed:
                 self.held[(claim.run_id, claim.task_id)] = claim.attempt
@@ -171,6 +173,18 @@ class Executor:
                         self.held.pop((claim.run_id, claim.task_id), None)
         self.acquire_slot()
         self.release_slot()
+
+    def _alone(self) -> bool:
+        """No other live worker (checked at most once a second)."""
+        now = time.monotonic()
+        if now - self._alone_at > 1.0:
+            since = int(time.time() * 1000 - 3 * self.settings.heartbeat * 1000)
+            try:
+                self._alone_value = int(self.conn.zcount(keys.WORKERS, since, "+inf")) <= 1
+            except redis.RedisError:
+                self._alone_value = False
+            self._alone_at = now
+        return self._alone_value
 
     def _execute(self, claim: Claimed, hold: SlotHold,
                  finisher: "Finisher | None" = None) -> None:

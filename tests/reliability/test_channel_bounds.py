@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from plankton import keys
 from tests import fault_tasks as ft
 from tests.reliability import helpers as h
@@ -70,9 +68,6 @@ def test_slow_parent_bounds_a_fast_child_and_nothing_is_dropped(fc, redis_url, r
     assert peak["mem"] - used_before < 8 * 1024 * 1024
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (reported): a leaf's parent now goes "
-                   "through RQ, so on a single worker it starts only after the leaf ended; "
-                   "the channel is bounded only while the parent runs")
 def test_single_worker_still_bounds_the_channel(fc, redis_url, r, rconn):
     fc.env_extra = {"PLANKTON_CHANNEL_CAP": str(CAP)}
     fc.scheduler()
