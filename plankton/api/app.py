@@ -8,48 +8,40 @@ alone would leave the schema and the validation to be written, and kept in step,
 Routes are plain ``def`` functions, run in FastAPI's thread pool, so they use the same
 blocking redis-py client as the rest of Plankton.
 
-A request passes, outermost first: the bearer-token check (:class:`BearerAuth`, when a token
-is set), the body-size limit (:class:`BodyLimit`), FastAPI's validation, then the route, which
-validates params and the tree before it writes anything. So no 4xx writes to Redis.
+A request passes, outermost first: the bearer-token check (:class:`~.middleware.BearerAuth`,
+when a token is set), the body-size limit (:class:`~.middleware.BodyLimit`), FastAPI's
+validation, then the route, which validates params and the tree before it writes anything. So
+no 4xx writes to Redis. This module builds the app and its routes; errors become responses in
+:mod:`.handlers`, Idempotency-Key records live in :mod:`.idempotency`, and :mod:`.openapi`
+finishes the document.
 """
 
-import hmac
 import json
-import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import redis
-from fastapi import Body, FastAPI, Header, HTTPException, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
+from fastapi import Body, FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from .. import __version__, codec, keys, runs
+from .. import __version__, keys, runs
 from ..client import Client
-from ..connection import connect, redact
+from ..connection import connect
 from ..cron_info import describe_dags
 from ..dag import Dag
 from ..engine import Engine
-from ..errors import ConnectionFailed, DagError, NotFoundError, ParamError, SerializationError
-from ..params import INT_MAX, INT_MIN
+from ..errors import DagError, NotFoundError, ParamError, SerializationError
 from ..settings import Settings, load
 from . import models
+from .handlers import add_error_handlers, invalid, param_error
+from .idempotency import Idempotency, IdempotencyKey
+from .middleware import MAX_BODY_BYTES, BearerAuth, BodyLimit
 from .models import RunStatus
+from .openapi import document
 
-log = logging.getLogger(__name__)
-
-#: Largest request body (bytes): 1 MiB. A larger one gets 413 before anything parses it.
-MAX_BODY_BYTES = 1024 * 1024
-#: How long an Idempotency-Key replays its run (s): 24 h.
-IDEMPOTENCY_TTL = 24 * 3600
-#: How long a key is held while its run is being created (s); a crash mid-way frees it.
-IDEMPOTENCY_PENDING_TTL = 60
-#: What 503 and 409 responses tell clients to wait before retrying (Retry-After, s).
-RETRY_AFTER = 5
 #: Path segments a DAG name may use to get its own typed route (others use the generic one).
 _PATH_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
@@ -63,11 +55,6 @@ _ERRORS = {
     503: "Redis is unreachable.",
 }
 
-IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
-    description="Any printable ASCII string (a UUID is a good choice). A retried request with "
-                "the same key and body returns the same run_id for 24 h and starts no second run.",
-)]
 RunId = Annotated[str, Path(min_length=1, max_length=200)]
 
 
@@ -92,9 +79,9 @@ def create_app(settings: Settings | str | None = None, imports: Iterable[str] = 
     app = FastAPI(title="Plankton", version=__version__, lifespan=lifespan,
                   redirect_slashes=False, description=_DESCRIPTION)
     app.state.client = client
-    _add_error_handlers(app, settings.url)
+    add_error_handlers(app, settings.url)
     Routes(app, client, auth=bool(token)).add()
-    _document(app, bool(token))
+    document(app, bool(token))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     if token:
         app.add_middleware(BearerAuth, token=token)  # added last: runs first
@@ -121,106 +108,6 @@ def _client(settings: Settings) -> Client:
                           retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
     client.engine = Engine(client.conn)
     return client
-
-
-# -- errors ---------------------------------------------------------------------------------
-def _add_error_handlers(app: FastAPI, url: str) -> None:
-    def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        reason = redact(str(exc)) if isinstance(exc, ConnectionFailed) else \
-            f"Redis at {redact(url)} is unavailable: {redact(str(exc))}"
-        log.warning("%s %s: %s", request.method, request.url.path, reason)
-        return JSONResponse({"detail": reason}, status_code=503,
-                            headers={"Retry-After": str(RETRY_AFTER)})
-
-    def not_found(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    def internal(request: Request, exc: Exception) -> JSONResponse:
-        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal error; the API server's log has the details"},
-                            status_code=500)
-
-    app.add_exception_handler(redis.RedisError, unavailable)
-    app.add_exception_handler(ConnectionFailed, unavailable)
-    app.add_exception_handler(NotFoundError, not_found)
-    app.add_exception_handler(Exception, internal)
-
-
-def invalid(loc: tuple[str | int, ...], kind: str, msg: str, value: Any = None
-            ) -> RequestValidationError:
-    """A 422 in FastAPI's own shape, for checks pydantic cannot make (params, idempotency)."""
-    return RequestValidationError([{"type": kind, "loc": loc, "msg": msg,
-                                    "input": _jsonable(value)}])
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-def _param_error(exc: ParamError, field: str | None) -> RequestValidationError:
-    loc = ("body", "params", field) if field else ("body", "params")
-    return invalid(loc, "param_error", str(exc), exc.value)
-
-
-# -- idempotency ----------------------------------------------------------------------------
-class Idempotency:
-    """Idempotency-Key records: ``keys.idempotency(K)`` -> msgpack [run id or None, fingerprint].
-
-    A key is claimed with SET NX for a short while, then holds the run id for 24 h. The
-    fingerprint (of the request) tells a retry from a different request reusing the key.
-    """
-
-    def __init__(self, conn: redis.Redis) -> None:
-        self.conn = conn
-
-    def once(self, key: str | None, request: dict[str, Any], submit: Callable[[], str]
-             ) -> tuple[str, bool]:
-        """Call ``submit`` at most once per key; returns (run id, whether it was a replay)."""
-        if key is None:
-            return submit(), False
-        fingerprint = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
-        found = self.lookup(key, fingerprint)
-        if found is not None:
-            return found, True
-        name = keys.idempotency(key)
-        if not self.conn.set(name, codec.dumps([None, fingerprint]), nx=True,
-                             ex=IDEMPOTENCY_PENDING_TTL):
-            return self.lookup(key, fingerprint) or self._busy(), True
-        try:
-            run_id = submit()
-        except BaseException:
-            self._release(name)
-            raise
-        self.conn.set(name, codec.dumps([run_id, fingerprint]), ex=IDEMPOTENCY_TTL)
-        return run_id, False
-
-    def lookup(self, key: str, fingerprint: str) -> str | None:
-        raw = self.conn.get(keys.idempotency(key))
-        if raw is None:
-            return None
-        run_id, stored = codec.loads(raw)
-        if stored != fingerprint:
-            raise invalid(("header", "Idempotency-Key"), "idempotency_key_reused",
-                          "this Idempotency-Key was used for a different request in the last "
-                          "24 h; send a new key for a new request", key)
-        if not run_id or not self.conn.exists(keys.run(run_id)):
-            self._busy()
-        return run_id
-
-    @staticmethod
-    def _busy() -> NoReturn:
-        raise HTTPException(409, "a request with this Idempotency-Key is still being "
-                            "processed; retry shortly", headers={"Retry-After": "1"})
-
-    def _release(self, name: str) -> None:
-        try:
-            self.conn.delete(name)
-        except redis.RedisError:  # the pending claim expires by itself
-            pass
 
 
 # -- routes ---------------------------------------------------------------------------------
@@ -315,13 +202,13 @@ class Routes:
         try:
             typed = dag.json_params(given)
         except ParamError as exc:
-            raise _param_error(exc, exc.param if exc.task == dag.name else None) from None
+            raise param_error(exc, exc.param if exc.task == dag.name else None) from None
 
         def submit() -> str:
             try:
                 return self.client.submit(dag, typed, body.since, body.to)
             except ParamError as exc:  # a task of the tree refused a value the DAG passed on
-                raise _param_error(exc, None) from None
+                raise param_error(exc, None) from None
             except (DagError, SerializationError) as exc:
                 raise invalid(("body", "params"), "dag_error", str(exc), given) from None
 
@@ -373,7 +260,7 @@ class Routes:
             return self.client.rerun(run_id, texts, dry_run=dry_run)
         except ParamError as exc:
             named = [f for f in (f"{exc.task}.{exc.param}", exc.param) if f in texts]
-            raise _param_error(exc, named[0] if named else None) from None
+            raise param_error(exc, named[0] if named else None) from None
         except NotFoundError as exc:
             if exc.kind == "run":
                 raise
@@ -434,140 +321,3 @@ def page_runs(conn: redis.Redis, dag: str | None, status: str | None, limit: int
     page = found[:limit]
     more = len(found) > limit
     return [run for _, run in page], (f"{page[-1][0]}:{page[-1][1]['run_id']}" if more else None)
-
-
-# -- middleware -----------------------------------------------------------------------------
-class BearerAuth:
-    """ASGI middleware: 401 unless ``Authorization: Bearer <token>`` (constant-time compare).
-
-    Runs before routing and body parsing, so an unauthenticated caller learns nothing about
-    the routes or its input, and no route code runs. ``/healthz`` stays open for probes.
-    """
-
-    OPEN_PATHS = frozenset({"/healthz"})
-
-    def __init__(self, app: Any, token: str) -> None:
-        self.app, self.token = app, token.encode()
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS or self.allowed(scope):
-            await self.app(scope, receive, send)
-            return
-        reply = JSONResponse({"detail": "missing or wrong bearer token: send the header "
-                              "'Authorization: Bearer <PLANKTON_API_TOKEN>'"},
-                             status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        await reply(scope, receive, send)
-
-    def allowed(self, scope: dict[str, Any]) -> bool:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, given = value.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(),
-                                                                           self.token)
-        return False
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for a body over ``max_bytes``, by Content-Length or as it streams.
-
-    The body is read here (at most ``max_bytes``) and handed on whole, so a chunked upload
-    without Content-Length cannot grow past the limit either.
-    """
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self.refuse(scope, receive, send, 413 if declared.isdigit() else 400)
-            return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                await self.refuse(scope, receive, send, 413)
-                return
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        await self.app(scope, _replay(body, receive), send)
-
-    async def refuse(self, scope: dict[str, Any], receive: Any, send: Any, status: int) -> None:
-        detail = (f"request body is over the limit of {self.max_bytes} bytes (1 MiB)"
-                  if status == 413 else "bad Content-Length header")
-        await JSONResponse({"detail": detail}, status_code=status,
-                           headers={"Connection": "close"})(scope, receive, send)
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    sent = False
-
-    async def replayed() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # after the body: wait for the disconnect
-
-    return replayed
-
-
-# -- OpenAPI --------------------------------------------------------------------------------
-#: What a client can do with the run_id of a 201 (OpenAPI links; also guide stateful fuzzers).
-_RUN_LINKS = {
-    name: {"operationId": op, "parameters": {"run_id": "$response.body#/run_id"},
-           "description": text}
-    for name, op, text in [("GetRun", "get_run", "Follow the new run."),
-                           ("CancelRun", "cancel_run", "Stop it."),
-                           ("RerunRun", "rerun_run", "Re-create it.")]
-}
-
-
-def _document(app: FastAPI, auth: bool) -> None:
-    """Finish /openapi.json: run links, exact integer bounds, and the bearer scheme if any."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version,
-                                 description=app.description, routes=app.routes)
-            for path in schema["paths"].values():
-                created = path.get("post", {}).get("responses", {}).get("201")
-                if created is not None:
-                    created["links"] = _RUN_LINKS
-            if auth:
-                schema.setdefault("components", {})["securitySchemes"] = {
-                    "bearer": {"type": "http", "scheme": "bearer",
-                               "description": "The value of PLANKTON_API_TOKEN."}}
-                schema["security"] = [{"bearer": []}]
-                schema["paths"]["/healthz"]["get"]["security"] = []
-            app.openapi_schema = _exact_bounds(schema)
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-#: FastAPI's OpenAPI model stores minimum/maximum as floats; float(2**64 - 1) is 2**64.
-_INT_BOUNDS = {float(INT_MIN): INT_MIN, float(INT_MAX): INT_MAX}
-
-
-def _exact_bounds(node: Any) -> Any:
-    """Put back the exact msgpack integer bounds that became floats on the way."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("minimum", "maximum") and isinstance(value, float) \
-                    and value in _INT_BOUNDS:
-                node[key] = _INT_BOUNDS[value]
-            else:
-                _exact_bounds(value)
-    elif isinstance(node, list):
-        for item in node:
-            _exact_bounds(item)
-    return node
