@@ -306,10 +306,12 @@ local now = now_ms()
 local lost, promoted = {}, {}
 for _, t in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now)) do
   local a = redis.call('HGET', tkey(t), 'attempt')
-  local r = fail_task(t, a, 'lost', 'attempt ' .. a .. ' lost: its worker stopped renewing '
-    .. 'the lease (worker ' .. (redis.call('HGET', tkey(t), 'worker') or '?') .. ')',
-    ARGV[1], ARGV[2], now)
-  table.insert(lost, {t, r})
+  if a then  -- a lease naming no task (lost or forged records) is just dropped
+    local r = fail_task(t, a, 'lost', 'attempt ' .. a .. ' lost: its worker stopped '
+      .. 'renewing the lease (worker ' .. (redis.call('HGET', tkey(t), 'worker') or '?')
+      .. ')', ARGV[1], ARGV[2], now)
+    table.insert(lost, {t, r})
+  end
   redis.call('ZREM', P .. 'leases', t)
 end
 for _, t in ipairs(redis.call('ZRANGEBYSCORE', P .. 'retry', '-inf', now)) do

@@ -128,6 +128,9 @@ class Scheduler:
                 leading = False
                 next_lead = 0.0
                 time.sleep(0.5)
+            except Exception:  # noqa: BLE001 - e.g. Redis OOM or a script error: log, go on
+                log.exception("scheduler tick failed; retrying")
+                time.sleep(0.5)
         if self.leader is not None and self.epoch is not None:
             try:
                 self.leader.release()
@@ -146,26 +149,40 @@ class Scheduler:
         settled = 0
         for raw in self.conn.smembers(keys.ACTIVE):
             run_id = _s(raw)
-            status = self.conn.hget(keys.run(run_id), "status")
-            if status is None:
-                self.conn.srem(keys.ACTIVE, run_id)
-                continue
-            if _s(status) in ("succeeded", "failed", "cancelled"):
-                if settled < SETTLE_PER_TICK:
-                    self.settle(run_id)
-                    settled += 1
-                continue
-            promoted: list[str] = []
-            if time.monotonic() >= getattr(self, "_reap_after", 0.0):
-                _, promoted = self.engine.reap(run_id, backoff_ms(1, self.settings.retry_base,
-                                                                  self.settings.retry_cap),
-                                               self.settings.max_lost)
-            # Retries made ready just now have no one else to enqueue them: no grace.
-            self.schedule_ready(run_id, grace_ms=READY_GRACE_MS, also=promoted)
+            try:
+                settled += self._tick_run(run_id, settled < SETTLE_PER_TICK)
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad run must not stop the others
+                bad: set[str] = self.__dict__.setdefault("_bad_runs", set())
+                if run_id not in bad:
+                    bad.add(run_id)
+                    log.error("run %s: skipped, its records in Redis are malformed: %s",
+                              run_id, exc)
         if self.cron is not None:
             self.cron.tick()
         self._reconcile_intermediate()
         self._expire_indexes()
+
+    def _tick_run(self, run_id: str, may_settle: bool) -> int:
+        """Reap, promote and enqueue one live run, or settle an ended one (returns 1)."""
+        status = self.conn.hget(keys.run(run_id), "status")
+        if status is None:
+            self.conn.srem(keys.ACTIVE, run_id)
+            return 0
+        if _s(status) in ("succeeded", "failed", "cancelled"):
+            if may_settle:
+                self.settle(run_id)
+                return 1
+            return 0
+        promoted: list[str] = []
+        if time.monotonic() >= getattr(self, "_reap_after", 0.0):
+            _, promoted = self.engine.reap(run_id, backoff_ms(1, self.settings.retry_base,
+                                                              self.settings.retry_cap),
+                                           self.settings.max_lost)
+        # Retries made ready just now have no one else to enqueue them: no grace.
+        self.schedule_ready(run_id, grace_ms=READY_GRACE_MS, also=promoted)
+        return 0
 
     # -- reconcile -----------------------------------------------------------------------
     def _reconcile_intermediate(self) -> None:

@@ -266,3 +266,28 @@ def test_oversized_and_zlib_bomb_jobs_are_refused_without_inflating_them(fc, red
     h.until(lambda: _recorded_failed(r, "forged-50mb"), 20, "the 50 MB job to be refused")
     assert c.wait(c.submit(ft.Drip(tag="after", n=1)), timeout=20)["status"] == "succeeded"
     assert h.worker_ready(r, "bomb") == pid
+
+
+def test_malformed_runs_in_redis_do_not_stop_the_scheduler(fc, redis_url, r):
+    """Run records written by hand (or half lost) must not crash the scheduler: it skips
+    them and keeps scheduling the healthy runs."""
+    sched = fc.scheduler("hs")
+    fc.worker("hw2")
+    h.worker_ready(r, "hw2")
+    # a live run whose lease names a task with no hash; one with a garbage lease member
+    # and retry entry; one whose run hash is not even a hash
+    r.hset("plankton:{bogus1}:run", mapping={"status": "running", "n_tasks": "3"})
+    r.zadd("plankton:{bogus1}:leases", {"7": 1})
+    r.hset("plankton:{bogus2}:run", mapping={"status": "running", "n_tasks": "x"})
+    r.zadd("plankton:{bogus2}:leases", {"\xff\x00": 1})
+    r.zadd("plankton:{bogus2}:retry", {"0": 1})
+    r.hset("plankton:{bogus2}:t:0", mapping={"state": "retrying", "attempt": "zz"})
+    r.set("plankton:{bogus3}:run", "not a hash")
+    r.sadd(keys.ACTIVE, "bogus1", "bogus2", "bogus3")
+    h.until(lambda: h.s(r.get(keys.LEADER)).startswith("hs-"), 10, "the scheduler to lead")
+    c = h.client(redis_url)
+    for i in range(2):      # retries need the scheduler's reaper to promote them
+        run = c.wait(c.submit(ft.Bag().add_children(ft.FailsTwice(key=f"mal{i}"))),
+                     timeout=20)
+        assert run["status"] == "succeeded" and run["result"] == [3]
+    assert sched.poll() is None, "the scheduler died"
