@@ -11,6 +11,7 @@ hands the task back at once), plus: a live worker never loses the attempts it ho
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import statistics
@@ -246,3 +247,26 @@ def test_worker_dying_between_dequeue_and_start_its_job_is_delivered_again(fc, r
     enq = {h.s(k): int(v) for k, v in r.hgetall(keys.enqueue_log(run_id)).items()}
     assert max(enq.values()) == 1
     assert all(t["attempts"] == 1 for t in run["tasks"])
+
+
+def test_sigkill_of_the_worker_process_only_supervisor_restarts_it(fc, redis_url, r):
+    """SIGKILL of the worker process under a live supervisor: the supervisor starts a fresh
+    one under the same name at once, the lost attempt is detected within the lease bound
+    and re-run, and the run completes."""
+    fc.scheduler()
+    sup = fc.worker("inner")
+    pid = h.worker_ready(r, "inner")
+    c = h.client(redis_url)
+    run_id = c.submit(ft.Bag().add_children(ft.LongSleep(key="inner", seconds=30)))
+    h.until(lambda: h.starts(r, "inner"), 15, "attempt 1 to start")
+    held = _held_by(r, "inner")
+    assert held
+    os.kill(pid, signal.SIGKILL)
+    took = _detect(r, held, LEASE + 2 * REAPER + 5)
+    run = c.wait(run_id, timeout=20)
+    assert run["status"] == "succeeded", run["error"]
+    leaf = next(t for t in run["tasks"] if t["name"] == "LongSleep")
+    assert leaf["result"] == "attempt 2"
+    assert [a for _, a, _ in h.starts(r, "inner")] == [1, 2]
+    assert h.worker_ready(r, "inner") != pid and sup.poll() is None
+    assert took < LEASE + 2 * REAPER
