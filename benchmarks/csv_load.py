@@ -1,20 +1,28 @@
 """Benchmark: CSV files into PostgreSQL, the csv_to_postgres example against ``psql \\copy``.
 
-    python benchmarks/csv_load.py [--files 3] [--rows 1000000] [--repeat 3] [--dsn DSN]
-                                  [--url REDIS_URL] [--json PATH]
+    python -m benchmarks.csv_load [--files 3] [--rows 1000000] [--repeat 3]
+                                  [--lines floor,plankton,...] [--dsn DSN] [--url REDIS_URL]
+                                  [--json PATH]
 
-Why these lines: ``psql \\copy`` of the same files is the floor any loader stands on (the
-server parses the CSV itself, nothing else runs). The loader library line runs exactly what
-the DAG's tasks run (plan, read and check, encode, COPY in one transaction), as 2 processes,
-an extractor feeding a loader through a pipe as msgpack, like the DAG on 2 workers minus
-Redis and scheduling; the two stage lines show where its time goes. ``run_plankton`` is the
-same load through the engine, measured once ``--url`` names a Redis with workers running.
+One command: without ``--dsn`` a private PostgreSQL is started (``fsync=off``, the same for
+every line), and without ``--url`` a private ``plankton up --workers 2`` stack (its own Redis,
+a scheduler, 2 workers) runs the DAG line. Lines, each run ``--repeat`` times, one after the
+other in every repeat (so \\copy and Plankton alternate on a shared, noisy machine):
+
+- ``floor``: ``psql \\copy`` of the same files into a plain table, the floor any loader
+  stands on (the server parses the CSV itself, nothing else runs); ``floor2``: 2 sessions;
+- ``plankton``: the csv_to_postgres DAG through the engine (submit -> succeeded, planning
+  included), on 2 workers;
+- ``library``: exactly what the DAG's tasks run (plan, read and check, encode, COPY in one
+  transaction) as 2 processes, an extractor feeding a loader through a pipe as msgpack: the
+  DAG minus Redis and scheduling; ``extract`` and ``copy`` are its two stages alone.
 
 Data (MovieLens-like ratings from ``examples/make_csvs.py``) is cached under
-``benchmarks/.data/``. Without ``--dsn`` a private PostgreSQL is started with the test
-fixture's settings (``fsync=off``: the same for every line). All tables live in the schema
-``plankton_bench``, dropped and re-made before each timed run. Each figure is the median and
-min-max of ``--repeat`` runs, and counts only if the table then holds every row (``checked``).
+``benchmarks/.data/``. All tables live in the schema ``plankton_bench``, dropped and re-made
+before each timed run. Each figure is the median and min-max of the repeats, and counts only
+if the table then holds every row (``checked``). ``CPU s`` is the median CPU time the line
+used in every process involved (this one and its children, the PostgreSQL server, the
+Plankton stack): unlike wall time it hardly depends on what else the machine runs.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -44,6 +54,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from examples import make_csvs  # noqa: E402
+from examples.csv_demo import ThrowawayPostgres  # noqa: E402
 from examples.csvload import (  # noqa: E402
     Batch,
     TableSpec,
@@ -73,10 +84,13 @@ class Figure:
     seconds: list[float] = field(default_factory=list)
     checked: bool = True
     note: str = ""
+    cpu: list[float] = field(default_factory=list)
 
-    def add(self, seconds: float, ok: bool) -> None:
+    def add(self, seconds: float, ok: bool, cpu: float | None = None) -> None:
         self.seconds.append(seconds)
         self.checked = self.checked and ok
+        if cpu is not None:
+            self.cpu.append(cpu)
 
     @property
     def median(self) -> float:
@@ -87,8 +101,11 @@ class Figure:
         if not self.seconds:
             return {"skipped": self.note or "not run", "checked": False}
         rates = [self.rows / s for s in self.seconds]
-        return {"median": statistics.median(rates), "min": min(rates), "max": max(rates),
-                "unit": "rows/s", "checked": self.checked, "seconds": self.seconds}
+        out = {"median": statistics.median(rates), "min": min(rates), "max": max(rates),
+               "unit": "rows/s", "checked": self.checked, "seconds": self.seconds}
+        if self.cpu:
+            out["cpu_seconds"] = self.cpu
+        return out
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -130,12 +147,21 @@ def table_count(dsn: str, table: str) -> int:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
-def timed(dsn: str, run: Callable[[], bool]) -> tuple[float, bool]:
-    """Reset the schema, then time ``run`` (which returns whether its output checked out)."""
+def timed(dsn: str, run: Callable[[], bool], meter: CpuMeter | None = None
+          ) -> tuple[float, bool, float | None]:
+    """Reset the schema, then time ``run`` (which returns whether its output checked out).
+
+    Returns wall seconds, the check, and the CPU seconds ``meter`` saw (None without one).
+    """
     reset_schema(dsn)
+    cpu = meter.total() if meter else None
     start = time.perf_counter()
     ok = run()
-    return time.perf_counter() - start, ok
+    wall = time.perf_counter() - start
+    if meter is None or cpu is None:
+        return wall, ok, None
+    time.sleep(0.2)  # let processes that just ended be reaped into their parents' totals
+    return wall, ok, meter.total() - cpu
 
 
 # ----------------------------------------------------------------------------- the floor
@@ -156,6 +182,62 @@ def psql_args(dsn: str, files: Sequence[Path]) -> list[str]:
     for path in files:
         args += ["-c", f"\\copy {FLOOR_TABLE} FROM '{path}' WITH (FORMAT csv, HEADER true)"]
     return args
+
+
+# ----------------------------------------------------------------------------- CPU time
+
+
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """{pid: (parent pid, CPU seconds of it and of its reaped children)} from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[1] is ppid; utime, stime, cutime, cstime are fields 14-17 of stat(5)
+        table[int(entry)] = (int(fields[1]), sum(map(int, fields[11:15])) / tick)
+    return table
+
+
+class CpuMeter:
+    """CPU seconds used so far by this process, its children, and given process trees.
+
+    A process counts with its reaped children (cutime), so a PostgreSQL backend that ended
+    is still counted through the postmaster. Linux only; elsewhere ``total()`` is None.
+    """
+
+    def __init__(self) -> None:
+        self.roots: list[Callable[[], int | None]] = []
+
+    def watch(self, pid: Callable[[], int | None]) -> None:
+        """Also count the process tree rooted at ``pid()`` (looked up at each reading)."""
+        self.roots.append(pid)
+
+    def total(self) -> float | None:
+        if not os.path.isdir("/proc/self"):
+            return None
+        mine = os.times()
+        total = mine.user + mine.system + mine.children_user + mine.children_system
+        table = _proc_table()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        seen = {os.getpid()}
+        todo = list(children.get(os.getpid(), []))   # live children of ours not yet reaped
+        todo += [pid for root in self.roots if (pid := root()) is not None]
+        while todo:
+            pid = todo.pop()
+            if pid in seen or pid not in table:
+                continue
+            seen.add(pid)
+            total += table[pid][1]
+            todo += children.get(pid, [])
+        return total
 
 
 # ----------------------------------------------------------------------------- the library
@@ -205,76 +287,143 @@ def extract_only(spec: TableSpec, total: int) -> bool:
     return rows == total
 
 
-def time_copy_only(dsn: str, spec: TableSpec, total: int) -> tuple[float, bool]:
+def copy_only(dsn: str, spec: TableSpec, batches: list[Batch], total: int) -> bool:
     """Stage 2 alone, in this process: COPY batches encoded beforehand (not timed)."""
-    batches = [b for path in spec.files for b in read_batches(path, spec.columns)]
-    return timed(dsn, lambda: load_table(dsn, spec.name, spec.columns, "bench-copy",
-                                         iter(batches)) == total)
+    return load_table(dsn, spec.name, spec.columns, "bench-copy", iter(batches)) == total
 
 
-# =====================================================================================
-# PLANKTON END TO END: the wire-in point for the engine.
-# Runs the csv_to_postgres DAG through Redis + RQ workers and times submit -> succeeded
-# (the DAG function, which plans the tables, runs in this process at submit, as it does in
-# `plankton run`). Expects a scheduler and 2 workers already running against ``url``, e.g.
-#     plankton up --import examples.csv_to_postgres --workers 2 --port 0   (cwd = repo root)
-# =====================================================================================
+# ----------------------------------------------------------------------------- plankton
+
+
+class PlanktonStack:
+    """A private ``plankton up --workers N`` (its own Redis, scheduler, workers), no API."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self.workers = workers
+        self.directory = Path(tempfile.mkdtemp(prefix="plankton-bench-up-"))
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 60) -> PlanktonStack:
+        from plankton import keys
+        from plankton.connection import connect
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PLANKTON_")}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        log = open(self.directory / "up.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "plankton.cli", "up", "--import",
+             "examples.csv_to_postgres", "--workers", str(self.workers), "--port", "0",
+             "--dir", str(self.directory / "state")],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        url_file = self.directory / "state" / "url"
+        deadline = time.monotonic() + timeout
+        while not (url_file.exists() and url_file.read_text().strip()):
+            self._check_alive(deadline)
+            time.sleep(0.05)
+        self.url = url_file.read_text().strip()
+        conn = connect(self.url)
+        try:
+            while conn.zcount(keys.WORKERS, time.time() * 1000 - 10_000, "+inf") \
+                    < self.workers:
+                self._check_alive(deadline)
+                time.sleep(0.05)
+        finally:
+            conn.close()
+        return self
+
+    def _check_alive(self, deadline: float) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None or time.monotonic() > deadline:
+            log = (self.directory / "up.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"plankton up did not start its workers:\n{log}")
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)   # up stops its processes, then exits
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 def run_plankton(url: str, directory: Path, dsn: str, total: int) -> bool:
-    """Submit ``csv_to_postgres`` for ``directory``, wait, and check every row landed."""
+    """Submit ``csv_to_postgres`` for ``directory``, wait, and check every row landed.
+
+    The DAG function (which plans the tables) runs in this process at submit, as it does
+    in ``plankton run``; its time counts.
+    """
     import plankton as pk  # here, not at the top: the other lines must run without the engine
 
     client = pk.Client(url, imports=["examples.csv_to_postgres"])
-    run_id = client.submit("csv_to_postgres",
-                           params={"directory": str(directory), "dsn": dsn})
-    run = client.wait(run_id, timeout=RUN_TIMEOUT_S)
-    status = run["status"] if isinstance(run, dict) else getattr(run, "status", None)
-    return (str(getattr(status, "value", status)) == "succeeded"
+    try:
+        run_id = client.submit("csv_to_postgres",
+                               params={"directory": str(directory), "dsn": dsn})
+        run = client.wait(run_id, timeout=RUN_TIMEOUT_S)
+    finally:
+        client.close()
+    return (run["status"] == "succeeded"
             and loaded_rows(dsn, TABLE, run_id) == total == table_count(dsn, TABLE))
 
 
 # ----------------------------------------------------------------------------- running
 
+LINES = {
+    "floor": "psql \\copy, 1 session (floor)",
+    "plankton": "plankton DAG, 2 workers",
+    "floor2": "psql \\copy, 2 sessions",
+    "library": "loader library, 2 processes",
+    "extract": "  stage: extract only, 1 process",
+    "copy": "  stage: COPY only, pre-encoded",
+}
 
-def measure(dsn: str, directory: Path, total: int, repeat: int,
-            url: str | None) -> list[Figure]:
-    """Every line of the table, each run ``repeat`` times."""
+
+def measure(dsn: str, directory: Path, total: int, repeat: int, lines: Sequence[str],
+            url: str | None, meter: CpuMeter) -> list[Figure]:
+    """Every line of the table, each run ``repeat`` times, lines alternating."""
     files = sorted(directory.glob("*.csv"))
-    figures = {
-        "floor": Figure("psql \\copy, 1 session (floor)", total),
-        "floor2": Figure("psql \\copy, 2 sessions", total),
-        "library": Figure("loader library, 2 processes", total),
-        "extract": Figure("  stage: extract only, 1 process", total),
-        "copy": Figure("  stage: COPY only, pre-encoded", total),
-        "plankton": Figure("plankton DAG, 2 workers", total,
-                           note="" if url else "not run: pass --url with 2 workers up"),
-    }
     (spec,) = plan_tables(directory)
-    for _ in range(repeat):
-        figures["floor"].add(*timed(dsn, lambda: psql_copy(dsn, files, 1, total)))
-        figures["floor2"].add(*timed(dsn, lambda: psql_copy(dsn, files, 2, total)))
-        figures["library"].add(*timed(dsn, lambda: library_load(dsn, directory, total)))
-        figures["extract"].add(*timed(dsn, lambda: extract_only(spec, total)))
-        figures["copy"].add(*time_copy_only(dsn, spec, total))
-        if url:
-            figures["plankton"].add(*timed(dsn, lambda: run_plankton(url, directory, dsn,
-                                                                     total)))
+    batches = [b for path in spec.files for b in read_batches(path, spec.columns)] \
+        if "copy" in lines else []
+    runs: dict[str, Callable[[], bool]] = {
+        "floor": lambda: psql_copy(dsn, files, 1, total),
+        "plankton": lambda: run_plankton(url or "", directory, dsn, total),
+        "floor2": lambda: psql_copy(dsn, files, 2, total),
+        "library": lambda: library_load(dsn, directory, total),
+        "extract": lambda: extract_only(spec, total),
+        "copy": lambda: copy_only(dsn, spec, batches, total),
+    }
+    figures = {name: Figure(LINES[name], total) for name in lines}
+    for i in range(repeat):
+        for name in lines:
+            figures[name].add(*timed(dsn, runs[name], meter))
+        print(f"  repeat {i + 1}/{repeat}: " + ", ".join(
+            f"{name} {figures[name].seconds[-1]:.2f}s" for name in lines), flush=True)
     return list(figures.values())
 
 
 def print_table(figures: Sequence[Figure], title: str) -> None:
-    floor = figures[0].median if figures[0].seconds else None
+    floor = next((f.median for f in figures if f.name == LINES["floor"] and f.seconds), None)
     print(title)
     vs_copy = "vs \\copy"
-    print(f"{'method':<36} {'median s':>9} {'min-max s':>13} {'rows/s':>11} {vs_copy:>8}  "
-          "checked")
+    print(f"{'method':<34} {'median s':>9} {'min-max s':>12} {'rows/s':>11} {vs_copy:>8} "
+          f"{'CPU s':>6}  checked")
     for fig in figures:
         if not fig.seconds:
-            print(f"{fig.name:<36} {'-':>9} {'-':>13} {'-':>11} {'-':>8}  ({fig.note})")
+            print(f"{fig.name:<34} {'-':>9} {'-':>12} {'-':>11} {'-':>8} {'-':>6}  ({fig.note})")
             continue
         span = f"{min(fig.seconds):.2f}-{max(fig.seconds):.2f}"
         ratio = f"{floor / fig.median:.0%}" if floor else "-"
-        print(f"{fig.name:<36} {fig.median:>9.2f} {span:>13} {fig.rows / fig.median:>11,.0f} "
-              f"{ratio:>8}  {'yes' if fig.checked else 'NO'}")
+        cpu = f"{statistics.median(fig.cpu):.2f}" if fig.cpu else "-"
+        print(f"{fig.name:<34} {fig.median:>9.2f} {span:>12} {fig.rows / fig.median:>11,.0f} "
+              f"{ratio:>8} {cpu:>6}  {'yes' if fig.checked else 'NO'}")
 
 
 def server_version(dsn: str) -> str:
@@ -283,33 +432,56 @@ def server_version(dsn: str) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.csv_load",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=3)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows per file")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--lines", default=",".join(LINES),
+                        help="comma-separated subset of: " + ", ".join(LINES))
     parser.add_argument("--dsn", help="PostgreSQL to use (default: start a private one)")
-    parser.add_argument("--url", help="Redis URL of a running Plankton (enables the DAG line)")
+    parser.add_argument("--url", help="Redis URL of a running Plankton with 2 workers "
+                                      "(default: start a private plankton up)")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.lines = [name.strip() for name in args.lines.split(",") if name.strip()]
+    unknown = sorted(set(args.lines) - set(LINES))
+    if unknown:
+        parser.error(f"unknown line(s) {unknown}; known: {', '.join(LINES)}")
+    if args.files < 1 or args.rows < 1 or args.repeat < 1:
+        parser.error("--files, --rows and --repeat must be at least 1")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     directory = ensure_data(args.files, args.rows)
-    server = None
-    if args.dsn is None:
-        from tests.servers import PostgresServer  # the test fixture's server, when asked
-
-        server = PostgresServer(Path(tempfile.mkdtemp(prefix="plankton-bench-pg-"))).start()
+    meter = CpuMeter()
+    server: ThrowawayPostgres | None = None
+    stack: PlanktonStack | None = None
     try:
+        if args.dsn is None:
+            server = ThrowawayPostgres().start()
+            meter.watch(lambda: server.postmaster_pid if server else None)
+        url = args.url
+        if url is None and "plankton" in args.lines:
+            stack = PlanktonStack(workers=2).start()
+            meter.watch(lambda: stack.pid if stack else None)
+            url = stack.url
         base = args.dsn or server.dsn
         dsn, total = bench_dsn(base), args.files * args.rows
-        figures = measure(dsn, directory, total, args.repeat, args.url)
+        load = os.getloadavg()
+        figures = measure(dsn, directory, total, args.repeat, args.lines, url, meter)
         print_table(figures, f"csv_load: {args.files} files x {args.rows:,} rows = {total:,} "
                              f"rows, PostgreSQL {server_version(dsn)}"
                              f"{' (private, fsync=off)' if server else ''}, "
-                             f"median of {args.repeat}")
+                             f"{os.cpu_count()} CPUs, load average {load[0]:.1f} before / "
+                             f"{os.getloadavg()[0]:.1f} after, median of {args.repeat}")
+        if server is None or (args.url and "plankton" in args.lines):
+            print("(CPU s counts only the processes this benchmark started)")
     finally:
+        if stack is not None:
+            stack.stop()
         if server is not None:
             server.stop()
     if args.json:

@@ -4,6 +4,8 @@
     plankton up --import examples.csv_to_postgres --workers 2 --run csv_to_postgres \\
         --param directory=data --param dsn=postgresql://user@localhost/db
 
+or all of it, with a throwaway PostgreSQL: ``python examples/csv_demo.py``.
+
 The tree, for ``ratings_1.csv``, ``ratings_2.csv`` and ``users_1.csv``::
 
     Report                                   -> {"ratings": 200000, "users": 100000}
@@ -45,6 +47,9 @@ class ExtractCsv(pk.Task):
     """Read one CSV file and emit its rows as batches (``Batch.to_message()`` dicts).
 
     Retrying is safe: nothing is written but the reject file, which is replaced whole.
+    No retries on errors, though: what fails here is the file itself (a bad row, a header
+    that changed), and reading it again gives the same error, only later. A lost worker is
+    another matter: the engine retries that whatever ``retries`` says (PLANKTON_MAX_LOST).
     """
 
     path = pk.Param(str)
@@ -52,7 +57,7 @@ class ExtractCsv(pk.Task):
     skip_bad_rows = pk.Param(bool, default=False)
     batch_bytes = pk.Param(int, default=DEFAULT_BATCH_BYTES)
 
-    retries = 2
+    retries = 0
     timeout = 3600
 
     def run(self) -> dict[str, int]:
@@ -77,6 +82,9 @@ class LoadTable(pk.Task):
 
     Emits ``{"table": ..., "rows": ...}`` after commit. A retry, or a restart after an
     extractor failed mid-stream, replaces this run's rows instead of adding to them.
+    Retried on errors, as most of them here are the server's (restart, lock timeout); the
+    rare value that passed the extractor's checks but not PostgreSQL's is retried too, in
+    vain, as a task cannot yet tell the engine that an error is permanent.
     """
 
     table = pk.Param(str)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from .errors import BadRowError, SchemaError
 from .reader import Batch
@@ -155,7 +156,9 @@ def copy_batches(conn: psycopg.Connection, table: str, columns: Sequence[Column]
     sent: list[_Sent] = []
     rows = 0
     try:
-        with conn.cursor() as cur, cur.copy(statement) as copy:
+        # The queued writer sends to the server from its own thread: while this thread
+        # waits for the next batch (from Redis, in the DAG), the server is still fed.
+        with conn.cursor() as cur, cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
             for batch in batches:
                 sent.append(_Sent.of(rows, batch))
                 copy.write(batch.data.replace(b"\n", suffix))
