@@ -337,6 +337,7 @@ class PlanktonStack:
         assert self.proc is not None
         if self.proc.poll() is not None or time.monotonic() > deadline:
             log = (self.directory / "up.log").read_text(errors="replace")[-2000:]
+            self.stop()
             raise RuntimeError(f"plankton up did not start its workers:\n{log}")
 
     @property
