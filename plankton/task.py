@@ -82,13 +82,16 @@ class Task:
 
     Class attributes: ``queue`` (RQ queue name), ``timeout`` (seconds, None for no limit),
     ``retries`` (extra attempts after an exception or timeout, with exponential backoff),
-    ``priority`` (higher runs first; default order is depth-first post-order).
+    ``priority`` (higher runs first; default order is depth-first post-order),
+    ``fatal_errors`` (exception types that fail the task without retries).
     """
 
     queue: ClassVar[str] = "default"
     timeout: ClassVar[float | None] = None
     retries: ClassVar[int] = 0
     priority: ClassVar[int | None] = None
+    #: Exceptions that fail the task at once, whatever ``retries`` says (retrying cannot help).
+    fatal_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
     since = Param(_dt.datetime | None, default=None)
     to = Param(_dt.datetime | None, default=None)

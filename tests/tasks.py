@@ -173,3 +173,14 @@ class Stamp(pk.Task):
 
 class UrgentStamp(Stamp):
     priority = 10
+
+
+class FatalBoom(pk.Task):
+    """Retries would be allowed, but its error says retrying cannot help."""
+
+    retries = 3
+    fatal_errors = (KeyError,)
+
+    def run(self):
+        _conn().incr("pk:test:fatal-attempts")
+        raise KeyError("missing column")

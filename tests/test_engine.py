@@ -135,3 +135,14 @@ def test_bad_run_input_exits_non_zero_naming_it_and_writes_nothing(cluster, r, a
     assert needle in done.stderr
     assert "Traceback" not in done.stderr
     assert r.dbsize() == before
+
+
+def test_fatal_errors_fail_at_once_without_retries(cluster, client, r):
+    cluster.scheduler()
+    cluster.worker()
+    run = client.wait(client.submit(tasks.Collect().add_children(tasks.FatalBoom())),
+                      timeout=60)
+    assert run["status"] == "failed"
+    bad = next(t for t in run["tasks"] if t["name"] == "FatalBoom")
+    assert bad["attempts"] == 1 and "KeyError" in bad["error"]
+    assert int(r.get("pk:test:fatal-attempts")) == 1

@@ -253,6 +253,9 @@ class Executor:
             return
         claim = rt.claim
         kind = "timeout" if isinstance(exc, TaskTimeout) else "error"
+        cls = self.registry.tasks.get(claim.family)
+        if cls is not None and cls.fatal_errors and isinstance(exc, cls.fatal_errors):
+            kind = "fatal"  # the task says retrying cannot help (bad input data, say)
         text = self._describe(exc, rt)
         log.warning("%s attempt %d failed: %s", rt.where, claim.attempt, text.splitlines()[0])
         rt.fenced = True
