@@ -30,7 +30,7 @@ from plankton.registry import Registry
 from plankton.settings import Settings
 from plankton.transport import Enqueuer
 
-from .runtime import Runtime, SlotHold, ride_through
+from .runtime import FLUSH_AFTER, Runtime, SlotHold, ride_through
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +135,10 @@ class Executor:
         """Claim a batch, release parents whose children all started, run the claimed tasks.
 
         Tasks with children run on their own threads without taking a CPU slot (they are
-        consumers and mostly wait on channels). Leaves take the slot and run right here, one after the other, and their FINISH calls go out pipelined in groups: a batch
-        of short leaves costs a fraction of a round trip each. Returns once every task of the
-        batch has finished or is waiting on a channel.
+        consumers and mostly wait on channels). Leaves take the slot and run right here, one
+        after the other, and their FINISH calls go out pipelined in groups: a batch of short
+        leaves costs a fraction of a round trip each. Returns once every task of the batch
+        has finished or is waiting on a channel.
         """
         budget = max(0, MAX_LOCAL_THREADS - self.running_count()) \
             if self.settings.claim_parents else 0
@@ -300,7 +301,23 @@ class Executor:
             except Exception:  # noqa: BLE001 - the monitor must outlive any one failure
                 log.exception("worker monitor: error (carrying on)")
                 time.sleep(0.1)
-            time.sleep(0.005 if runtimes else 0.1)
+            time.sleep(self._next_wake(runtimes, next_renew) - time.monotonic())
+
+    def _next_wake(self, runtimes: list[Runtime], next_renew: float) -> float:
+        """When the monitor has something to do: a buffer to flush, a deadline, a renewal.
+
+        Sleeping until then (at most 0.1 s, for the orphan check) instead of polling keeps
+        many idle or sleeping tasks from costing CPU on a crowded host."""
+        now = time.monotonic()
+        wake = min(next_renew, now + 0.1)
+        for rt in runtimes:
+            if rt.buffer or rt.pending is not None:
+                wake = min(wake, rt.buffer_since + FLUSH_AFTER)
+            if rt.deadline is not None:
+                wake = min(wake, rt.deadline)
+        for at in list(self._kill_at.values()):
+            wake = min(wake, at)
+        return max(wake, now + 0.002)
 
     def _renew(self, runtimes: list[Runtime]) -> None:
         by_run: dict[str, list[tuple[str, int]]] = {}
