@@ -356,11 +356,11 @@ class Executor:
 
     def _stop(self, key: tuple[str, str], exc_type: type[BaseException]) -> None:
         rt = self.active.get(key)
-        if rt is None or rt.thread is None:
-            return
+        if rt is None or rt.thread is None or key in self._kill_at:
+            return  # raise once: a second, late exception could hit the thread's next task
         rt.fenced = True
+        self._kill_at[key] = time.monotonic() + self.settings.kill_grace
         _async_raise(rt.thread, exc_type)
-        self._kill_at.setdefault(key, time.monotonic() + self.settings.kill_grace)
 
     def hand_back_all(self, reason: str, skip: tuple[str, str] | None = None) -> None:
         """Give every running attempt (and every claimed one not started yet) back for an
