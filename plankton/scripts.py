@@ -122,11 +122,10 @@ local function claim(t, a)
   local n = redis.call('HINCRBY', pk, 'n_started', 1)
   local ps = redis.call('HMGET', pk, 'state', 'n_children', 'attempt', 'queue')
   if n < tonumber(ps[2]) or ps[1] ~= 'pending' then return end
-  -- Only a parent task releases its own parent here: a leaf's parent goes through RQ to
-  -- any worker, so a streaming consumer runs in another process than its producers (no
-  -- shared GIL), while a tall tree still starts in one script above its first level. A
-  -- worker that is alone (ARGV[6] == '1') keeps leaf parents too: no other process would
-  -- run them, and a parent running alongside its leaves keeps their channel bounded.
+  -- A parent task always releases its own parent here (a tall tree starts in one script);
+  -- a leaf's parent only when ARGV[6] == '1' (the default, PLANKTON_CLAIM_PARENTS=2, or a
+  -- worker alone): the consumer then streams from its producer at once, keeping the
+  -- channel bounded, even while every other worker is busy.
   if budget > 0 and (tonumber(f[4]) > 0 or ARGV[6] == '1')
     and string.find(queues, ',' .. ps[4] .. ',', 1, true) then
     budget = budget - 1

@@ -52,10 +52,11 @@ class Settings:
     connect_attempts: int = 5
     #: Most tasks one run may have: a DAG building more raises DagError while it builds.
     max_tasks: int = 1_000_000
-    #: A worker whose task starts release a parent runs that parent itself (no RQ trip).
-    #: 0 sends every parent through RQ, to any worker (more parallelism for CPU-heavy
-    #: streaming parents, one hop more per level).
-    claim_parents: int = 1
+    #: Which parents a worker runs itself when its task starts release them (no RQ trip):
+    #: 2 all (a consumer streams from its producers at once, however busy other workers are,
+    #: so channels stay bounded); 1 only parents of parents (a leaf's consumer goes through RQ
+    #: to any worker: no GIL shared with its producer, but it waits for a free worker); 0 none.
+    claim_parents: int = 2
 
     def with_(self, **changes: Any) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

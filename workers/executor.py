@@ -144,6 +144,7 @@ class Executor:
             if self.settings.claim_parents else 0
         claimed, released = self.engine.start(run_id, self.name, self.settings.lease_ms, pairs,
                                               self.queues, budget, self.host,
+                                              self.settings.claim_parents >= 2 or
                                               self._alone())
         with self.active_lock:
             for claim in claimed:
