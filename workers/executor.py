@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 #: beyond this go through RQ to another worker.
 MAX_LOCAL_THREADS = 512
 
-#: Task threads (each with a blocking connection) a worker starts before work arrives.
-WARM_THREADS = 32
-
 #: Exit code asking the supervisor for a fresh worker process (a task would not stop).
 EXIT_RESTART = 75
 
@@ -125,30 +122,6 @@ class Executor:
         self._kill_at: dict[tuple[str, str], float] = {}
         self.monitor = threading.Thread(target=self._monitor, name="monitor", daemon=True)
         self.monitor.start()
-        threading.Thread(target=self.warm_up, name="warm-up", daemon=True).start()
-
-    def warm_up(self, n: int = WARM_THREADS) -> None:
-        """Start ``n`` task threads, each with a blocking connection, before work arrives.
-
-        A tall tree's consumers each wait on their own thread and connection; creating a
-        hundred of both on the critical path of the first run costs more than the run."""
-        barrier = threading.Barrier(n + 1)
-
-        def hold() -> None:
-            try:
-                barrier.wait(10)
-                self.blocking_conn.ping()
-                barrier.wait(10)
-            except (threading.BrokenBarrierError, redis.RedisError):
-                pass
-
-        try:
-            for _ in range(n):
-                self.pool.submit(hold)
-            barrier.wait(10)
-            barrier.wait(10)
-        except (threading.BrokenBarrierError, RuntimeError):
-            barrier.abort()
 
     # -- slots ---------------------------------------------------------------------------
     def acquire_slot(self) -> None:
