@@ -22,6 +22,7 @@ from plankton.task import TaskContext
 
 if TYPE_CHECKING:  # pragma: no cover
     from plankton.engine import Claimed
+
     from .executor import Executor
 
 #: Values per emitted batch, and bytes, before a batch is sent.
@@ -30,6 +31,9 @@ BATCH_BYTES = 256 * 1024
 #: A buffered value waits at most this long before the flusher sends it (s).
 FLUSH_AFTER = 0.01
 _array_header = msgpack.Packer().pack_array_header
+_pack = msgpack.Packer(use_bin_type=True, datetime=True).pack
+_SCALARS = frozenset((str, bytes, float, type(None), bool))
+_monotonic = time.monotonic
 
 #: Channel entries read per READ call.
 READ_COUNT = 200
@@ -102,16 +106,26 @@ class Runtime(TaskContext):
 
     # -- emit ----------------------------------------------------------------------------
     def emit(self, value: Any) -> None:
-        data = codec.check_value(value, self.where, self.max_bytes)
-        with self.lock:
+        # The hot path of a stream: one type check and one pack for scalars, then an
+        # uncontended lock (the flusher thread only ever tries it without waiting).
+        if type(value) in _SCALARS:
+            data = _pack(value)
+            if len(data) > self.max_bytes:
+                codec.check_value(value, self.where, self.max_bytes)  # raises, naming it
+        else:
+            data = codec.check_value(value, self.where, self.max_bytes)
+        lock = self.lock
+        lock.acquire()
+        try:
             buffer = self.buffer
             if not buffer:
-                self.buffer_since = time.monotonic()
+                self.buffer_since = _monotonic()
             buffer.append(data)
-            self.buffer_bytes += len(data)
-            if (self.pending is not None or len(buffer) >= BATCH_VALUES
-                    or self.buffer_bytes >= BATCH_BYTES):
+            size = self.buffer_bytes = self.buffer_bytes + len(data)
+            if len(buffer) >= BATCH_VALUES or size >= BATCH_BYTES or self.pending is not None:
                 self._flush_locked(block=True)
+        finally:
+            lock.release()
 
     @property
     def processed(self) -> dict[str, int]:
