@@ -115,6 +115,56 @@ PEERS: dict[str, Peer] = {
 ALIASES = {"dask": ("dask", "dask-noqueue")}
 
 
+class WorkloadPeer:
+    """What the peers share: the workload dispatch and the run loop. A subclass defines
+    ``conn``, ``start_workers()``, ``stop()``, ``fanin(n)``, ``chain()``, ``stream()`` and
+    ``latency()``; each returns (figure values, checked)."""
+
+    conn: Any = None
+
+    def once(self, workload: str) -> Callable[[int], Any]:
+        table: dict[str, Callable[[int], Any]] = {
+            "fanin-1000": lambda r: self.fanin(FANIN_N),
+            "chain-100": lambda r: self.chain(),
+            "stream-100k": lambda r: self.stream(),
+            "wide-10k": lambda r: self.fanin(WIDE_N),
+            "latency": lambda r: self.latency(),
+        }
+        if workload not in table:
+            raise ValueError(f"unknown workload {workload!r}")
+        return table[workload]
+
+    def run_many(self, workloads: Iterable[str], repeats: int = 3) -> dict[str, Any]:
+        """Start the peer's workers, run each workload ``repeats`` times, stop them."""
+        results: dict[str, Any] = {}
+        try:
+            self.start_workers()
+            for workload in workloads:
+                results.update(collect(workload, self.once(workload), repeats, conn=self.conn))
+        finally:
+            self.stop()
+        return results
+
+    # the per-peer methods
+    def start_workers(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def stop(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def fanin(self, n: int) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def chain(self) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def stream(self) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def latency(self) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
 def collect(workload: str, once: Callable[[int], tuple[Any, bool]], repeats: int,
             conn=None) -> dict[str, Any]:
     """Run ``once(repeat_index)`` ``repeats`` times and build the workload's figures.

@@ -14,14 +14,12 @@ from typing import Any, Iterable
 
 from benchmarks.peers import (
     CHAIN_N,
-    FANIN_N,
     LATENCY_N,
     RUN_TIMEOUT,
     STREAM_ITEM,
     STREAM_N,
-    WIDE_N,
+    WorkloadPeer,
     child_main,
-    collect,
     run_in_subprocess,
 )
 
@@ -71,7 +69,7 @@ def noop() -> int:
 # ------------------------------------------------------------------ the peer
 
 
-class DaskPeer:
+class DaskPeer(WorkloadPeer):
     def __init__(self, queuing: bool):
         import dask
         import distributed  # noqa: F401  (loads the distributed config defaults)
@@ -83,7 +81,7 @@ class DaskPeer:
         self.cluster = None
         self.client = None
 
-    def start(self) -> None:
+    def start_workers(self) -> None:
         from distributed import Client, LocalCluster
 
         self.cluster = LocalCluster(n_workers=N_WORKERS, threads_per_worker=1, processes=True,
@@ -142,18 +140,6 @@ class DaskPeer:
             ok = ok and value == 1
         return out, ok
 
-    def once(self, workload: str):
-        if workload == "fanin-1000":
-            return lambda r: self.fanin(FANIN_N)
-        if workload == "chain-100":
-            return lambda r: self.chain()
-        if workload == "stream-100k":
-            return lambda r: self.stream()
-        if workload == "wide-10k":
-            return lambda r: self.fanin(WIDE_N)
-        if workload == "latency":
-            return lambda r: self.latency()
-        raise ValueError(f"unknown workload {workload!r}")
 
 
 def noop_i(i: int) -> int:
@@ -162,15 +148,7 @@ def noop_i(i: int) -> int:
 
 def run_inprocess(workloads: Iterable[str], redis_url: str = "", repeats: int = 3,
                   queuing: bool = True) -> dict[str, Any]:
-    peer = DaskPeer(queuing)
-    results: dict[str, Any] = {}
-    try:
-        peer.start()
-        for workload in workloads:
-            results.update(collect(workload, peer.once(workload), repeats))
-    finally:
-        peer.stop()
-    return results
+    return DaskPeer(queuing).run_many(workloads, repeats)
 
 
 def run_many(workloads: Iterable[str], redis_url: str = "", repeats: int = 3,

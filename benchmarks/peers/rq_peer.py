@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from benchmarks import harness
-from benchmarks.peers import CHAIN_N, FANIN_N, LATENCY_N, RUN_TIMEOUT, STREAM_N, WIDE_N, collect
+from benchmarks.peers import (
+    CHAIN_N,
+    LATENCY_N,
+    RUN_TIMEOUT,
+    STREAM_N,
+    WorkloadPeer,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TASKS = "benchmarks.peers.tasks_rq"
@@ -33,7 +39,7 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-class RQPeer:
+class RQPeer(WorkloadPeer):
     def __init__(self, redis_url: str):
         from rq import Queue
         from rq.serializers import JSONSerializer
@@ -150,30 +156,10 @@ class RQPeer:
             ok = ok and value == 1
         return out, ok
 
-    def once(self, workload: str):
-        if workload == "fanin-1000":
-            return lambda r: self.fanin(FANIN_N)
-        if workload == "chain-100":
-            return lambda r: self.chain()
-        if workload == "stream-100k":
-            return lambda r: self.stream()
-        if workload == "wide-10k":
-            return lambda r: self.fanin(WIDE_N)
-        if workload == "latency":
-            return lambda r: self.latency()
-        raise ValueError(f"unknown workload {workload!r}")
 
 
 def run_many(workloads: Iterable[str], redis_url: str, repeats: int = 3) -> dict[str, Any]:
-    peer = RQPeer(redis_url)
-    results: dict[str, Any] = {}
-    try:
-        peer.start_workers()
-        for workload in workloads:
-            results.update(collect(workload, peer.once(workload), repeats, conn=peer.conn))
-    finally:
-        peer.stop()
-    return results
+    return RQPeer(redis_url).run_many(workloads, repeats)
 
 
 def run(workload: str, redis_url: str, repeats: int = 3) -> dict[str, Any]:
