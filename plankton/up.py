@@ -139,6 +139,10 @@ def up(imports: tuple[str, ...], n_workers: int, port: int, run_dag: str | None,
             click.echo("Ctrl-C stops everything.")
             while all(p.poll() is None for _, p in stack.procs):
                 time.sleep(0.5)
+            for label, proc in stack.procs:
+                if proc.poll() is not None:
+                    click.echo(f"plankton up: the {label} process exited with code "
+                               f"{proc.returncode}; stopping everything", err=True)
             return 1
         return _run_once(url, imports, run_dag, texts)
     except KeyboardInterrupt:
