@@ -11,7 +11,8 @@ import time
 
 import redis
 
-from plankton import keys, settings as settings_mod
+from plankton import keys
+from plankton import settings as settings_mod
 from plankton.connection import connect, redact
 from plankton.errors import PlanktonError
 from plankton.registry import Registry
