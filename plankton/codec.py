@@ -51,6 +51,24 @@ _PACK = msgpack.Packer(use_bin_type=True, datetime=True, default=_default).pack
 _FAST = (str, bytes, float, type(None), bool)
 
 
+def text(value: Any) -> str:
+    """A Redis reply as text: bytes decoded as UTF-8, None as ''."""
+    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
+
+
+def jsonable(value: Any) -> Any:
+    """A decoded msgpack value made JSON-ready (datetimes and dates as ISO, bytes as text)."""
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(jsonable(k)): jsonable(v) for k, v in value.items()}
+    return value
+
+
 def check_value(value: Any, where: str, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> bytes:
     """Encode a user value, raising SerializationError naming ``where`` and the type.
 

@@ -109,25 +109,13 @@ class Dag:
             "module": self.module,
             "doc": self.doc,
             "params": {k: {"type": p.type_name(), "required": p.required,
-                           "default": None if p.required else _jsonable(p.to_wire(p.default))}
+                           "default": None if p.required else p.to_json(p.default)}
                        for k, p in self.params.items()},
             "schedule": self.schedule.expr if self.schedule else None,
             "timezone": self.timezone,
             "catchup": self.catchup,
             "max_active_runs": self.max_active_runs,
         }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (_dt.date, _dt.datetime)):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
 
 
 def _signature_params(fn: Callable[..., Any], dag_name: str) -> dict[str, Param]:

@@ -13,11 +13,9 @@ from typing import Any, Sequence
 
 import redis
 
-from . import keys, scripts
+from . import codec, keys, scripts
 
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
+_s = codec.text
 
 
 @dataclass

@@ -20,9 +20,7 @@ from .errors import NotFoundError, ParamError
 from .registry import Registry
 from .task import Task, validate_tree
 
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
+_s = codec.text
 
 
 @dataclass

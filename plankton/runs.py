@@ -218,8 +218,7 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
     return tx.execute()
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
+_s = codec.text
 
 
 def _int(value: Any) -> int | None:
@@ -241,19 +240,7 @@ def _value(blob: Any) -> Any:
     return codec.loads(blob)
 
 
-def jsonable(value: Any) -> Any:
-    """Make a decoded msgpack value JSON-ready (datetimes as ISO, bytes as text)."""
-    if isinstance(value, _dt.datetime):
-        return value.isoformat()
-    if isinstance(value, _dt.date):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(jsonable(k)): jsonable(v) for k, v in value.items()}
-    return value
+jsonable = codec.jsonable
 
 
 def read_run(conn: redis.Redis, run_id: str) -> dict[str, Any] | None:

@@ -36,8 +36,7 @@ SETTLE_PER_TICK = 20
 MAX_JOB_BYTES = 1024 * 1024
 
 
-def _s(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+_s = codec.text
 
 
 def _job_pairs(data: Any) -> tuple[str, list[tuple[str, int]]] | None:
@@ -80,9 +79,9 @@ class Scheduler:
     # -- leadership ----------------------------------------------------------------------
     def _lead(self) -> bool:
         if self.leader is None:
-            from plankton.leader import Leadership
-
             import uuid
+
+            from plankton.leader import Leadership
 
             token = f"{self.name}-{uuid.uuid4().hex[:8]}"
             self.leader = Leadership(self.conn, token, self.settings.leader_lease_ms)
