@@ -115,8 +115,7 @@ class Client:
         """Live workers (cached for a second): sizes the first batches."""
         now = time.monotonic()
         if now - self._workers_at > 1.0:
-            since = int(time.time() * 1000 - 3 * self.settings.heartbeat * 1000)
-            self._workers = int(self.conn.zcount(keys.WORKERS, since, "+inf"))
+            self._workers = runs.live_workers(self.conn, self.settings.heartbeat)
             self._workers_at = now
         return self._workers
 
@@ -192,15 +191,7 @@ class Client:
         return submitted
 
     def _wait_for_slot(self, d: Dag, poll: float) -> None:
-        while True:
-            ids = [i.decode() for i in self.conn.smembers(keys.ACTIVE)]
-            pipe = self.conn.pipeline(transaction=False)
-            for rid in ids:
-                pipe.hmget(keys.run(rid), "dag", "status")
-            active = sum(1 for dg, st in pipe.execute() if dg == d.name.encode()
-                         and st is not None and st.decode() not in runs.ENDED)
-            if active < d.max_active_runs:
-                return
+        while runs.active_runs(self.conn, d.name) >= d.max_active_runs:
             time.sleep(poll)
 
     # -- follow --------------------------------------------------------------------------

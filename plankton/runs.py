@@ -316,6 +316,22 @@ def show(conn: redis.Redis, run_id: str) -> dict[str, Any] | None:
     return run
 
 
+def live_workers(conn: redis.Redis, heartbeat: float, now: float | None = None) -> int:
+    """Workers whose heartbeat (every ``heartbeat`` s) was seen in the last three periods."""
+    at = time.time() if now is None else now
+    return int(conn.zcount(keys.WORKERS, int((at - 3 * heartbeat) * 1000), "+inf"))
+
+
+def active_runs(conn: redis.Redis, dag: str) -> int:
+    """Runs of ``dag`` not yet ended (read from the active set): bounds max_active_runs."""
+    ids = [codec.text(i) for i in conn.smembers(keys.ACTIVE)]
+    pipe = conn.pipeline(transaction=False)
+    for rid in ids:
+        pipe.hmget(keys.run(rid), "dag", "status")
+    return sum(1 for d, s in pipe.execute()
+               if codec.text(d) == dag and s is not None and codec.text(s) not in ENDED)
+
+
 def list_runs(conn: redis.Redis, dag: str | None = None, limit: int = 20,
               before: float | None = None, status: str | None = None) -> list[dict[str, Any]]:
     """Recent runs, newest first; ``before`` is a submitted-ms cursor for paging."""

@@ -40,17 +40,6 @@ def cron_run_id(dag: str, fire: _dt.datetime) -> str:
     return f"cron-{dag}-{fire.astimezone(_dt.timezone.utc):%Y%m%dT%H%M%SZ}"
 
 
-def active_runs(conn: Any, dag: str) -> int:
-    """Runs of ``dag`` not yet ended (from the scheduler's active set)."""
-    ids = [i.decode() for i in conn.smembers(keys.ACTIVE)]
-    pipe = conn.pipeline(transaction=False)
-    for rid in ids:
-        pipe.hmget(keys.run(rid), "dag", "status")
-    return sum(1 for d, s in pipe.execute()
-               if d is not None and d.decode() == dag and s is not None and
-               s.decode() not in runs.ENDED)
-
-
 def create_run(conn: Any, dag: Dag, fire: _dt.datetime, *, run_id: str,
                fence: tuple[str, int] | None, params: dict[str, Any] | None = None,
                extra: dict[str, Any] | None = None) -> bool:
@@ -105,7 +94,7 @@ class CronFirer:
         due = dag.schedule.due(last, now, dag.catchup)
         if not due:
             return
-        active = active_runs(self.conn, dag.name)
+        active = runs.active_runs(self.conn, dag.name)
         for fire in due:
             if active >= dag.max_active_runs:
                 return

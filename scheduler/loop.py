@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import redis
 
-from plankton import codec, keys
+from plankton import codec, keys, runs
 from plankton.connection import connect
 from plankton.engine import Engine, backoff_ms
 from plankton.registry import Registry
@@ -232,8 +232,7 @@ class Scheduler:
 
     # -- enqueue -------------------------------------------------------------------------
     def workers_alive(self) -> int:
-        since = int(self.clock() * 1000 - 3 * self.settings.heartbeat * 1000)
-        return int(self.conn.zcount(keys.WORKERS, since, "+inf"))
+        return runs.live_workers(self.conn, self.settings.heartbeat, self.clock())
 
     def schedule_ready(self, run_id: str, grace_ms: int | None,
                        also: list[str] | tuple[str, ...] = ()) -> int:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import redis
 
-from plankton import codec, keys
+from plankton import codec, keys, runs
 from plankton.connection import connect
 from plankton.engine import Claimed, Engine, backoff_ms
 from plankton.errors import Fenced, NotFoundError, PlanktonError
@@ -180,9 +180,8 @@ class Executor:
         """No other live worker (checked at most once a second)."""
         now = time.monotonic()
         if now - self._alone_at > 1.0:
-            since = int(time.time() * 1000 - 3 * self.settings.heartbeat * 1000)
             try:
-                self._alone_value = int(self.conn.zcount(keys.WORKERS, since, "+inf")) <= 1
+                self._alone_value = runs.live_workers(self.conn, self.settings.heartbeat) <= 1
             except redis.RedisError:
                 self._alone_value = False
             self._alone_at = now
