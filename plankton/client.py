@@ -15,12 +15,13 @@ from typing import Any, Callable, Mapping
 
 import redis
 
-from . import keys, runs
+from . import codec, keys, runs
 from .connection import check, connect
 from .dag import Dag
 from .engine import Engine
-from .errors import NotFoundError, RunTimeout
+from .errors import DagError, NotFoundError, RunTimeout
 from .registry import Registry
+from .rerun import diff, recreate
 from .settings import Settings, load
 from .task import Task, validate_tree
 from .transport import Enqueuer, batch_size
@@ -138,8 +139,6 @@ class Client:
         ``overrides`` maps ``"TASK.PARAM"`` (TASK: a task name or id) to a value as text.
         With ``dry_run`` nothing is submitted; returns what would change instead.
         """
-        from .rerun import diff, recreate
-
         rec = recreate(self.conn, self.registry, run_id, overrides)
         module = type(rec.root).__module__
         if dry_run:
@@ -147,8 +146,6 @@ class Client:
         run = rec.run
         since = _dt.datetime.fromisoformat(run["since"]) if run.get("since") else None
         to = _dt.datetime.fromisoformat(run["to"]) if run.get("to") else None
-        from . import codec
-
         params = codec.loads(run["params"]) if run.get("params") else {}
         rid = runs.new_run_id()
         runs.write_run(self.conn, rid, rec.root, rec.order, dag=run.get("dag", ""),
@@ -164,8 +161,6 @@ class Client:
         """One run per schedule interval in [since, to], oldest first, never more than the
         DAG's ``max_active_runs`` at once; intervals with a succeeded run are skipped unless
         ``force``. Returns the run ids submitted."""
-        from .errors import DagError
-
         d = self.find_dag(dag)
         if d.schedule is None:
             raise DagError(f"DAG {dag} has no schedule to backfill", [dag])
@@ -227,8 +222,6 @@ class Client:
         False, which saves reading every task of a big run). RunTimeout after ``timeout`` s."""
         result = (lambda: self.status(run_id)) if tasks else (lambda: self._run_only(run_id))
         deadline = None if timeout is None else time.monotonic() + timeout
-        blocking = self._blocking_conn()
-        done = keys.done(run_id)
         while True:
             if on_progress is not None:
                 on_progress(self.status(run_id))
@@ -238,11 +231,19 @@ class Client:
                 if left <= 0:
                     raise RunTimeout(f"run {run_id} did not end within {timeout}s")
                 step = min(step, left)
-            # Rotating the one-element list wakes us and leaves it for other waiters.
-            if blocking.blmove(done, done, max(step, 0.01), "RIGHT", "LEFT") is not None:
+            if self.await_end(run_id, step):
                 return result()
-            if self.run_status(run_id) in runs.ENDED:
-                return result()
+
+    def await_end(self, run_id: str, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the run to end; True once it has.
+
+        The run's done list gets one element when it ends; rotating it (BLMOVE onto itself)
+        wakes this waiter in one round trip and leaves it for every other one."""
+        done = keys.done(run_id)
+        if self._blocking_conn().blmove(done, done, max(seconds, 0.01), "RIGHT",
+                                        "LEFT") is not None:
+            return True
+        return self.run_status(run_id) in runs.ENDED
 
     def runs(self, dag: str | None = None, limit: int = 20, status: str | None = None,
              before: float | None = None) -> list[dict[str, Any]]:

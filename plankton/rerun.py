@@ -18,6 +18,7 @@ import redis
 from . import codec, keys
 from .errors import NotFoundError, ParamError
 from .registry import Registry
+from .runs import Plan, tree_hashes
 from .task import Task, validate_tree
 
 _s = codec.text
@@ -107,8 +108,6 @@ def _build(registry: Registry, old: dict[str, Any], wanted: list[tuple[str, str,
 
 def diff(rec: Recreated, code_version: str) -> dict[str, Any]:
     """Which tasks' hashes change in the re-run, and whether the code version changed."""
-    from .runs import Plan, tree_hashes
-
     plan = Plan.of(rec.order)
     new_trees = tree_hashes(plan)
     changes = []

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import redis
 
 from . import codec, keys
+from .hashing import tree_hash
 from .task import Task
 
 #: Contract status strings of a run.
@@ -84,8 +85,6 @@ def task_record(plan: Plan, task: Task, order: int) -> dict[str, Any]:
 
 def tree_hashes(plan: Plan) -> dict[str, str]:
     """Tree hash of every task, computed bottom-up once (post-order) instead of recursively."""
-    from .hashing import tree_hash
-
     out: dict[str, str] = {}
     for task in plan.tasks:
         out[plan.tid(task)] = tree_hash(task.param_hash, [out[plan.tid(c)] for c in task.children])

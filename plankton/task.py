@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, dataclass_transform
 
 from .errors import DagError, ParamError, PlanktonError
+from .hashing import param_hash, tree_hash
 from .params import Param
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -163,15 +164,11 @@ class Task:
         (the window is filled before anything reads it)."""
         cached = self.__dict__.get("_param_hash")
         if cached is None:
-            from .hashing import param_hash
-
             cached = self.__dict__["_param_hash"] = param_hash(self.family(), self._values)
         return cached
 
     @property
     def tree_hash(self) -> str:
-        from .hashing import tree_hash
-
         return tree_hash(self.param_hash, [c.tree_hash for c in self.children])
 
     def set_window(self, since: _dt.datetime | None, to: _dt.datetime | None) -> None:

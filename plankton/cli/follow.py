@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from .. import runs
+from .. import keys, runs
 from ..client import Client
 from . import render
 
@@ -22,8 +22,6 @@ def _summary(client: Client, run_id: str) -> Text:
     run = runs.read_run(client.conn, run_id) or {}
     n = run.get("n_tasks", 0)
     pipe = client.conn.pipeline(transaction=False)
-    from .. import keys
-
     for i in range(n):
         pipe.hget(keys.task(run_id, str(i)), "state")
     counts = Counter(s.decode() if s else "?" for s in pipe.execute())
@@ -45,7 +43,7 @@ def follow(client: Client, run_id: str, tty: bool) -> dict[str, Any]:
 
             while client.run_status(run_id) not in runs.ENDED:
                 update()
-                _pause(client, run_id, 0.2)
+                client.await_end(run_id, 0.2)
         final = client.status(run_id) if not big else runs.read_run(client.conn, run_id)
         if big:
             console.print(_summary(client, run_id))
@@ -73,12 +71,5 @@ def follow(client: Client, run_id: str, tty: bool) -> dict[str, Any]:
                 final = client.status(run_id)
                 render.print_run(final, Console(no_color=True, width=200))
             return final
-        _pause(client, run_id, 0.2)
+        client.await_end(run_id, 0.2)
 
-
-def _pause(client: Client, run_id: str, seconds: float) -> None:
-    from .. import keys
-
-    got = client.conn.blpop([keys.done(run_id)], timeout=seconds)
-    if got is not None:
-        client.conn.lpush(keys.done(run_id), got[1])

@@ -8,7 +8,7 @@ import click
 
 from ..client import Client
 from . import render
-from .common import EXIT_RUN_FAILED, import_option, is_tty, parse_params, url_option
+from .common import EXIT_RUN_FAILED, import_option, is_tty, parse_iso, parse_params, url_option
 from .follow import follow
 from .main import cli
 
@@ -74,8 +74,6 @@ def _print_diff(result: dict) -> None:
 def backfill_cmd(dag: str, since: str, to: str, params: tuple[str, ...], force: bool,
                  wait: bool, url: str | None, imports: tuple[str, ...]) -> None:
     """One run per schedule interval in the range (respecting max_active_runs)."""
-    from .common import parse_iso
-
     since_dt, to_dt = parse_iso(since, "--since"), parse_iso(to, "--to")
     assert since_dt is not None and to_dt is not None
     client = Client(url, imports=imports)
