@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import redis
 from rq.job import Job
 from rq.queue import Queue
+from rq.utils import now, utcformat
 
 from . import codec, keys, scripts
 
@@ -58,8 +59,6 @@ def _job_fields(conn: redis.Redis, queue: str, jid: str, run_id: str,
                      result_ttl=0, failure_ttl=3600, description=f"plankton {run_id}")
     fields = job.to_dict()
     fields["status"] = "queued"
-    from rq.utils import now, utcformat
-
     fields["enqueued_at"] = utcformat(now())
     return fields
 

@@ -20,20 +20,10 @@ CAP = 1000
 N = 50_000
 
 
-def test_slow_parent_bounds_a_fast_child_and_nothing_is_dropped(fc, redis_url, r, rconn,
-                                                                 capsys):
-    fc.env_extra = {"PLANKTON_CHANNEL_CAP": str(CAP)}
-    fc.scheduler()
-    fc.worker("ba")
-    fc.worker("bb")
-    h.worker_ready(r, "ba")
-    h.worker_ready(r, "bb")
-    used_before = int(r.info("memory")["used_memory"])
-    r.config_resetstat()
-    c = h.client(redis_url)
-    run_id = c.submit(ft.Sip(nap=0.001, every=25).add_children(ft.Burst(n=N)))
-    parent = h.task_ids(r, run_id, "Sip")[0]
-    sampler = rconn(redis_url)
+def _wait_sampling(c, sampler, run_id, parent, only_running=True):
+    """Wait for the run while sampling the parent's unread count (and Redis memory).
+
+    Returns (run, {"unread": max unread, "samples": n, "mem": max used_memory})."""
     peak = {"unread": 0, "samples": 0, "mem": 0}
     stop = threading.Event()
 
@@ -41,7 +31,7 @@ def test_slow_parent_bounds_a_fast_child_and_nothing_is_dropped(fc, redis_url, r
         key = keys.task(run_id, parent)
         while not stop.is_set():
             state, produced, read = sampler.hmget(key, "state", "produced", "ch_read")
-            if h.s(state) == "running":
+            if not only_running or h.s(state) == "running":
                 unread = int(produced or 0) - int(read or 0)
                 peak["unread"] = max(peak["unread"], unread)
                 peak["samples"] += 1
@@ -55,6 +45,23 @@ def test_slow_parent_bounds_a_fast_child_and_nothing_is_dropped(fc, redis_url, r
     finally:
         stop.set()
         t.join(5)
+    return run, peak
+
+
+def test_slow_parent_bounds_a_fast_child_and_nothing_is_dropped(fc, redis_url, r, rconn,
+                                                                 capsys):
+    fc.env_extra = {"PLANKTON_CHANNEL_CAP": str(CAP)}
+    fc.scheduler()
+    fc.worker("ba")
+    fc.worker("bb")
+    h.worker_ready(r, "ba")
+    h.worker_ready(r, "bb")
+    used_before = int(r.info("memory")["used_memory"])
+    r.config_resetstat()
+    c = h.client(redis_url)
+    run_id = c.submit(ft.Sip(nap=0.001, every=25).add_children(ft.Burst(n=N)))
+    parent = h.task_ids(r, run_id, "Sip")[0]
+    run, peak = _wait_sampling(c, rconn(redis_url), run_id, parent)
     assert run["status"] == "succeeded", run["error"]
     assert run["result"] == [N, N * (N - 1) // 2]            # all delivered, none twice
     peak_mem = int(r.info("memory")["used_memory_peak"])
@@ -76,21 +83,6 @@ def test_single_worker_still_bounds_the_channel(fc, redis_url, r, rconn):
     c = h.client(redis_url)
     run_id = c.submit(ft.Sip(nap=0.001, every=25).add_children(ft.Burst(n=N, wait=False)))
     parent = h.task_ids(r, run_id, "Sip")[0]
-    sampler = rconn(redis_url)
-    peak = [0]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            produced, read = sampler.hmget(keys.task(run_id, parent), "produced", "ch_read")
-            peak[0] = max(peak[0], int(produced or 0) - int(read or 0))
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    try:
-        run = c.wait(run_id, timeout=60)
-    finally:
-        stop.set()
-        t.join(5)
+    run, peak = _wait_sampling(c, rconn(redis_url), run_id, parent, only_running=False)
     assert run["result"] == [N, N * (N - 1) // 2]
-    assert peak[0] <= CAP + BATCH_VALUES, f"{peak[0]} values unread at once"
+    assert peak["unread"] <= CAP + BATCH_VALUES, f"{peak['unread']} values unread at once"
