@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.hash_collisions import strict_key as _strict_key
 from plankton.hashing import canonical, param_hash, tree_hash
 
 GOLDEN = Path(__file__).with_name("golden_hashes.json")
@@ -40,30 +41,8 @@ ENUMS = {"Color": Color, "Level": Level}
 # --- type-strict equality, written independently of the encoding ---------------------------
 
 
-def strict_key(value: Any) -> Any:
-    """A hashable key equal for two values iff they are equal in type and value.
-
-    Tuples count as lists, dicts are unordered, datetimes compare as UTC instants, every NaN
-    is one value and -0.0 is not 0.0: exactly the identity the hash promises.
-    """
-    if value is None or isinstance(value, bool):
-        return ("const", value)
-    if isinstance(value, enum.Enum):
-        return ("enum", type(value).__qualname__, value.name)
-    if isinstance(value, int):
-        return ("int", int(value))
-    if isinstance(value, float):
-        return ("float", "nan" if math.isnan(value) else struct.pack(">d", value))
-    if isinstance(value, (str, bytes)):
-        return (type(value).__name__, value)
-    if isinstance(value, dt.datetime):
-        return ("datetime", value - EPOCH)
-    if isinstance(value, dt.date):
-        return ("date", value.toordinal())
-    if isinstance(value, (list, tuple)):
-        return ("list", tuple(strict_key(item) for item in value))
-    assert isinstance(value, dict), type(value)
-    return ("dict", frozenset((strict_key(k), strict_key(v)) for k, v in value.items()))
+# (shared with benchmarks/hash_collisions.py, which hashes a million random tasks)
+strict_key = _strict_key
 
 
 def strictly_equal(a: Any, b: Any) -> bool:
