@@ -23,7 +23,7 @@ from .errors import DagError, NotFoundError, RunTimeout
 from .registry import Registry
 from .rerun import diff, recreate
 from .settings import Settings, load
-from .task import Task, validate_tree
+from .task import Task, place
 from .transport import Enqueuer, batch_size
 
 
@@ -84,15 +84,11 @@ class Client:
                run_id: str | None = None) -> str:
         """Start a run of a DAG (by name or object) or of a task tree; returns its run id."""
         if isinstance(dag, Task):
-            order = validate_tree(dag)
-            for node in order:
-                node.set_window(since, to)
+            order = place(dag, since, to)
             root, name, module, typed = dag, dag.task_name, type(dag).__module__, {}
         else:
             d = self.find_dag(dag) if isinstance(dag, str) else dag
-            typed = d.validate_params(params or {})
-            root = d.build(typed, since, to, max_tasks=self.settings.max_tasks)
-            order = validate_tree(root)
+            typed, root, order = d.plan(params or {}, since, to, self.settings.max_tasks)
             name, module = d.name, d.module
         wire = self._wire_params(dag, typed)
         rid = run_id or runs.new_run_id()

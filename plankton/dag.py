@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import DagError, ParamError
 from .params import MISSING, Param
-from .task import BUILD_BUDGET, Task, validate_tree
+from .task import BUILD_BUDGET, Task, place
 
 
 class Dag:
@@ -84,11 +84,15 @@ class Dag:
 
     def build(self, params: Mapping[str, Any], since: _dt.datetime | None = None,
               to: _dt.datetime | None = None, max_tasks: int = 1_000_000) -> Task:
-        """Call the function with typed params and return its validated root task.
+        """Call the function with typed params and return its validated root task."""
+        return self.plan(params, since, to, max_tasks)[1]
 
-        A function that creates more than ``max_tasks`` tasks is stopped with DagError (a
-        bad param must not make a server build tasks until it runs out of memory).
-        """
+    def plan(self, params: Mapping[str, Any], since: _dt.datetime | None = None,
+             to: _dt.datetime | None = None, max_tasks: int = 1_000_000,
+             ) -> tuple[dict[str, Any], Task, list[Task]]:
+        """Typed params, the validated root task and its tasks in post-order, each computed
+        once. A function that creates more than ``max_tasks`` tasks is stopped with DagError
+        (a bad param must not make a server build tasks until it runs out of memory)."""
         typed = self.validate_params(params)
         token = BUILD_BUDGET.set([max_tasks, max_tasks])
         try:
@@ -98,9 +102,7 @@ class Dag:
         if not isinstance(root, Task):
             raise DagError(f"DAG {self.name} returned {type(root).__name__}, not a pk.Task",
                            [self.name])
-        for node in validate_tree(root):
-            node.set_window(since, to)
-        return root
+        return typed, root, place(root, since, to)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description (``plankton dags --json``, ``GET /dags``)."""

@@ -247,6 +247,15 @@ class Task:
         return f"{self.task_name}({shown})"
 
 
+def place(root: Task, since: _dt.datetime | None, to: _dt.datetime | None) -> list[Task]:
+    """Validate ``root``'s tree, fill the run window into every task that did not set its
+    own, and return the tasks in depth-first post-order."""
+    order = validate_tree(root)
+    for node in order:
+        node.set_window(since, to)
+    return order
+
+
 def validate_tree(root: Task) -> list[Task]:
     """Check ``root``'s tree and return its tasks in depth-first post-order.
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from plankton import keys, runs
 from plankton.client import code_version
 from plankton.dag import Dag
-from plankton.task import validate_tree
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import Scheduler
@@ -46,13 +45,12 @@ def create_run(conn: Any, dag: Dag, fire: _dt.datetime, *, run_id: str,
     """Create the run of ``dag`` for the window ending at ``fire``; False if refused."""
     assert dag.schedule is not None
     since, to = dag.schedule.window(fire)
-    typed = dag.validate_params(params or {})
-    root = dag.build(typed, since, to)
+    typed, root, order = dag.plan(params or {}, since, to)
     wire = {k: dag.params[k].to_wire(v) for k, v in typed.items()}
     info = {"fire_time": fire.isoformat(), "trigger": "cron"}
     info.update(extra or {})
     try:
-        runs.write_run(conn, run_id, root, validate_tree(root), dag=dag.name, params=wire,
+        runs.write_run(conn, run_id, root, order, dag=dag.name, params=wire,
                        since=since, to=to, version=code_version(dag.module), extra=info,
                        fence=fence)
     except runs.FencedWrite:
