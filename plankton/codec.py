@@ -75,7 +75,10 @@ def check_value(value: Any, where: str, max_bytes: int = DEFAULT_MAX_VALUE_BYTES
     Naive datetimes are refused: they would silently change meaning across hosts.
     """
     if type(value) in _FAST:  # the common case of a stream: one call, no tree walk
-        data = _PACK(value)
+        try:
+            data = _PACK(value)
+        except ValueError as exc:  # a str with a lone surrogate has no UTF-8 form
+            raise SerializationError(where, type(value).__name__, str(exc)) from exc
         if len(data) > max_bytes:
             raise SerializationError(where, type(value).__name__,
                                      f"{len(data)} bytes is over the limit of {max_bytes} bytes")

@@ -184,3 +184,37 @@ class FatalBoom(pk.Task):
     def run(self):
         _conn().incr("pk:test:fatal-attempts")
         raise KeyError("missing column")
+
+
+#: Every kind of value, in the order EmitMixed emits them: small scalars (buffered as they
+#: are and packed with their batch) mixed with values encoded at emit().
+MIXED = ["a", 7, -(2**63), 2**64 - 1, 1.5, None, True, b"raw", "é" * 3, "x" * 65,
+         b"y" * 65, [1, "two", [3.0]], {"k": [None, False]}, "", 0]
+
+
+class EmitMixed(pk.Task):
+    """Emits MIXED twice, then a list it changes after emit() (sent as it was)."""
+
+    def run(self):
+        for value in MIXED + MIXED:
+            self.emit(value)
+        late = [1, 2]
+        self.emit(late)
+        late.append(3)
+
+
+class InOrder(pk.Task):
+    """Returns the repr of its children's values in arrival order (bytes stay bytes)."""
+
+    def run(self):
+        return [repr(v) for v in self.results()]
+
+
+class EmitBadScalar(pk.Task):
+    """Emits good values, then one msgpack cannot encode (a lone surrogate, a huge int)."""
+
+    kind = pk.Param(str)
+
+    def run(self):
+        self.emit("fine")
+        self.emit("\ud800" if self.kind == "surrogate" else 2**64)

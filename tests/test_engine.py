@@ -111,6 +111,27 @@ def test_unserializable_emit_and_result_fail_the_task_with_serialization_error(c
         assert task.task_name in bad["error"]
 
 
+def test_emitted_values_of_every_kind_arrive_in_order_as_they_were_at_emit(cluster, client):
+    cluster.scheduler()
+    cluster.worker()
+    run = client.wait(client.submit(tasks.InOrder().add_children(tasks.EmitMixed())),
+                      timeout=60)
+    assert run["status"] == "succeeded", run
+    assert run["result"] == [repr(v) for v in tasks.MIXED + tasks.MIXED + [[1, 2]]]
+
+
+@pytest.mark.parametrize("kind", ["surrogate", "huge_int"])
+def test_a_scalar_msgpack_cannot_encode_fails_the_emit_that_gave_it(cluster, client, kind):
+    cluster.scheduler()
+    cluster.worker()
+    run = client.wait(client.submit(tasks.Collect().add_children(tasks.EmitBadScalar(
+        kind=kind))), timeout=60)
+    assert run["status"] == "failed"
+    bad = next(t for t in run["tasks"] if t["name"] == "EmitBadScalar")
+    assert bad["error"].startswith("SerializationError"), bad["error"][:300]
+    assert "EmitBadScalar" in bad["error"]
+
+
 def test_task_logs_are_kept_per_task(cluster, client):
     cluster.scheduler()
     cluster.worker()

@@ -14,7 +14,7 @@ import threading
 from plankton import keys
 from tests import fault_tasks as ft
 from tests.reliability import helpers as h
-from workers.runtime import BATCH_VALUES
+from workers.runtime import batch_values
 
 CAP = 1000
 N = 50_000
@@ -69,7 +69,7 @@ def test_slow_parent_bounds_a_fast_child_and_nothing_is_dropped(fc, redis_url, r
         print(f"\nchannel cap {CAP}: max unread {peak['unread']} over {peak['samples']} "
               f"samples; used_memory {used_before} -> peak {peak_mem} bytes")
     assert peak["samples"] > 100
-    assert peak["unread"] <= CAP + BATCH_VALUES, peak
+    assert peak["unread"] <= CAP + batch_values(CAP), peak
     # the whole 50,000-value stream held at once would be ~0.5 MB of channel entries more
     # than the bounded one; the bound keeps the sampled peak well below that
     assert peak["mem"] - used_before < 8 * 1024 * 1024
@@ -85,4 +85,4 @@ def test_single_worker_still_bounds_the_channel(fc, redis_url, r, rconn):
     parent = h.task_ids(r, run_id, "Sip")[0]
     run, peak = _wait_sampling(c, rconn(redis_url), run_id, parent, only_running=False)
     assert run["result"] == [N, N * (N - 1) // 2]
-    assert peak["unread"] <= CAP + BATCH_VALUES, f"{peak['unread']} values unread at once"
+    assert peak["unread"] <= CAP + batch_values(CAP), f"{peak['unread']} values unread at once"
