@@ -70,7 +70,8 @@ def test_redis_sigkill_and_restart_with_aof_mid_run(tmp_path, private_cluster, r
         assert all(p.poll() is None for p in [sched, *workers]), "a supervisor died"
         restarts = h.log_text(tmp_path).count("restarting (restart")
         with capsys.disabled():
-            print(f"\nredis restart x2 (1.5 s, 8 s down): runs {statuses.count('succeeded')}/{len(run_ids)} "
+            print(f"\nredis restart x2 (1.5 s, 8 s down): runs "
+                  f"{statuses.count('succeeded')}/{len(run_ids)} "
                   f"succeeded, all ended {ended_after:.1f}s after Redis was back; "
                   f"worker process restarts: {restarts}")
         assert statuses.count("succeeded") == len(run_ids), statuses
