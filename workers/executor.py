@@ -301,7 +301,10 @@ class Executor:
             except Exception:  # noqa: BLE001 - the monitor must outlive any one failure
                 log.exception("worker monitor: error (carrying on)")
                 time.sleep(0.1)
-            time.sleep(self._next_wake(runtimes, next_renew) - time.monotonic())
+            # Never negative: this thread may wait longer than _next_wake's 2 ms margin for
+            # the GIL, and the ValueError of a negative sleep would end the monitor (no more
+            # lease renewals, so every attempt of this worker would be declared lost).
+            time.sleep(max(0.0, self._next_wake(runtimes, next_renew) - time.monotonic()))
 
     def _next_wake(self, runtimes: list[Runtime], next_renew: float) -> float:
         """When the monitor has something to do: a buffer to flush, a deadline, a renewal.
