@@ -112,14 +112,16 @@ class Executor:
         self.enqueuer = Enqueuer(self.conn)
         self.slots = threading.Semaphore(max(1, settings.concurrency))
         self.pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="task")
-        self.active: dict[tuple[str, str], Runtime] = {}
+        #: Running attempts by (run, task, attempt): two attempts of one task can be here at
+        #: once (a superseded one still winding down, and its successor, claimed here too).
+        self.active: dict[tuple[str, str, int], Runtime] = {}
         #: Attempts claimed by START and not yet ended here (waiting for their turn in a
         #: batch, or finished with a FINISH not yet flushed): their leases are renewed too.
-        self.held: dict[tuple[str, str], int] = {}
+        self.held: set[tuple[str, str, int]] = set()
         self.active_lock = threading.Lock()
         self.stopping = threading.Event()
         self.parent_pid = os.getppid()
-        self._kill_at: dict[tuple[str, str], float] = {}
+        self._kill_at: dict[tuple[str, str, int], float] = {}
         self.monitor = threading.Thread(target=self._monitor, name="monitor", daemon=True)
         self.monitor.start()
 
@@ -148,7 +150,7 @@ class Executor:
                                               self._alone())
         with self.active_lock:
             for claim in claimed:
-                self.held[(claim.run_id, claim.task_id)] = claim.attempt
+                self.held.add((claim.run_id, claim.task_id, claim.attempt))
         if released:
             self.enqueuer.enqueue_many(run_id, released, batch=len(released))
         leaves = []
@@ -172,7 +174,7 @@ class Executor:
                 hold.release()
                 with self.active_lock:
                     for claim in leaves:
-                        self.held.pop((claim.run_id, claim.task_id), None)
+                        self.held.discard((claim.run_id, claim.task_id, claim.attempt))
         self.acquire_slot()
         self.release_slot()
 
@@ -192,7 +194,7 @@ class Executor:
         """Run one attempt; a leaf's ``hold`` is the batch loop's and stays with it."""
         rt = Runtime(self, claim, hold)
         rt.thread = threading.current_thread()
-        key = (claim.run_id, claim.task_id)
+        key = (claim.run_id, claim.task_id, claim.attempt)
         with self.active_lock:
             self.active[key] = rt
         try:
@@ -206,7 +208,7 @@ class Executor:
                 self.active.pop(key, None)
                 self._kill_at.pop(key, None)
                 if finisher is None:
-                    self.held.pop(key, None)
+                    self.held.discard(key)
             self._push_logs(rt)
             if finisher is None:
                 hold.release()
@@ -323,18 +325,24 @@ class Executor:
         return max(wake, now + 0.002)
 
     def _renew(self, runtimes: list[Runtime]) -> None:
-        by_run: dict[str, list[tuple[str, int]]] = {}
         with self.active_lock:
-            pairs = dict(self.held)
-        for rt in runtimes:
-            pairs[(rt.claim.run_id, rt.claim.task_id)] = rt.claim.attempt
-        for (run_id, task_id), attempt in pairs.items():
+            attempts = set(self.held)
+        attempts.update((rt.claim.run_id, rt.claim.task_id, rt.claim.attempt) for rt in runtimes)
+        newest: dict[tuple[str, str], int] = {}
+        for run_id, task_id, attempt in attempts:
+            newest[(run_id, task_id)] = max(attempt, newest.get((run_id, task_id), 0))
+        for run_id, task_id, attempt in attempts:
+            if attempt < newest[(run_id, task_id)]:
+                # this worker holds a newer attempt of the task: this one was superseded
+                self._stop((run_id, task_id, attempt), FencedStop)
+        by_run: dict[str, list[tuple[str, int]]] = {}
+        for (run_id, task_id), attempt in newest.items():
             by_run.setdefault(run_id, []).append((task_id, attempt))
         try:
             self.conn.zadd(keys.WORKERS, {self.name: int(time.time() * 1000)})
             for run_id, pairs in by_run.items():
                 for task_id in self.engine.renew(run_id, self.settings.lease_ms, pairs):
-                    self._stop((run_id, task_id), FencedStop)
+                    self._stop((run_id, task_id, newest[(run_id, task_id)]), FencedStop)
         except redis.RedisError as exc:
             log.warning("lease renewal failed (will retry): %s", exc)
 
@@ -349,7 +357,7 @@ class Executor:
                                  backoff_ms(claim.attempt, self.settings.retry_base,
                                             self.settings.retry_cap), self.settings.max_lost)
                 rt.fenced = True
-                self._stop((claim.run_id, claim.task_id), TaskTimeout)
+                self._stop((claim.run_id, claim.task_id, claim.attempt), TaskTimeout)
         for key, at in list(self._kill_at.items()):
             if now > at and key in self.active:
                 log.error("task %s did not stop within %.1fs; restarting worker", key,
@@ -357,7 +365,7 @@ class Executor:
                 self.hand_back_all("worker restarted: a task would not stop", skip=key)
                 os._exit(EXIT_RESTART)
 
-    def _stop(self, key: tuple[str, str], exc_type: type[BaseException]) -> None:
+    def _stop(self, key: tuple[str, str, int], exc_type: type[BaseException]) -> None:
         rt = self.active.get(key)
         if rt is None or rt.thread is None or key in self._kill_at:
             return  # raise once: a second, late exception could hit the thread's next task
@@ -365,15 +373,14 @@ class Executor:
         self._kill_at[key] = time.monotonic() + self.settings.kill_grace
         _async_raise(rt.thread, exc_type)
 
-    def hand_back_all(self, reason: str, skip: tuple[str, str] | None = None) -> None:
+    def hand_back_all(self, reason: str, skip: tuple[str, str, int] | None = None) -> None:
         """Give every running attempt (and every claimed one not started yet) back for an
         immediate retry elsewhere."""
         with self.active_lock:
             runtimes = [rt for k, rt in self.active.items() if k != skip and not rt.fenced]
-            waiting = {k: a for k, a in self.held.items()
-                       if k != skip and k not in self.active}
+            waiting = [k for k in self.held if k != skip and k not in self.active]
         todo = [(rt.claim.run_id, rt.claim.task_id, rt.claim.attempt) for rt in runtimes]
-        todo += [(run_id, task_id, a) for (run_id, task_id), a in waiting.items()]
+        todo += waiting
         for rt in runtimes:
             rt.fenced = True
         for run_id, task_id, attempt in todo:
