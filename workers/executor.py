@@ -316,7 +316,7 @@ class Executor:
         now = time.monotonic()
         wake = min(next_renew, now + 0.1)
         for rt in runtimes:
-            if rt.buffer or rt.pending is not None:
+            if (rt.buffer or rt.pending is not None) and not rt.fenced:
                 wake = min(wake, rt.buffer_since + FLUSH_AFTER)
             if rt.deadline is not None:
                 wake = min(wake, rt.deadline)

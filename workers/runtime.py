@@ -187,8 +187,8 @@ class Runtime(TaskContext):
 
     def flush_if_old(self, now: float) -> None:
         """Flusher thread: send a batch that waited long enough; never blocks on FULL."""
-        if (self.buffer or self.pending) and now - self.buffer_since >= FLUSH_AFTER \
-                and self.lock.acquire(False):
+        if (self.buffer or self.pending) and not self.fenced \
+                and now - self.buffer_since >= FLUSH_AFTER and self.lock.acquire(False):
             try:
                 self._flush_locked(block=False)
             except Fenced:
