@@ -54,6 +54,7 @@ class Engine:
         self._reap = conn.register_script(scripts.REAP)
         self._cancel = conn.register_script(scripts.CANCEL)
         self._settle = conn.register_script(scripts.SETTLE)
+        self._forget = conn.register_script(scripts.FORGET)
         self._finish_sha: str | None = None
 
     def start(self, run_id: str, worker: str, lease_ms: int,
@@ -125,6 +126,16 @@ class Engine:
 
     def cancel(self, run_id: str, reason: str = "cancelled by user") -> str:
         return _s(self._cancel(keys=[keys.run(run_id)], args=[reason]))
+
+    def forget(self, run_id: str, job_id: str, job_key: str, intermediate_key: str,
+               queue_key: str, pairs: Sequence[tuple[str, int]]) -> bool:
+        """Drop a job whose batch is over, unless one of its attempts is still queued
+        (then it stays on its queue); True if it was kept."""
+        args: list[Any] = [job_id]
+        for t, a in pairs:
+            args += [t, a]
+        return bool(self._forget(keys=[keys.run(run_id), job_key, intermediate_key, queue_key],
+                                 args=args))
 
     def settle(self, run_id: str, task_ids: Sequence[str]) -> int:
         return int(self._settle(keys=[keys.run(run_id)], args=list(task_ids)))

@@ -93,6 +93,14 @@ local function fail_task(t, attempt, kind, err, backoff, max_lost, now)
   end_run('failed', 'task ' .. st[5] .. ' (' .. t .. ') failed: ' .. err, nil, now)
   return 'FAILED'
 end
+-- An attempt whose own acknowledged writes are gone (Redis rolled back to an older
+-- snapshot, or a failover lost them) cannot go on: what it holds in memory (values sent,
+-- values read) no longer matches Redis. It is handed back for an immediate retry, which
+-- restarts its consumer if that read its values (fail_task).
+local function rolled_back(t, a, what)
+  return fail_task(t, a, 'handback', 'attempt ' .. a .. ' of task ' .. t .. ': Redis lost '
+    .. what .. ' (rolled back to an older snapshot?); retried', 0, 0, now_ms())
+end
 """
 
 #: Worker: claim a batch of queued attempts. ARGV: worker, lease_ms, local budget, queues
@@ -111,7 +119,8 @@ local claimed, released = {}, {}
 local function claim(t, a)
   local k = tkey(t)
   redis.call('HSET', k, 'state', 'running', 'started_at', now, 'worker', worker,
-    'host', ARGV[5], 'attempts', a, 'seq', 0, 'ch_read', 0, 'emitted', 0, 'consumed', 0)
+    'host', ARGV[5], 'attempts', a, 'seq', 0, 'ch_read', 0, 'emitted', 0, 'consumed', 0,
+    'cursor', '0-0', 'cursor_prev', '0-0')
   redis.call('ZADD', P .. 'leases', now + lease, t)
   local f = redis.call('HMGET', k, 'family', 'params', 'parent', 'n_children', 'timeout',
     'name', 'queue', 'counted')
@@ -178,6 +187,31 @@ redis.call('SADD', KEYS[4], ARGV[2])
 return {'OK', {}}
 """
 
+#: Worker: a job's batch is over; drop the job unless an attempt it names is still queued.
+#: KEYS[2] rq job hash, KEYS[3] the queue's intermediate list, KEYS[4] the queue list.
+#: ARGV: job id, then (task, attempt)*. An attempt still queued at the end of its batch was
+#: never claimed, or its claim was lost (Redis rolled back to a snapshot taken before the
+#: claim, which also put the job back on its queue): the job then stays, and goes back on
+#: its queue if it is on neither list, or its tasks would wait for ever. Returns 1 if kept.
+FORGET = _PRELUDE + r"""
+local pending = false
+if run_live() then
+  for i = 2, #ARGV, 2 do
+    local st = redis.call('HMGET', tkey(ARGV[i]), 'state', 'attempt')
+    if st[1] == 'queued' and st[2] == ARGV[i + 1] then pending = true end
+  end
+end
+local removed = redis.call('LREM', KEYS[3], 1, ARGV[1])
+if not pending then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+if removed > 0 or not redis.call('LPOS', KEYS[4], ARGV[1]) then
+  redis.call('RPUSH', KEYS[4], ARGV[1])
+end
+return 1
+"""
+
 #: Worker: append a batch of values to the parent's channel.
 #: ARGV: task, attempt, seq, n, blob, cap. Returns OK | DUP | FULL | FENCED.
 EMIT = _PRELUDE + r"""
@@ -186,6 +220,10 @@ local k = tkey(t)
 local st = redis.call('HMGET', k, 'state', 'attempt', 'seq', 'parent')
 if not run_live() or st[1] ~= 'running' or st[2] ~= a then return 'FENCED' end
 if seq <= tonumber(st[3] or '0') then return 'DUP' end
+if seq > tonumber(st[3] or '0') + 1 then
+  rolled_back(t, a, 'batches it had emitted')
+  return 'FENCED'
+end
 local parent = st[4]
 if parent ~= '' then
   local pk = tkey(parent)
@@ -208,6 +246,10 @@ local t, a, seq, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local k = tkey(t)
 local st = redis.call('HMGET', k, 'state', 'attempt', 'seq', 'parent')
 if not run_live() or st[1] ~= 'running' or st[2] ~= a then return 'FENCED' end
+if seq ~= tonumber(st[3] or '0') + 1 then
+  rolled_back(t, a, 'batches it had emitted')
+  return 'FENCED'
+end
 local now = now_ms()
 local parent = st[4]
 if n > 0 and seq > tonumber(st[3] or '0') then
@@ -238,9 +280,16 @@ return 'OK'
 READ = _PRELUDE + r"""
 local t, a = ARGV[1], ARGV[2]
 local k = tkey(t)
-local st = redis.call('HMGET', k, 'state', 'attempt')
+local st = redis.call('HMGET', k, 'state', 'attempt', 'cursor', 'cursor_prev')
 if not run_live() or st[1] ~= 'running' or st[2] ~= a then
   return {'FENCED', st[1] or '', redis.call('HGET', k, 'error') or ''}
+end
+-- The reader resumes where its last READ ended (or repeats that READ after a lost reply).
+-- Resuming anywhere else means Redis lost READs this attempt made, and the values and
+-- ends it took from them (a rollback): it starts again.
+if ARGV[3] ~= '0-0' and ARGV[3] ~= (st[3] or '0-0') and ARGV[3] ~= (st[4] or '0-0') then
+  rolled_back(t, a, 'reads it had made')
+  return {'FENCED', 'retrying', ''}
 end
 local start = '-'
 if ARGV[3] ~= '0-0' then start = '(' .. ARGV[3] end
@@ -270,6 +319,7 @@ for _, e in ipairs(entries) do
     end
   end
 end
+redis.call('HSET', k, 'cursor', last, 'cursor_prev', ARGV[3])
 if read > 0 then redis.call('HINCRBY', k, 'ch_read', read) end
 if taken > 0 then redis.call('HINCRBY', k, 'consumed', taken) end
 return {'OK', last, vals, ends}

@@ -139,7 +139,7 @@ class PlanktonWorker(SimpleWorker):
         try:
             self.executor.run_batch(run_id, pairs)
         finally:
-            self._forget(job, queue)
+            self._forget(job, queue, run_id, pairs)
             self.set_state(WorkerStatus.IDLE)
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
@@ -147,11 +147,15 @@ class PlanktonWorker(SimpleWorker):
         # worker heartbeat (plankton:workers) is what the scheduler reads.
         self._state = state
 
-    def _forget(self, job: Job, queue: Any) -> None:
-        pipe = self.connection.pipeline(transaction=False)
-        pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-        pipe.delete(job.key)
-        pipe.execute()
+    def _forget(self, job: Job, queue: Any, run_id: str,
+                pairs: list[tuple[str, int]]) -> None:
+        """Drop the job, unless Redis lost the claims of its batch (a rollback to an older
+        snapshot restores the job on its queue and its tasks to queued while this batch
+        ran): deleting its hash then would strand those tasks for good."""
+        if self.executor.engine.forget(run_id, job.id, job.key, queue.intermediate_queue_key,
+                                       queue.key, pairs):
+            log.warning("worker %s: job %s names attempts still queued after its batch "
+                        "(Redis lost their claims); left on its queue", self.name, job.id)
 
     def _refuse(self, job: Job, queue: Any, reason: str) -> None:
         """Record a refused job as failed (RQ's failed registry and, if it names Plankton
