@@ -24,6 +24,15 @@ def _ms(conn: redis.Redis) -> int:
     return int(sec) * 1000 + int(usec) // 1000
 
 
+def wait_flag(conn: redis.Redis, key: str, what: str, timeout: float = 20) -> None:
+    """Wait until the test (or the parent task) sets ``key``; TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not conn.exists(key):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} never happened")
+        time.sleep(0.005)
+
+
 def _note_start(task: pk.Task, key: str) -> redis.Redis:
     """Record one attempt's start: Redis time (ms), attempt, PID; count the execution."""
     conn = _conn()
@@ -216,12 +225,8 @@ class PartialThenFail(pk.Task):
                 self.emit([self.tag, "a1", i])
             if self.k:
                 self._ctx.flush()
-                conn = _conn()
-                deadline = time.monotonic() + 20
-                while not conn.exists(f"pk:test:seen:{self.run_id}:{self.tag}"):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("parent never consumed a value")
-                    time.sleep(0.005)
+                wait_flag(_conn(), f"pk:test:seen:{self.run_id}:{self.tag}",
+                          "the parent consuming a value")
             raise ValueError(f"{self.tag}: attempt 1 fails after {self.k} values")
         for i in range(self.n):
             self.emit([self.tag, f"a{self.attempt}", i])

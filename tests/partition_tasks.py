@@ -15,6 +15,7 @@ from typing import Any, Callable
 import redis
 
 import plankton as pk
+from tests.fault_tasks import _ms, wait_flag
 
 
 def _conn() -> redis.Redis:
@@ -22,9 +23,6 @@ def _conn() -> redis.Redis:
                                 socket_connect_timeout=2)
 
 
-def _ms(conn: redis.Redis) -> int:
-    sec, usec = conn.time()
-    return int(sec) * 1000 + int(usec) // 1000
 
 
 def _persist(conn: redis.Redis, write: Callable[[redis.Redis], Any], within: float = 30) -> Any:
@@ -164,12 +162,7 @@ class Relapse(pk.Task):
             for i in range(self.k):
                 self.emit([1, i])
             self._ctx.flush()
-            conn = _conn()
-            deadline = time.monotonic() + 20
-            while not conn.exists(f"pk:test:part:seen:{self.key}"):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the parent never consumed a value")
-                time.sleep(0.005)
+            wait_flag(_conn(), f"pk:test:part:seen:{self.key}", "the parent consuming a value")
             raise ValueError("attempt 1 fails after its parent consumed a value")
         for i in range(self.n):
             self.emit([self.attempt, i])
