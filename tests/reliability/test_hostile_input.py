@@ -151,6 +151,53 @@ def _inflate(blob: bytes) -> bytes:
         return b""
 
 
+def _msgpack_fields(values: dict, fields: tuple[bytes, ...]) -> None:
+    for field in fields:
+        if values.get(field):
+            msgpack.unpackb(values[field], raw=False, timestamp=3)
+
+
+def _hash_blobs(r, name: str) -> list:
+    values = r.hgetall(name)
+    if name.startswith("rq:job:") and b"data" in values:
+        msgpack.unpackb(zlib.decompress(values[b"data"]), raw=False)
+    if ":t:" in name:
+        _msgpack_fields(values, (b"params", b"result", b"children"))
+    if name.endswith(":run"):
+        _msgpack_fields(values, (b"params", b"result"))
+    return list(values.values())
+
+
+def _stream_blobs(r, name: str) -> list:
+    blobs = []
+    for _, fields in r.xrange(name):
+        blobs += list(fields.values())
+        _msgpack_fields(fields, (b"v",))
+    return blobs
+
+
+def _list_blobs(r, name: str) -> list:
+    blobs = r.lrange(name, 0, -1)
+    if name.endswith(":logs"):
+        for b in blobs:
+            msgpack.unpackb(b, raw=False)
+    return blobs
+
+
+def _blobs_decoded(r, key) -> list:
+    """Every stored value of ``key``, after decoding with msgpack those Plankton writes as
+    msgpack (jobs, task and run fields, channel values, logs): a failure raises."""
+    name = h.s(key)
+    readers = {
+        "hash": _hash_blobs, "list": _list_blobs, "stream": _stream_blobs,
+        "string": lambda r, n: [r.get(n)],
+        "zset": lambda r, n: [m for m, _ in r.zrange(n, 0, -1, withscores=True)],
+        "set": lambda r, n: list(r.smembers(n)),
+    }
+    read = readers.get(h.s(r.type(key)))
+    return read(r, name) if read else []
+
+
 def test_no_pickle_anywhere_every_job_and_value_loads_with_msgpack(fc, redis_url, r):
     c = h.client(redis_url)
     ok = c.submit("drip_tree", params={"leaves": 4, "n": 20, "pause": 0})
@@ -168,42 +215,8 @@ def test_no_pickle_anywhere_every_job_and_value_loads_with_msgpack(fc, redis_url
         c.wait(rid, timeout=30)
     checked = 0
     for key in h.scan_keys(r, "*"):
-        kind = h.s(r.type(key))
-        name = h.s(key)
-        if kind == "hash":
-            values = r.hgetall(key)
-            if name.startswith("rq:job:") and b"data" in values:
-                msgpack.unpackb(zlib.decompress(values[b"data"]), raw=False)
-            if ":t:" in name:
-                for field in (b"params", b"result", b"children"):
-                    if values.get(field):
-                        msgpack.unpackb(values[field], raw=False, timestamp=3)
-            if name.endswith(":run"):
-                for field in (b"params", b"result"):
-                    if values.get(field):
-                        msgpack.unpackb(values[field], raw=False, timestamp=3)
-            blobs = list(values.values())
-        elif kind == "list":
-            blobs = r.lrange(key, 0, -1)
-            if name.endswith(":logs"):
-                for b in blobs:
-                    msgpack.unpackb(b, raw=False)
-        elif kind == "stream":
-            blobs = []
-            for _, fields in r.xrange(key):
-                blobs += list(fields.values())
-                if b"v" in fields:
-                    msgpack.unpackb(fields[b"v"], raw=False, timestamp=3)
-        elif kind == "string":
-            blobs = [r.get(key)]
-        elif kind == "zset":
-            blobs = [m for m, _ in r.zrange(key, 0, -1, withscores=True)]
-        elif kind == "set":
-            blobs = list(r.smembers(key))
-        else:
-            blobs = []
-        for b in blobs:
-            assert not _is_pickle(b), f"pickle in {name}"
+        for b in _blobs_decoded(r, key):
+            assert not _is_pickle(b), f"pickle in {h.s(key)}"
             checked += 1
     assert checked > 50
 
