@@ -44,17 +44,14 @@ _array_header = msgpack.Packer().pack_array_header
 _pack = msgpack.Packer(use_bin_type=True, datetime=True).pack
 _monotonic = time.monotonic
 #: Values emit() buffers as they are and packs with their batch, in one C call: ASCII str
-#: and bytes up to this length (packing them cannot fail, and they add at most
-#: BATCH_VALUES * (SMALL + 9) bytes to a batch), 64-bit ints, floats, None and bools.
-#: Anything else is checked and encoded at once, so a bad value fails the emit() that
-#: gave it and a container changed after emit() is sent as it was.
+#: up to this length (packing it cannot fail, and it adds at most BATCH_VALUES * (SMALL + 9)
+#: bytes to a batch), 64-bit ints, floats, None and bools. Anything else, bytes included, is
+#: checked and encoded at once, so a bad value fails the emit() that gave it and a container
+#: changed after emit() is sent as it was; a ``bytes`` item of the buffer is therefore
+#: always a value encoded already, joined into its batch as it is.
 SMALL = 64
 _TINY = frozenset((float, type(None), bool))
 _INT_MIN, _INT_END = -(2**63), 2**64
-
-
-class _Packed(bytes):
-    """A buffered value encoded at emit() (the batch joins it as is)."""
 
 #: Channel entries read per READ call.
 READ_COUNT = 200
@@ -117,7 +114,7 @@ class Runtime(TaskContext):
         self.lock = threading.Lock()
         self.buffer: list[Any] = []
         self.buffer_bytes = 0
-        #: Items of the buffer encoded at emit() (``_Packed``); 0: pack the list in one call.
+        #: Items of the buffer encoded at emit() (bytes); 0: pack the list in one call.
         self.packed_items = 0
         #: A limit under any small scalar's size sends every value through the full check.
         self.small_ok = self.max_bytes >= 2 * SMALL
@@ -136,11 +133,11 @@ class Runtime(TaskContext):
         # SMALL), then an uncontended lock (the flusher thread only tries it without waiting).
         kind = type(value)
         if ((kind is str and len(value) <= SMALL and value.isascii())
-                or kind in _TINY or (kind is int and _INT_MIN <= value < _INT_END)
-                or (kind is bytes and len(value) <= SMALL)) and self.small_ok:
+                or kind in _TINY or (kind is int and _INT_MIN <= value < _INT_END)) \
+                and self.small_ok:
             item, size = value, 0
         else:
-            item = _Packed(codec.check_value(value, self.where, self.max_bytes))
+            item = codec.check_value(value, self.where, self.max_bytes)
             size = len(item)
         lock = self.lock
         lock.acquire()
@@ -172,7 +169,7 @@ class Runtime(TaskContext):
         n = len(buffer)
         if self.packed_items:
             blob = _array_header(n) + b"".join(
-                item if type(item) is _Packed else _pack(item) for item in buffer)
+                item if type(item) is bytes else _pack(item) for item in buffer)
         else:
             blob = _pack(buffer)        # only small scalars: one C call for the batch
         self.buffer, self.buffer_bytes, self.packed_items = [], 0, 0
