@@ -21,7 +21,8 @@ class Dag:
 
     def __init__(self, fn: Callable[..., Task], name: str | None = None,
                  schedule: str | None = None, timezone: str = "UTC", catchup: bool = True,
-                 max_active_runs: int = 1) -> None:
+                 max_active_runs: int = 1, on_failure: Any = None,
+                 on_success: Any = None) -> None:
         self.fn = fn
         self.name = name or fn.__name__
         self.module = fn.__module__
@@ -33,6 +34,9 @@ class Dag:
             raise DagError(f"DAG {self.name}: max_active_runs must be a positive int",
                            [self.name])
         self.max_active_runs = max_active_runs
+        #: Alert destinations (webhook URLs or callables) for a failed / succeeded run.
+        self.on_failure = hooks(on_failure, self.name, "on_failure")
+        self.on_success = hooks(on_success, self.name, "on_success")
         self.schedule = None
         if schedule is not None:
             from .schedule import Schedule
@@ -141,12 +145,30 @@ def _signature_params(fn: Callable[..., Any], dag_name: str) -> dict[str, Param]
     return params
 
 
+def hooks(value: Any, dag_name: str, what: str) -> tuple[str | Callable[..., Any], ...]:
+    """``on_failure``/``on_success`` as a tuple of http(s) URLs and callables; DagError names
+    the DAG and the bad entry."""
+    items = () if value is None else value if isinstance(value, (list, tuple)) else (value,)
+    for item in items:
+        if callable(item):
+            continue
+        if not (isinstance(item, str) and item.startswith(("http://", "https://"))):
+            raise DagError(f"DAG {dag_name}: {what} takes http(s) URLs or callables, got "
+                           f"{item!r}", [dag_name])
+    return tuple(items)
+
+
 def dag(fn: Callable[..., Task] | None = None, *, name: str | None = None,
         schedule: str | None = None, timezone: str = "UTC", catchup: bool = True,
-        max_active_runs: int = 1) -> Any:
-    """Declare a DAG: ``@pk.dag`` or ``@pk.dag(schedule="*/5 * * * *", ...)``."""
+        max_active_runs: int = 1, on_failure: Any = None, on_success: Any = None) -> Any:
+    """Declare a DAG: ``@pk.dag`` or ``@pk.dag(schedule="*/5 * * * *", ...)``.
+
+    ``on_failure`` / ``on_success``: a webhook URL, a callable, or a list of those, told when
+    a run ends failed / succeeded (see docs/operations.md). Callables run in the scheduler.
+    """
     def wrap(f: Callable[..., Task]) -> Dag:
         return Dag(f, name=name, schedule=schedule, timezone=timezone, catchup=catchup,
-                   max_active_runs=max_active_runs)
+                   max_active_runs=max_active_runs, on_failure=on_failure,
+                   on_success=on_success)
 
     return wrap(fn) if fn is not None else wrap

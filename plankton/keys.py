@@ -43,6 +43,10 @@ plankton:leader:epoch           string  fencing counter, INCR on each new leader
 plankton:cron:{D}               hash    last_fire (ISO), next_fire, last_run
 plankton:cron:{D}:{TS}          string  run id fired for DAG D at fire time TS (SET NX)
 plankton:idem:{K}               string  run id created for an Idempotency-Key
+plankton:metrics                hash    counters and histogram buckets (metrics.py)
+plankton:waiting:{Q}            zset    "R/T" -> ms queued, tasks queued not started
+plankton:waiting                set     queue names that have a waiting zset
+plankton:outbox                 zset    webhook delivery (JSON) -> next try, ms (alerts)
 ==============================  ======  ==============================================
 
 Run and task records expire ``PLANKTON_KEEP_DAYS`` after their run ends.
@@ -105,6 +109,24 @@ ACTIVE = f"{PREFIX}:active"
 WORKERS = f"{PREFIX}:workers"
 LEADER = f"{PREFIX}:leader"
 LEADER_EPOCH = f"{PREFIX}:leader:epoch"
+
+
+#: Counters and histogram buckets, HINCRBY'd by the scripts (see metrics.py).
+METRICS = f"{PREFIX}:metrics"
+#: Names of the queues that have a ``waiting`` zset.
+WAITING_QUEUES = f"{PREFIX}:waiting"
+#: Webhook deliveries to make: JSON [run id, destination] -> ms of the next try.
+OUTBOX = f"{PREFIX}:outbox"
+
+
+def waiting(queue: str) -> str:
+    """zset: "run/task" -> ms it was queued, for tasks queued and not yet started."""
+    return f"{PREFIX}:waiting:{queue}"
+
+
+def alerts(run_id: str) -> str:
+    """hash: webhook destination -> delivery state of the run's end (alerts.py)."""
+    return f"{PREFIX}:{{{run_id}}}:alerts"
 
 
 def dag_runs(dag: str) -> str:

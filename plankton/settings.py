@@ -7,7 +7,7 @@ down. Every default is documented here with its unit.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from .errors import ConfigError
@@ -57,6 +57,18 @@ class Settings:
     #: so channels stay bounded); 1 only parents of parents (a leaf's consumer goes through RQ
     #: to any worker: no GIL shared with its producer, but it waits for a free worker); 0 none.
     claim_parents: int = 2
+    #: Webhook that gets a POST when any run fails (DAGs add their own with on_failure=).
+    webhook_url: str = ""
+    #: When set, webhooks carry ``X-Plankton-Signature: sha256=HMAC-SHA256(secret, body)``.
+    webhook_secret: str = field(default="", repr=False)
+    #: Delivery attempts of one webhook before it is given up (logged and counted).
+    webhook_attempts: int = 10
+    #: Backoff between webhook attempts: first delay (s), doubled each time, capped at 300 s.
+    webhook_backoff: float = 2.0
+    #: Timeout of one webhook POST (s).
+    webhook_timeout: float = 10.0
+    #: Base URL of the console, for the run link in webhooks (e.g. https://plankton.example).
+    console_url: str = ""
 
     def with_(self, **changes: Any) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -80,6 +92,12 @@ _ENV: dict[str, str] = {
     "connect_attempts": "PLANKTON_CONNECT_ATTEMPTS",
     "claim_parents": "PLANKTON_CLAIM_PARENTS",
     "max_tasks": "PLANKTON_MAX_TASKS",
+    "webhook_url": "PLANKTON_WEBHOOK_URL",
+    "webhook_secret": "PLANKTON_WEBHOOK_SECRET",
+    "webhook_attempts": "PLANKTON_WEBHOOK_ATTEMPTS",
+    "webhook_backoff": "PLANKTON_WEBHOOK_BACKOFF",
+    "webhook_timeout": "PLANKTON_WEBHOOK_TIMEOUT",
+    "console_url": "PLANKTON_CONSOLE_URL",
 }
 
 

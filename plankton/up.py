@@ -8,6 +8,7 @@ progress, prints the tree and result, stops everything, and exits 0 iff the run 
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -20,7 +21,19 @@ from pathlib import Path
 
 import click
 
+from . import logsetup
 from .connection import connect
+
+log = logging.getLogger("plankton.up")
+
+
+def _say(message: str, err: bool = False) -> None:
+    """A status line: printed as it is, or logged as one JSON object with
+    PLANKTON_LOG_FORMAT=json (the children inherit the variable and log JSON too)."""
+    if logsetup.log_format() == "json":
+        (log.warning if err else log.info)(message.strip())
+    else:
+        click.echo(message, err=err)
 
 
 def free_port() -> int:
@@ -102,6 +115,7 @@ def up(imports: tuple[str, ...], n_workers: int, port: int, run_dag: str | None,
         raise click.UsageError("give the task code with --import MODULE (or PLANKTON_IMPORTS)")
     from .registry import Registry
 
+    logsetup.configure("up")
     registry = Registry(imports)
     if run_dag is not None:
         registry.dag(run_dag)
@@ -132,21 +146,21 @@ def up(imports: tuple[str, ...], n_workers: int, port: int, run_dag: str | None,
         if port and _has_api():
             stack.start("api", ["-m", "plankton.api", *imp, "--port", str(port)], quiet)
         if run_dag is None:
-            click.echo(f"plankton up: Redis {url.split('@')[-1]} (URL in {data_dir}/url), "
-                       f"scheduler, {n_workers} workers" + (f", API on :{port}" if port and
-                                                            _has_api() else ""))
-            click.echo(f"  export PLANKTON_REDIS_URL=$(cat {data_dir}/url)")
-            click.echo("Ctrl-C stops everything.")
+            _say(f"plankton up: Redis {url.split('@')[-1]} (URL in {data_dir}/url), "
+                 f"scheduler, {n_workers} workers" + (f", API on :{port}" if port and
+                                                      _has_api() else ""))
+            _say(f"  export PLANKTON_REDIS_URL=$(cat {data_dir}/url)")
+            _say("Ctrl-C stops everything.")
             while all(p.poll() is None for _, p in stack.procs):
                 time.sleep(0.5)
             for label, proc in stack.procs:
                 if proc.poll() is not None:
-                    click.echo(f"plankton up: the {label} process exited with code "
-                               f"{proc.returncode}; stopping everything", err=True)
+                    _say(f"plankton up: the {label} process exited with code "
+                         f"{proc.returncode}; stopping everything", err=True)
             return 1
         return _run_once(url, imports, run_dag, texts)
     except KeyboardInterrupt:
-        click.echo("\nstopping...", err=True)
+        _say("\nstopping...", err=True)
         return 130 if run_dag else 0
     finally:
         stack.stop()

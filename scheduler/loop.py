@@ -75,6 +75,8 @@ class Scheduler:
         self.leader = None
         self.epoch: int | None = None
         self.cron = None
+        #: Webhook outbox (alerts.Outbox): ended runs' deliveries are recorded when settled.
+        self.outbox: Any = None
 
     # -- leadership ----------------------------------------------------------------------
     def _lead(self) -> bool:
@@ -257,6 +259,8 @@ class Scheduler:
     # -- retention -----------------------------------------------------------------------
     def settle(self, run_id: str) -> None:
         """Finish the books of an ended run and start its retention clock."""
+        if self.outbox is not None and self.epoch is not None:
+            self.outbox.enqueue(run_id, self.epoch)  # once per run end, fenced
         n = int(self.conn.hget(keys.run(run_id), "n_tasks") or 0)
         ids = [str(i) for i in range(n)]
         for i in range(0, n, 500):

@@ -8,7 +8,9 @@ import signal
 import socket
 import sys
 
+from plankton import logsetup
 from plankton import settings as settings_mod
+from plankton.alerts import Outbox, Sender
 from plankton.errors import PlanktonError
 from plankton.registry import Registry
 
@@ -19,9 +21,8 @@ log = logging.getLogger("plankton.scheduler")
 
 def main(url: str | None, imports: tuple[str, ...], name: str | None = None,
          log_level: str = "INFO") -> int:
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        logsetup.configure("scheduler", log_level)
         settings = settings_mod.load(url=url, imports=imports)
         registry = Registry(settings.imports)
     except PlanktonError as exc:
@@ -35,6 +36,9 @@ def main(url: str | None, imports: tuple[str, ...], name: str | None = None,
     except ImportError:
         pass
 
+    sched.outbox = Outbox(sched.conn, settings, registry)
+    sender = Sender(sched.outbox, lambda: sched.epoch).start()
+
     def stop(signum: int, frame: object) -> None:
         sched.stop_requested = True
 
@@ -43,4 +47,5 @@ def main(url: str | None, imports: tuple[str, ...], name: str | None = None,
     log.info("scheduler %s started (imports: %s)", sched.name,
              ", ".join(registry.modules) or "none")
     sched.run_forever()
+    sender.stop()
     return 0

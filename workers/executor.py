@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import redis
 
-from plankton import codec, keys, runs
+from plankton import codec, keys, logsetup, runs
 from plankton.connection import connect
 from plankton.engine import Claimed, Engine, backoff_ms
 from plankton.errors import Fenced, NotFoundError, PlanktonError
@@ -197,6 +197,8 @@ class Executor:
         key = (claim.run_id, claim.task_id, claim.attempt)
         with self.active_lock:
             self.active[key] = rt
+        tagged = logsetup.tag(run_id=claim.run_id, task_id=claim.task_id,
+                              attempt=claim.attempt, task=claim.name)
         try:
             self._run_attempt(rt, finisher)
         except (Fenced, FencedStop):
@@ -212,6 +214,7 @@ class Executor:
             self._push_logs(rt)
             if finisher is None:
                 hold.release()
+            logsetup.untag(tagged)
 
     def _run_attempt(self, rt: Runtime, finisher: "Finisher | None" = None) -> None:
         claim = rt.claim

@@ -11,7 +11,7 @@ import time
 
 import redis
 
-from plankton import keys
+from plankton import keys, logsetup
 from plankton import settings as settings_mod
 from plankton.connection import connect, redact
 from plankton.errors import PlanktonError
@@ -49,10 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("rq.worker").setLevel(logging.WARNING)
     try:
+        logsetup.configure("worker", args.log_level)
+        logging.getLogger("rq.worker").setLevel(logging.WARNING)
         settings = settings_mod.load(url=args.url, imports=tuple(args.imports),
                                      concurrency=args.concurrency)
         registry = Registry(settings.imports)

@@ -8,16 +8,27 @@ supervisor itself is killed, the worker notices (its parent changed) and exits.
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
 import time
 
+from plankton import logsetup
+from plankton.errors import ConfigError
+
 from .executor import EXIT_RESTART
+
+log = logging.getLogger("plankton.worker")
 
 
 def supervise(argv: list[str]) -> int:
     cmd = [sys.executable, "-m", "workers.main", *argv]
+    try:
+        logsetup.configure("worker")
+    except ConfigError as exc:
+        print(f"plankton worker: {exc}", file=sys.stderr)
+        return 2
     stopping = False
     child: subprocess.Popen | None = None
 
@@ -38,8 +49,7 @@ def supervise(argv: list[str]) -> int:
         if code == 2:
             return 2
         restarts += 1
-        print(f"plankton worker: worker process exited with {code}; restarting "
-              f"(restart {restarts})", file=sys.stderr, flush=True)
+        log.warning("worker process exited with %s; restarting (restart %d)", code, restarts)
         time.sleep(min(0.2 * restarts, 2.0) if code != EXIT_RESTART else 0.05)
 
 

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from .. import __version__, keys, runs
+from .. import __version__, keys, metrics, runs
 from ..client import Client
 from ..connection import connect
 from ..cron_info import describe_dags
@@ -81,6 +81,7 @@ def create_app(settings: Settings | str | None = None, imports: Iterable[str] = 
     app.state.client = client
     add_error_handlers(app, settings.url)
     Routes(app, client, auth=bool(token)).add()
+    add_metrics(app, client)
     document(app, bool(token))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     if token:
@@ -94,6 +95,18 @@ _DESCRIPTION = (
     "Errors are `{\"detail\": \"...\"}`, or for 422 a list of `{loc, msg, type}` naming the "
     "field."
 )
+
+
+def add_metrics(app: FastAPI, client: Client) -> None:
+    """``GET /metrics``: Prometheus text, read from Redis on each scrape (plankton.metrics).
+    Behind the bearer token like every route but /healthz; not in the OpenAPI document (it
+    is not JSON)."""
+    registry = metrics.registry_for(client.conn, client.registry.dags.values(),
+                                    client.settings.heartbeat)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        return Response(metrics.scrape(registry), media_type=metrics.CONTENT_TYPE)
 
 
 def _client(settings: Settings) -> Client:

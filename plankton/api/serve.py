@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 import redis
 import uvicorn
 
+from .. import logsetup
 from ..client import Client
 from ..connection import redact
 from ..errors import PlanktonError
@@ -61,8 +62,9 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, url: str | None = 
               "(export PLANKTON_API_TOKEN=$(openssl rand -hex 32)) or bind 127.0.0.1.",
               file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     try:
+        fmt = logsetup.configure("api", logging.INFO, logsetup.log_format(env),
+                                text_format="%(levelname)s:     %(name)s: %(message)s")
         settings = load(env, url=url, imports=tuple(imports))
         app = create_app(settings, token=token)
     except PlanktonError as exc:
@@ -71,7 +73,9 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, url: str | None = 
     _announce(app.state.client, host, port, token is not None)
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, server_header=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
-        log_level="info"))
+        log_level="info",
+        # JSON: uvicorn's own loggers propagate to ours, so its lines are JSON objects too
+        **({"log_config": None} if fmt == "json" else {})))
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind

@@ -1,0 +1,296 @@
+"""Prometheus metrics of a Plankton deployment, read from Redis at scrape time (``GET /metrics``).
+
+Why from Redis and not from the API process's memory: the events counted here (a task
+ended, a lease was lost, a write was fenced) happen in workers and schedulers, and several
+API replicas may be scraped. So the Lua transitions count them where they happen, atomically
+with the transition itself, in one Redis hash (``keys.METRICS``): ``HINCRBY`` on a field
+``name<US>label<US>label...`` (US = ASCII unit separator, which no DAG or family name holds).
+A histogram is one field per bucket (not cumulative: one ``HINCRBY`` per observation) plus a
+``_sum`` field; the collector adds the buckets up. Every replica therefore serves the same
+numbers, and they survive API and scheduler restarts (and Redis restarts, with AOF on).
+
+Gauges (queue latency, live workers, leadership, cron lag, channel backlog) are computed from
+the live state at scrape time. Everything is read in three pipelined round trips whose size
+depends on the number of queues, active runs and *running* tasks, never on how many task
+records Redis holds (``benchmarks/metrics_scrape.py`` measures it with 100,000).
+
+Labels are low-cardinality on purpose: DAG, task family, queue, state, status, reason; never
+a run or task id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from . import codec, keys
+from .dag import Dag
+
+#: The classic text format (0.0.4), which Prometheus 2 and 3 both read.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Separator of the parts of a metrics-hash field (also spelled in the Lua helpers).
+SEP = "\x1f"
+
+#: Histogram bucket upper bounds (s). The last bucket, +Inf, is implicit.
+TASK_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+RUN_BUCKETS: tuple[float, ...] = (1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 21600, 86400)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric kept in the metrics hash: its field name there and its exposition."""
+
+    field: str
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+
+
+#: Counters, by field name in the hash. prometheus_client appends ``_total``.
+COUNTERS: dict[str, Family] = {f.field: f for f in (
+    Family("runs_started", "plankton_runs_started", "Runs that started (first task claimed).",
+           ("dag",)),
+    Family("runs_ended", "plankton_runs_ended", "Runs that ended, by final status.",
+           ("dag", "status")),
+    Family("tasks_ended", "plankton_tasks_ended",
+           "Tasks that reached a final state (succeeded, failed, cancelled, skipped).",
+           ("family", "state")),
+    Family("task_retries", "plankton_task_retries",
+           "Attempts that will be retried, by reason (error, timeout, lost, handback).",
+           ("family", "reason")),
+    Family("lost_leases", "plankton_lost_leases",
+           "Attempts declared lost because their worker stopped renewing the lease.",
+           ("family",)),
+    Family("fenced_writes", "plankton_fenced_writes",
+           "Writes refused because they came from a superseded attempt, by operation.",
+           ("op",)),
+    Family("webhooks", "plankton_webhook_deliveries",
+           "Webhook delivery attempts, by outcome (sent, failed, gave_up).", ("outcome",)),
+)}
+
+#: Histograms, by field name in the hash (fields ``<field>_b`` per bucket, ``<field>_sum``).
+HISTOGRAMS: dict[str, Family] = {f.field: f for f in (
+    Family("task_seconds", "plankton_task_duration_seconds",
+           "Duration of task attempts that ended (started to ended), by final state.",
+           ("family", "state"), TASK_BUCKETS),
+    Family("run_seconds", "plankton_run_duration_seconds",
+           "Duration of runs (started, or submitted if never started, to ended), by status.",
+           ("dag", "status"), RUN_BUCKETS),
+)}
+
+
+def lua_buckets(bounds: Sequence[float]) -> str:
+    """A Lua table literal of bucket bounds, for the counting helpers in the scripts."""
+    return "{" + ", ".join(repr(float(b)) for b in bounds) + "}"
+
+
+def field(name: str, *labels: Any) -> str:
+    """A metrics-hash field, as the Lua helpers build it (used by Python-side counters)."""
+    return SEP.join([name, *(str(v) for v in labels)])
+
+
+def count(conn: Any, name: str, *labels: Any, n: int = 1) -> None:
+    """Count an event from Python (``conn`` may be a pipeline): the same hash as the Lua."""
+    conn.hincrby(keys.METRICS, field(name, *labels), n)
+
+
+def _fmt_le(bound: float) -> str:
+    return repr(float(bound)) if bound != int(bound) else f"{float(bound):.1f}"
+
+
+class PlanktonCollector(Collector):
+    """Reads every Plankton metric from Redis on each ``collect()`` (each scrape)."""
+
+    def __init__(self, conn: redis.Redis, dags: Iterable[Dag] = (),
+                 heartbeat: float = 5.0) -> None:
+        self.conn = conn
+        self.scheduled = [d for d in dags if d.schedule is not None]
+        self.heartbeat = heartbeat
+
+    def describe(self) -> Iterator[Metric]:  # no scrape at registration time
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._read()
+        yield from self._counters(snap["hash"])
+        yield from self._live(snap)
+
+    # -- reading --------------------------------------------------------------------------
+    def _read(self) -> dict[str, Any]:
+        """Three pipelined round trips; sizes bounded by queues, active runs, running tasks."""
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.time()
+        pipe.hgetall(keys.METRICS)
+        pipe.smembers(keys.WAITING_QUEUES)
+        pipe.pttl(keys.LEADER)
+        pipe.get(keys.LEADER_EPOCH)
+        pipe.smembers(keys.ACTIVE)
+        pipe.zcard(keys.OUTBOX)
+        for d in self.scheduled:
+            pipe.hget(keys.cron(d.name), "last_fire")
+        (now_s, now_us), raw, queues, pttl, epoch, active, outbox, *fires = pipe.execute()
+        queues = sorted(codec.text(q) for q in queues)
+        active = sorted(codec.text(r) for r in active)
+        for q in queues:
+            pipe.zcard(keys.waiting(q))
+            pipe.zrange(keys.waiting(q), 0, 0, withscores=True)
+        for run_id in active:
+            pipe.hmget(keys.run(run_id), "dag", "status")
+            pipe.zrange(keys.leases(run_id), 0, -1)
+        second = pipe.execute()
+        now_ms = now_s * 1000 + now_us // 1000
+        pipe.zcount(keys.WORKERS, int(now_ms - 3 * self.heartbeat * 1000), "+inf")
+        waiting = {}
+        for i, q in enumerate(queues):
+            n, head = second[2 * i], second[2 * i + 1]
+            oldest = (now_ms - head[0][1]) / 1000 if head else 0.0
+            waiting[q] = (n, max(0.0, oldest))
+        runs_by: dict[tuple[str, str], int] = {}
+        running: list[tuple[str, str]] = []
+        base = 2 * len(queues)
+        for i, run_id in enumerate(active):
+            (dag, status), leased = second[base + 2 * i], second[base + 2 * i + 1]
+            if dag is not None:
+                label = (codec.text(dag), codec.text(status))
+                runs_by[label] = runs_by.get(label, 0) + 1
+            for t in leased:
+                running.append((run_id, codec.text(t)))
+                pipe.hmget(keys.task(run_id, codec.text(t)), "family", "n_children",
+                           "produced", "ch_read")
+        third = pipe.execute()
+        live = third[0]
+        backlog: dict[str, int] = {}
+        for fam, n_children, produced, read in third[1:]:
+            if fam is None or int(n_children or 0) == 0:
+                continue
+            unread = int(produced or 0) - int(read or 0)
+            name = codec.text(fam)
+            backlog[name] = backlog.get(name, 0) + max(0, unread)
+        return {"now": now_s + now_us / 1e6, "hash": raw, "waiting": waiting,
+                "leader": 1 if pttl is not None and int(pttl) > 0 else 0,
+                "epoch": int(epoch or 0), "outbox": int(outbox), "runs": runs_by,
+                "workers": int(live), "backlog": backlog, "fires": fires,
+                "running": len(running)}
+
+    # -- exposition -----------------------------------------------------------------------
+    @staticmethod
+    def _counters(raw: dict[bytes, bytes]) -> Iterator[Metric]:
+        counters: dict[str, dict[tuple[str, ...], float]] = {f: {} for f in COUNTERS}
+        buckets: dict[str, dict[tuple[str, ...], dict[int, int]]] = {f: {} for f in HISTOGRAMS}
+        sums: dict[str, dict[tuple[str, ...], float]] = {f: {} for f in HISTOGRAMS}
+        for k, v in raw.items():
+            name, *parts = codec.text(k).split(SEP)
+            if name in counters:
+                counters[name][tuple(parts)] = float(v)
+            elif name.endswith("_b") and name[:-2] in buckets and parts:
+                per = buckets[name[:-2]].setdefault(tuple(parts[:-1]), {})
+                per[int(parts[-1])] = int(v)
+            elif name.endswith("_sum") and name[:-4] in sums:
+                sums[name[:-4]][tuple(parts)] = float(v)
+        for fname, fam in COUNTERS.items():
+            metric = CounterMetricFamily(fam.name, fam.help, labels=fam.labels)
+            for labels, value in sorted(counters[fname].items()):
+                if len(labels) == len(fam.labels):
+                    metric.add_metric(list(labels), value)
+            yield metric
+        for fname, fam in HISTOGRAMS.items():
+            hist = HistogramMetricFamily(fam.name, fam.help, labels=fam.labels)
+            for labels in sorted(set(buckets[fname]) | set(sums[fname])):
+                if len(labels) != len(fam.labels):
+                    continue
+                per = buckets[fname].get(labels, {})
+                running, rows = 0, []
+                for i, bound in enumerate(fam.buckets, start=1):
+                    running += per.get(i, 0)
+                    rows.append((_fmt_le(bound), running))
+                running += per.get(len(fam.buckets) + 1, 0)
+                rows.append(("+Inf", running))
+                hist.add_metric(list(labels), rows, sums[fname].get(labels, 0.0))
+            yield hist
+
+    def _live(self, snap: dict[str, Any]) -> Iterator[Metric]:
+        waiting = GaugeMetricFamily(
+            "plankton_tasks_waiting", "Tasks queued for a worker but not yet started.",
+            labels=["queue"])
+        oldest = GaugeMetricFamily(
+            "plankton_tasks_waiting_oldest_seconds",
+            "Age of the oldest task queued but not yet started (queue latency).",
+            labels=["queue"])
+        for q, (n, age) in snap["waiting"].items():
+            waiting.add_metric([q], n)
+            oldest.add_metric([q], age)
+        yield waiting
+        yield oldest
+        active = GaugeMetricFamily("plankton_runs_active", "Runs not yet ended, by status.",
+                                   labels=["dag", "status"])
+        for (dag, status), n in sorted(snap["runs"].items()):
+            active.add_metric([dag, status], n)
+        yield active
+        yield GaugeMetricFamily("plankton_tasks_running", "Task attempts holding a lease.",
+                                value=snap["running"])
+        yield GaugeMetricFamily(
+            "plankton_workers_live",
+            "Workers whose heartbeat was seen within three heartbeat periods.",
+            value=snap["workers"])
+        backlog = GaugeMetricFamily(
+            "plankton_channel_backlog",
+            "Values emitted to the results channels of running tasks and not yet read, by "
+            "the consuming task's family.", labels=["family"])
+        for fam, n in sorted(snap["backlog"].items()):
+            backlog.add_metric([fam], n)
+        yield backlog
+        yield GaugeMetricFamily("plankton_scheduler_leader",
+                                "1 if a scheduler holds the leader lease, else 0.",
+                                value=snap["leader"])
+        yield GaugeMetricFamily(
+            "plankton_scheduler_leader_epoch",
+            "Fencing epoch of the scheduler leadership (goes up on each new leader).",
+            value=snap["epoch"])
+        yield GaugeMetricFamily("plankton_webhook_outbox",
+                                "Webhook deliveries waiting to be sent or retried.",
+                                value=snap["outbox"])
+        yield self._cron_lag(snap)
+
+    def _cron_lag(self, snap: dict[str, Any]) -> Metric:
+        import datetime as _dt
+
+        lag = GaugeMetricFamily(
+            "plankton_cron_lag_seconds",
+            "How long the oldest fire time of a schedule is overdue (0 when nothing is due).",
+            labels=["dag"])
+        now = _dt.datetime.fromtimestamp(snap["now"], _dt.timezone.utc)
+        for dag, raw in zip(self.scheduled, snap["fires"]):
+            if not raw:
+                continue  # no scheduler has seen this schedule yet
+            assert dag.schedule is not None
+            last = _dt.datetime.fromtimestamp(int(raw), _dt.timezone.utc)
+            due = dag.schedule.next_fire(last)
+            lag.add_metric([dag.name], max(0.0, (now - due).total_seconds()))
+        return lag
+
+
+def registry_for(conn: redis.Redis, dags: Iterable[Dag] = (),
+                 heartbeat: float = 5.0) -> CollectorRegistry:
+    """A registry holding only the Plankton collector (no process metrics: with several
+    API replicas those would describe whichever replica was scraped)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(PlanktonCollector(conn, dags, heartbeat))
+    return reg
+
+
+def scrape(registry: CollectorRegistry) -> bytes:
+    """The exposition text of one scrape."""
+    return generate_latest(registry)

@@ -1,0 +1,101 @@
+"""PLANKTON_LOG_FORMAT=json: every line each process writes is one JSON object."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from plankton import logsetup
+from plankton.errors import ConfigError
+from tests.cluster import ROOT
+from tests.servers import free_port, wait_for
+
+
+def _objects(text: str) -> list[dict]:
+    """Every non-empty line parsed as JSON (a line that is not fails the test, named)."""
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pytest.fail(f"not a JSON line: {line!r}")
+    for obj in out:
+        assert {"ts", "level", "role", "msg", "logger", "pid"} <= set(obj), obj
+    return out
+
+
+def test_worker_and_scheduler_log_json_with_run_and_task_ids(cluster, client, tmp_path: Path):
+    cluster.imports = ["tests.tasks", "tests.obs_tasks"]
+    client.registry.add_module("tests.obs_tasks")
+    sched = cluster.scheduler("sj", PLANKTON_LOG_FORMAT="json")
+    worker = cluster.worker("wj", PLANKTON_LOG_FORMAT="json")
+    run_id = client.submit("obs_talk")
+    assert client.wait(run_id, timeout=60)["status"] == "succeeded"
+    for proc in (worker, sched):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    lines = {p.name.split("-")[0]: _objects(p.read_text()) for p in tmp_path.glob("*.log")}
+    assert {o["role"] for o in lines["sj"]} == {"scheduler"}
+    assert {o["role"] for o in lines["wj"]} == {"worker"}
+    assert any("leads" in o["msg"] for o in lines["sj"])
+    talk = [o for o in lines["wj"] if "talking from a task" in o["msg"]]
+    assert len(talk) == 1
+    assert talk[0]["run_id"] == run_id and talk[0]["task_id"] == "0"
+    assert talk[0]["attempt"] == 1 and talk[0]["level"] == "info"
+    started = [o for o in lines["wj"] if "serving" in o["msg"]]
+    assert started and "run_id" not in started[0]   # only lines about a task carry its ids
+
+
+def test_api_logs_json_including_uvicorn_access_lines(redis_url):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLANKTON_")}
+    env.update(PLANKTON_LOG_FORMAT="json", PLANKTON_REDIS_URL=redis_url,
+               PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "plankton.api", "--import", "tests.tasks",
+                             "--port", str(port)], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=30, what="the API to answer")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            assert b"plankton_workers_live" in resp.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    objs = _objects(out)
+    assert {o["role"] for o in objs} == {"api"}
+    assert any(o["logger"] == "uvicorn.access" and "/metrics" in o["msg"] for o in objs)
+
+
+def test_text_stays_the_default_and_a_bad_format_is_named():
+    stream = io.StringIO()
+    assert logsetup.configure("worker", "INFO", logsetup.log_format({}), stream=stream) == "text"
+    logging.getLogger("plankton.test").info("plain line")
+    assert "plain line" in stream.getvalue() and not stream.getvalue().startswith("{")
+    with pytest.raises(ConfigError, match="PLANKTON_LOG_FORMAT='yaml'"):
+        logsetup.log_format({"PLANKTON_LOG_FORMAT": "yaml"})
+    stream = io.StringIO()
+    logsetup.configure("scheduler", "INFO", "json", stream=stream)
+    try:
+        raise ValueError("multi\nline")
+    except ValueError:
+        logging.getLogger("plankton.test").exception("with a traceback")
+    (obj,) = _objects(stream.getvalue())
+    assert obj["role"] == "scheduler" and "ValueError: multi\nline" in obj["exc"]
+    logging.getLogger().handlers.clear()
