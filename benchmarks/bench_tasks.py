@@ -92,3 +92,10 @@ def scale(leaves: int, mids: int) -> pk.Task:
 
 def sleepers(n: int, seconds: float) -> pk.Task:
     return BCount().add_children(*(BSleep(i=i, seconds=seconds) for i in range(n)))
+
+
+@pk.dag
+def flat(n: int = 1000) -> pk.Task:
+    """``n`` leaves under one parent, by name: the user path of fanin-1000, wide-10k and
+    scale-100k-flat (``Client.submit("flat", params={"n": n})``)."""
+    return fanin(n)

@@ -182,7 +182,13 @@ class Task:
 
     # -- tree ---------------------------------------------------------------------------
     def add_children(self, *tasks: "Task") -> "Task":
-        """Add children; returns ``self`` so trees read as nested expressions."""
+        """Add children; returns ``self`` so trees read as nested expressions.
+
+        Every check is O(1) per child (a child already placed has ``parent`` set), and a
+        cycle is found here, where the tree is built, by walking this task's ancestors once
+        per call: adding a task that is the root of this task's own tree closes a loop.
+        """
+        ancestors: list[Task] | None = None
         for child in tasks:
             if not isinstance(child, Task):
                 raise DagError(f"{self.task_name}.add_children: {child!r} is not a pk.Task",
@@ -190,16 +196,37 @@ class Task:
             if child is self:
                 raise DagError(f"cycle: {self.task_name} added as its own child",
                                [self.task_name])
-            if any(c is child for c in self.children):
+            if child.parent is self:
                 raise DagError(f"task {child.task_name} added twice to {self.task_name}",
                                [child.task_name, self.task_name])
             if child.parent is not None:
                 raise DagError(
                     f"task {child.task_name} has two parents: {child.parent.task_name} and "
                     f"{self.task_name}", [child.task_name, child.parent.task_name, self.task_name])
+            if child.children:  # only a task with children can be one of our ancestors
+                if ancestors is None:
+                    ancestors = self._ancestors()
+                if ancestors[-1] is child:  # the only parentless ancestor: our tree's root
+                    path = [*reversed(ancestors), child]
+                    names = [n.task_name for n in path]
+                    raise DagError(f"cycle: {' -> '.join(names)}", names)
             child.parent = self
             self.children.append(child)
         return self
+
+    def _ancestors(self) -> "list[Task]":
+        """This task, its parent, its parent's parent ... up to the root (the last item)."""
+        chain: list[Task] = [self]
+        seen = {id(self)}
+        node = self.parent
+        while node is not None:
+            if id(node) in seen:  # parent pointers edited by hand into a loop
+                names = [n.task_name for n in chain]
+                raise DagError(f"cycle: {' -> '.join(names)}", names)
+            seen.add(id(node))
+            chain.append(node)
+            node = node.parent
+        return chain
 
     def walk(self) -> "Iterable[Task]":
         """Every task of the subtree in depth-first post-order (children before parents)."""
@@ -265,30 +292,34 @@ def validate_tree(root: Task) -> list[Task]:
         raise DagError(f"a DAG must return a pk.Task, got {type(root).__name__}")
     order: list[Task] = []
     seen: set[int] = set()
-    on_path: list[Task] = []
-
-    def visit(node: Task) -> None:
-        if any(n is node for n in on_path):
-            cycle = on_path[next(i for i, n in enumerate(on_path) if n is node):] + [node]
-            names = [n.task_name for n in cycle]
-            raise DagError(f"cycle: {' -> '.join(names)}", names)
-        if id(node) in seen:
-            raise DagError(f"task {node.task_name} appears twice in the tree", [node.task_name])
-        seen.add(id(node))
-        on_path.append(node)
-        for child in node.children:
-            visit(child)
-        on_path.pop()
-        order.append(node)
-
-    import sys
-
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 20000))
-    try:
-        visit(root)
-    finally:
-        sys.setrecursionlimit(limit)
+    on_path: set[int] = set()
+    path: list[Task] = [root]
+    stack: list[tuple[Task, int]] = [(root, 0)]
+    seen.add(id(root))
+    on_path.add(id(root))
+    while stack:  # iterative depth-first walk: O(n), no recursion limit for deep chains
+        node, i = stack[-1]
+        children = node.children
+        if i < len(children):
+            stack[-1] = (node, i + 1)
+            child = children[i]
+            key = id(child)
+            if key in on_path:
+                start = next(j for j, n in enumerate(path) if n is child)
+                names = [n.task_name for n in [*path[start:], child]]
+                raise DagError(f"cycle: {' -> '.join(names)}", names)
+            if key in seen:
+                raise DagError(f"task {child.task_name} appears twice in the tree",
+                               [child.task_name])
+            seen.add(key)
+            on_path.add(key)
+            path.append(child)
+            stack.append((child, 0))
+        else:
+            stack.pop()
+            path.pop()
+            on_path.discard(id(node))
+            order.append(node)
     if root.parent is not None:
         raise DagError(f"task {root.task_name} has a parent and cannot be a root",
                        [root.task_name])

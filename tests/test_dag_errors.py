@@ -8,14 +8,53 @@ import plankton as pk
 from tests import tasks
 
 
-def test_cycle_is_a_dag_error_naming_the_tasks(client, r):
+def test_cycle_is_a_dag_error_naming_the_tasks():
     a, b = tasks.Relay(), tasks.Count()
     a.add_children(b)
-    b.add_children(a)
     with pytest.raises(pk.DagError) as err:
-        client.submit(a)
+        b.add_children(a)
     assert "Relay" in str(err.value) and "Count" in str(err.value)
-    assert r.dbsize() == 0
+    assert b.children == [] and a.parent is None  # the bad edge was not added
+
+
+def test_long_cycle_found_where_the_tree_is_built_with_redis_down():
+    """The ancestors of the new parent are walked in add_children: a cycle is a DagError
+    naming every task on it, before any client exists (here Redis is not even running)."""
+    from tests.servers import free_port
+
+    top, mid, low = tasks.Collect(), tasks.Relay(), tasks.Count()
+    top.add_children(mid.add_children(low))
+    with pytest.raises(pk.DagError) as err:
+        low.add_children(top)
+    assert [n for n in err.value.tasks] == ["Collect", "Relay", "Count", "Collect"]
+    # A loop made by editing ``children`` by hand is still refused at submit, as a DagError
+    # and not as the ConnectionFailed of the Redis that is down.
+    low.children.append(top)
+    client = pk.Client(f"redis://127.0.0.1:{free_port()}/0", check_connection=False)
+    with pytest.raises(pk.DagError):
+        client.submit(top)
+
+
+def test_a_parent_of_100000_children_builds_and_validates():
+    """Duplicate, two-parent and cycle checks are O(1) per child (the speed is measured in
+    benchmarks/control_plane.py, not asserted here)."""
+    from plankton.task import validate_tree
+
+    leaves = [tasks.Leaf(i=i) for i in range(100_000)]
+    root = tasks.Count().add_children(*leaves)
+    order = validate_tree(root)
+    assert len(order) == 100_001 and order[-1] is root and order[0] is leaves[0]
+    with pytest.raises(pk.DagError) as err:
+        root.add_children(leaves[-1])
+    assert "twice" in str(err.value)
+    with pytest.raises(pk.DagError) as err:
+        tasks.Collect().add_children(leaves[50_000])
+    assert "two parents" in str(err.value)
+    # A deep chain is walked without recursion.
+    chain = tasks.Relay()
+    for _ in range(30_000):
+        chain = tasks.Relay().add_children(chain)
+    assert len(validate_tree(chain)) == 30_001
 
 
 def test_task_added_twice_is_a_dag_error():
