@@ -75,7 +75,8 @@ COUNTERS: dict[str, Family] = {f.field: f for f in (
            "Attempts declared lost because their worker stopped renewing the lease.",
            ("family",)),
     Family("fenced_writes", "plankton_fenced_writes",
-           "Writes refused because they came from a superseded attempt, by operation.",
+           "Writes refused because they came from a superseded attempt or an ended run, by "
+           "operation (emit, finish, fail, read); lease renewals are not counted.",
            ("op",)),
     Family("webhooks", "plankton_webhook_deliveries",
            "Webhook delivery attempts, by outcome (sent, failed, gave_up).", ("outcome",)),

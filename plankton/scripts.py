@@ -12,15 +12,61 @@ succeeded | failed | retrying (-> ready) | cancelled.
 
 from __future__ import annotations
 
+from . import keys
+from .metrics import RUN_BUCKETS, TASK_BUCKETS, lua_buckets
+
+#: Metrics (plankton/metrics.py): counters and histogram buckets HINCRBY'd into one hash, in
+#: the same script as the transition they count; tasks queued and not started in one zset
+#: per queue (queue latency).
+_METRICS = r"""
+local MKEY, WPREFIX, WQUEUES = '%(metrics)s', '%(waiting)s', '%(waiting_queues)s'
+local TASK_BUCKETS, RUN_BUCKETS = %(task_buckets)s, %(run_buckets)s
+local function mcount(name, a, b)
+  local f = name .. '\31' .. a
+  if b then f = f .. '\31' .. b end
+  redis.call('HINCRBY', MKEY, f, 1)
+end
+local function mobserve(name, bounds, secs, a, b)
+  local i = #bounds + 1
+  for j = 1, #bounds do if secs <= bounds[j] then i = j; break end end
+  redis.call('HINCRBY', MKEY, name .. '_b\31' .. a .. '\31' .. b .. '\31' .. i, 1)
+  redis.call('HINCRBYFLOAT', MKEY, name .. '_sum\31' .. a .. '\31' .. b, secs)
+end
+-- A task reached a final state; ``ran``: observe its attempt's duration too.
+local function task_ended(k, state, now, ran)
+  local f = redis.call('HMGET', k, 'family', 'started_at')
+  mcount('tasks_ended', f[1] or '?', state)
+  if ran and f[2] then
+    mobserve('task_seconds', TASK_BUCKETS, (now - tonumber(f[2])) / 1000, f[1] or '?', state)
+  end
+end
+local function run_ended(status, now)
+  local r = redis.call('HMGET', RUNKEY, 'dag', 'started_at', 'submitted_at')
+  local from = tonumber(r[2] or r[3] or now) or now
+  mcount('runs_ended', r[1] or '?', status)
+  mobserve('run_seconds', RUN_BUCKETS, (now - from) / 1000, r[1] or '?', status)
+end
+local function waiting_add(t, queue, now)
+  redis.call('ZADD', WPREFIX .. queue, now, RUN_ID .. '/' .. t)
+  redis.call('SADD', WQUEUES, queue)
+end
+local function waiting_del(t, queue)
+  if queue then redis.call('ZREM', WPREFIX .. queue, RUN_ID .. '/' .. t) end
+end
+""" % {"metrics": keys.METRICS, "waiting": keys.waiting(""), "waiting_queues": keys.WAITING_QUEUES,
+       "task_buckets": lua_buckets(TASK_BUCKETS), "run_buckets": lua_buckets(RUN_BUCKETS)}
+
 #: Shared Lua helpers, prepended to every script.
 _PRELUDE = r"""
 local RUNKEY = KEYS[1]
 local P = string.sub(RUNKEY, 1, #RUNKEY - 3)
+local RUN_ID = string.match(RUNKEY, '{(.*)}')
 local function tkey(t) return P .. 't:' .. t end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+""" + _METRICS + r"""
 local function run_live()
   local s = redis.call('HGET', RUNKEY, 'status')
   return s == 'queued' or s == 'running'
@@ -31,6 +77,7 @@ local function end_run(status, err, result, now)
   if result then redis.call('HSET', RUNKEY, 'result', result) end
   redis.call('RPUSH', P .. 'done', status)
   redis.call('PEXPIRE', P .. 'done', 86400000)
+  run_ended(status, now)
 end
 -- A consumer that read values of a failed attempt restarts, and so on up the tree.
 local function restart_consumers(child, cattempt)
@@ -53,12 +100,19 @@ end
 -- One attempt failed: retry it or fail it and its ancestors for good.
 local function fail_task(t, attempt, kind, err, backoff, max_lost, now)
   local k = tkey(t)
-  local st = redis.call('HMGET', k, 'state', 'attempt', 'retries', 'parent', 'name')
-  if st[2] ~= attempt or (st[1] ~= 'running' and st[1] ~= 'queued') then return 'FENCED' end
+  local st = redis.call('HMGET', k, 'state', 'attempt', 'retries', 'parent', 'name', 'family',
+    'queue')
+  if st[2] ~= attempt or (st[1] ~= 'running' and st[1] ~= 'queued') then
+    mcount('fenced_writes', 'fail')
+    return 'FENCED'
+  end
+  if st[1] == 'queued' then waiting_del(t, st[7]) end
+  if kind == 'lost' then mcount('lost_leases', st[6] or '?') end
   redis.call('ZREM', P .. 'leases', t)
   redis.call('HSET', k, 'error', err, 'ended_at', now)
   if not run_live() then
     redis.call('HSET', k, 'state', 'cancelled')
+    task_ended(k, 'cancelled', now, false)
     return 'ENDED'
   end
   local retry
@@ -77,14 +131,17 @@ local function fail_task(t, attempt, kind, err, backoff, max_lost, now)
     redis.call('HINCRBY', k, 'attempt', 1)
     redis.call('ZADD', P .. 'retry', now + tonumber(backoff), t)
     restart_consumers(t, attempt)
+    mcount('task_retries', st[6] or '?', kind)
     return 'RETRY'
   end
   redis.call('HSET', k, 'state', 'failed')
+  task_ended(k, 'failed', now, st[1] == 'running')
   local child, p = st[5], st[4]
   while p and p ~= '' do
     local pk = tkey(p)
     redis.call('HSET', pk, 'state', 'failed', 'ended_at', now,
       'error', 'UpstreamFailed: child task ' .. child .. ' failed: ' .. err)
+    task_ended(pk, 'failed', now, false)
     redis.call('HINCRBY', pk, 'attempt', 1)
     redis.call('ZREM', P .. 'leases', p)
     child = redis.call('HGET', pk, 'name')
@@ -124,6 +181,7 @@ local function claim(t, a)
   redis.call('ZADD', P .. 'leases', now + lease, t)
   local f = redis.call('HMGET', k, 'family', 'params', 'parent', 'n_children', 'timeout',
     'name', 'queue', 'counted')
+  waiting_del(t, f[7])
   table.insert(claimed, {t, a, f[1], f[2], f[3], f[4], f[5], f[6], f[7]})
   if f[3] == '' or f[8] == '1' then return end
   redis.call('HSET', k, 'counted', '1')
@@ -156,6 +214,7 @@ if live then
 end
 if #claimed > 0 and redis.call('HGET', RUNKEY, 'status') == 'queued' then
   redis.call('HSET', RUNKEY, 'status', 'running', 'started_at', now)
+  mcount('runs_started', redis.call('HGET', RUNKEY, 'dag') or '?')
 end
 return {claimed, released}
 """
@@ -176,6 +235,7 @@ if not run_live() then return {'ENDED', {}} end
 local now = now_ms()
 for i = first, #ARGV, 2 do
   redis.call('HSET', tkey(ARGV[i]), 'state', 'queued', 'queued_at', now)
+  waiting_add(ARGV[i], redis.call('HGET', tkey(ARGV[i]), 'queue'), now)
   redis.call('ZREM', P .. 'ready', ARGV[i])
   redis.call('HINCRBY', P .. 'enq', ARGV[i] .. ':' .. ARGV[i + 1], 1)
 end
@@ -218,7 +278,10 @@ EMIT = _PRELUDE + r"""
 local t, a, seq, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local k = tkey(t)
 local st = redis.call('HMGET', k, 'state', 'attempt', 'seq', 'parent')
-if not run_live() or st[1] ~= 'running' or st[2] ~= a then return 'FENCED' end
+if not run_live() or st[1] ~= 'running' or st[2] ~= a then
+  mcount('fenced_writes', 'emit')
+  return 'FENCED'
+end
 if seq <= tonumber(st[3] or '0') then return 'DUP' end
 if seq > tonumber(st[3] or '0') + 1 then
   rolled_back(t, a, 'batches it had emitted')
@@ -245,7 +308,10 @@ FINISH = _PRELUDE + r"""
 local t, a, seq, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local k = tkey(t)
 local st = redis.call('HMGET', k, 'state', 'attempt', 'seq', 'parent')
-if not run_live() or st[1] ~= 'running' or st[2] ~= a then return 'FENCED' end
+if not run_live() or st[1] ~= 'running' or st[2] ~= a then
+  mcount('fenced_writes', 'finish')
+  return 'FENCED'
+end
 if seq ~= tonumber(st[3] or '0') + 1 then
   rolled_back(t, a, 'batches it had emitted')
   return 'FENCED'
@@ -262,6 +328,7 @@ if n > 0 and seq > tonumber(st[3] or '0') then
 end
 redis.call('HSET', k, 'state', 'succeeded', 'ended_at', now, 'result', ARGV[6],
   'consumed', ARGV[7])
+task_ended(k, 'succeeded', now, true)
 redis.call('ZREM', P .. 'leases', t)
 redis.call('DEL', P .. 'ch:' .. t, P .. 'took:' .. t)
 if parent ~= '' then
@@ -282,6 +349,7 @@ local t, a = ARGV[1], ARGV[2]
 local k = tkey(t)
 local st = redis.call('HMGET', k, 'state', 'attempt', 'cursor', 'cursor_prev')
 if not run_live() or st[1] ~= 'running' or st[2] ~= a then
+  mcount('fenced_writes', 'read')
   return {'FENCED', st[1] or '', redis.call('HGET', k, 'error') or ''}
 end
 -- The reader resumes where its last READ ended (or repeats that READ after a lost reply).
@@ -386,9 +454,11 @@ SETTLE = _PRELUDE + r"""
 local n = 0
 for i = 1, #ARGV do
   local k = tkey(ARGV[i])
-  local s = redis.call('HGET', k, 'state')
-  if s ~= 'succeeded' and s ~= 'failed' and s ~= 'cancelled' then
+  local s = redis.call('HMGET', k, 'state', 'queue')
+  if s[1] ~= 'succeeded' and s[1] ~= 'failed' and s[1] ~= 'cancelled' then
     redis.call('HSET', k, 'state', 'cancelled')
+    if s[1] == 'queued' then waiting_del(ARGV[i], s[2]) end
+    task_ended(k, 'cancelled', 0, false)
     n = n + 1
   end
 end
