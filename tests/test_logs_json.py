@@ -37,14 +37,17 @@ def _objects(text: str) -> list[dict]:
 def test_worker_and_scheduler_log_json_with_run_and_task_ids(cluster, client, tmp_path: Path):
     cluster.imports = ["tests.tasks", "tests.obs_tasks"]
     client.registry.add_module("tests.obs_tasks")
-    sched = cluster.scheduler("sj", PLANKTON_LOG_FORMAT="json")
-    worker = cluster.worker("wj", PLANKTON_LOG_FORMAT="json")
+    cluster.scheduler("sj", PLANKTON_LOG_FORMAT="json")
+    cluster.worker("wj", PLANKTON_LOG_FORMAT="json")
     run_id = client.submit("obs_talk")
     assert client.wait(run_id, timeout=60)["status"] == "succeeded"
-    for proc in (worker, sched):
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
-    lines = {p.name.split("-")[0]: _objects(p.read_text()) for p in tmp_path.glob("*.log")}
+    logs = {"sj": tmp_path / "sj-0.log", "wj": tmp_path / "wj-1.log"}
+    # each record is written and flushed as a whole line; wait for the ones looked at
+    wait_for(lambda: b"talking from a task" in logs["wj"].read_bytes(), timeout=30,
+             what="the task's line in the worker log")
+    wait_for(lambda: b"leads" in logs["sj"].read_bytes(), timeout=30,
+             what="the scheduler's lead line")
+    lines = {name: _objects(path.read_text()) for name, path in logs.items()}
     assert {o["role"] for o in lines["sj"]} == {"scheduler"}
     assert {o["role"] for o in lines["wj"]} == {"worker"}
     assert any("leads" in o["msg"] for o in lines["sj"])
