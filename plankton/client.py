@@ -18,12 +18,12 @@ import redis
 from . import codec, keys, runs
 from .connection import check, connect
 from .dag import Dag
-from .engine import Engine
 from .errors import DagError, NotFoundError, RunTimeout
 from .registry import Registry
 from .rerun import diff, recreate
 from .settings import Settings, load
 from .task import Task, place
+from .transitions import Transitions
 from .transport import Enqueuer, batch_size
 
 
@@ -52,7 +52,7 @@ class Client:
         if check_connection:
             check(self.conn, self.settings.url, self.settings.connect_attempts)
         self.registry = Registry(self.settings.imports)
-        self.engine = Engine(self.conn)
+        self.engine = Transitions(self.conn)
         self._workers, self._workers_at = 0, -10.0
         self._enqueuer: Enqueuer | None = None
         self._blocking: redis.Redis | None = None

@@ -4,13 +4,13 @@ A parameter value enters Plankton from Python (``Task(n=3)``), from the command 
 (``--param n=3``), from the HTTP API (JSON) and from a past run's metadata (msgpack), and it
 must mean the same on each: a rerun restores exactly the recorded value, and the task's
 identity hash (:mod:`plankton.hashing`) depends on its type as well as its value. So each
-declared type is compiled once, at ``Param(...)``, into a *kind* (:mod:`plankton.kinds`) that
+declared type is compiled once, at ``Param(...)``, into a *kind* (:mod:`plankton.paramtypes`) that
 checks Python values, parses text, reads JSON and writes/reads the msgpack wire form;
 :class:`Param` adds the name, the default and the error reporting
 (:class:`~plankton.errors.ParamError`, naming the task, the parameter, the value and the
 expected type).
 
-Deliberately strict (the kinds module says why): ``True`` is not an int, a datetime is not a
+Deliberately strict (the paramtypes module says why): ``True`` is not an int, a datetime is not a
 date, a naive datetime is refused, and the only coercion is int -> float for float parameters.
 """
 
@@ -22,10 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import ParamError
-from .kinds import INT_MAX as INT_MAX  # re-exported: the bounds were defined here
-from .kinds import INT_MIN as INT_MIN
-from .kinds import MAX_DEPTH as MAX_DEPTH
-from .kinds import Invalid, kind_for, short, type_repr
+from .paramtypes import INT_MAX as INT_MAX  # re-exported: the bounds were defined here
+from .paramtypes import INT_MIN as INT_MIN
+from .paramtypes import MAX_DEPTH as MAX_DEPTH
+from .paramtypes import Invalid, kind_for, short, type_repr
 
 __all__ = ["MISSING", "Param", "parse_assignment"]
 
@@ -46,7 +46,7 @@ class Param:
     """A typed parameter of a task (a class attribute of ``pk.Task``) or of a DAG.
 
     Parameters:
-        type: the declared type (one of :data:`plankton.kinds.SUPPORTED`); an unsupported
+        type: the declared type (one of :data:`plankton.paramtypes.SUPPORTED`); an unsupported
             one raises TypeError here.
         default: the value used when none is given; :data:`MISSING` makes the parameter
             required. It is validated here (ParamError if wrong) and copied on every read.

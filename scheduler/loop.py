@@ -20,9 +20,9 @@ import redis
 
 from plankton import codec, keys, runs
 from plankton.connection import connect
-from plankton.engine import Engine, backoff_ms
 from plankton.registry import Registry
 from plankton.settings import Settings
+from plankton.transitions import Transitions, backoff_ms
 from plankton.transport import ENTRY, Enqueuer, batch_size
 
 log = logging.getLogger("plankton.scheduler")
@@ -69,7 +69,7 @@ class Scheduler:
         self.clock = clock
         self.conn = connect(settings.url)
         self.blocking = connect(settings.url, blocking=True)
-        self.engine = Engine(self.conn)
+        self.engine = Transitions(self.conn)
         self.enqueuer = Enqueuer(self.conn)
         self.stop_requested = False
         self.leader = None

@@ -24,10 +24,10 @@ import redis
 
 from plankton import codec, keys, logsetup, runs
 from plankton.connection import connect
-from plankton.engine import Claimed, Engine, backoff_ms
 from plankton.errors import Fenced, NotFoundError, PlanktonError
 from plankton.registry import Registry
 from plankton.settings import Settings
+from plankton.transitions import Claimed, Transitions, backoff_ms
 from plankton.transport import Enqueuer
 
 from .runtime import FLUSH_AFTER, Runtime, SlotHold, ride_through
@@ -70,7 +70,7 @@ class Finisher:
     MAX_TASKS = 64
     MAX_WAIT = 0.02
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Transitions) -> None:
         self.engine = engine
         self.pending: list[tuple] = []
         self.since = 0.0
@@ -108,7 +108,7 @@ class Executor:
         self.host = socket.gethostname()
         self.conn = conn or connect(settings.url)
         self.blocking_conn = connect(settings.url, blocking=True)
-        self.engine = Engine(self.conn)
+        self.engine = Transitions(self.conn)
         self.enqueuer = Enqueuer(self.conn)
         self.slots = threading.Semaphore(max(1, settings.concurrency))
         self.pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="task")

@@ -21,7 +21,7 @@ from plankton.errors import Fenced, UpstreamFailed
 from plankton.task import TaskContext
 
 if TYPE_CHECKING:  # pragma: no cover
-    from plankton.engine import Claimed
+    from plankton.transitions import Claimed
 
     from .executor import Executor
 

@@ -22,7 +22,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.utils import current_timestamp, now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
-from plankton.engine import Engine
+from plankton.transitions import Transitions
 from plankton.transport import ENTRY, MsgpackSerializer
 
 from .executor import Executor
@@ -171,7 +171,7 @@ class PlanktonWorker(SimpleWorker):
     def _fail_named_tasks(self, job: Job, reason: str) -> None:
         try:
             run_id, pairs = job.args
-            engine = Engine(self.connection)
+            engine = Transitions(self.connection)
             for t, a in pairs:
                 engine.fail(str(run_id), str(t), int(a), "refused", reason, 0, 0)
         except Exception:  # noqa: BLE001 - a forged job may name nothing real

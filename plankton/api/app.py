@@ -28,13 +28,13 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from .. import __version__, keys, metrics, runs
+from ..catalog import describe_dags
 from ..client import Client
 from ..connection import connect
-from ..cron_info import describe_dags
 from ..dag import Dag
-from ..engine import Engine
 from ..errors import DagError, NotFoundError, ParamError, SerializationError
 from ..settings import Settings, load
+from ..transitions import Transitions
 from . import models
 from .handlers import add_error_handlers, invalid, param_error
 from .idempotency import Idempotency, IdempotencyKey
@@ -119,7 +119,7 @@ def _client(settings: Settings) -> Client:
     client.conn.close()
     client.conn = connect(settings.url, socket_connect_timeout=2, socket_timeout=10,
                           retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
-    client.engine = Engine(client.conn)
+    client.engine = Transitions(client.conn)
     return client
 
 

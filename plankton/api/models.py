@@ -31,7 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..dag import Dag
-from ..kinds import INT_MAX, INT_MIN
+from ..paramtypes import INT_MAX, INT_MIN
 from ..runs import RUN_STATES
 
 #: RFC 3339 date-time with a mandatory offset: what the schema's ``format: date-time`` promises.

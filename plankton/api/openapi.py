@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from ..kinds import INT_MAX, INT_MIN
+from ..paramtypes import INT_MAX, INT_MIN
 
 #: What a client can do with the run_id of a 201 (OpenAPI links; also guide stateful fuzzers).
 _RUN_LINKS = {

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from . import history, processes
 from .main import cli
+
+# Every command module defines its commands on its own; the group gathers them here (as
+# rq/cli/__init__.py does), so no command module imports the group's module or another one.
+for _command in (history.rerun_cmd, history.backfill_cmd, processes.worker_cmd,
+                 processes.scheduler_cmd, processes.api_cmd, processes.up_cmd):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:

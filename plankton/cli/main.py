@@ -1,4 +1,8 @@
-"""The command group and the commands that talk to Redis (run, show, runs, logs, ...)."""
+"""The command group and the commands that read and write runs (run, show, runs, logs, ...).
+
+The commands of the other modules are added to the group in ``plankton/cli/__init__.py``,
+so no command module imports another (no import cycle).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import sys
 import click
 
 from .. import runs
+from ..catalog import describe_dags
 from ..client import Client
 from . import render
 from .common import EXIT_RUN_FAILED, import_option, is_tty, parse_iso, parse_params, url_option
@@ -112,8 +117,6 @@ def cancel_cmd(run_id: str, url: str | None) -> None:
 def dags_cmd(as_json: bool, url: str | None, imports: tuple[str, ...]) -> None:
     """The DAGs found in the imports, with schedule and next fire time."""
     client = _client(url, imports)
-    from ..cron_info import describe_dags
-
     found = describe_dags(client)
     if as_json:
         render.print_json(found)
@@ -129,7 +132,3 @@ def dags_cmd(as_json: bool, url: str | None, imports: tuple[str, ...]) -> None:
             lr = d["last_run"]
             line += f"  last run {lr['run_id']} {lr['status']}"
         click.echo(line)
-
-
-from . import more, processes  # noqa: E402,F401  (register their commands)
-

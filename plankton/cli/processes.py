@@ -8,7 +8,7 @@ import sys
 import click
 
 from .common import import_option, url_option
-from .main import cli
+from .up import up
 
 
 def _exec_module(module: str, args: list[str]) -> None:
@@ -28,7 +28,7 @@ def _common(url: str | None, imports: tuple[str, ...]) -> list[str]:
     return args
 
 
-@cli.command("worker")
+@click.command("worker")
 @click.option("--queues", default="default", show_default=True, help="Comma-separated queues.")
 @click.option("--name", help="Worker name (default host-pid).")
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
@@ -48,7 +48,7 @@ def worker_cmd(queues: str, name: str | None, burst: bool, concurrency: int | No
     _exec_module("workers", args)
 
 
-@cli.command("scheduler")
+@click.command("scheduler")
 @click.option("--name", help="Scheduler name (default host-pid).")
 @url_option
 @import_option
@@ -60,7 +60,7 @@ def scheduler_cmd(name: str | None, url: str | None, imports: tuple[str, ...]) -
     _exec_module("scheduler", args)
 
 
-@cli.command("api")
+@click.command("api")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @url_option
@@ -72,7 +72,7 @@ def api_cmd(host: str, port: int, url: str | None, imports: tuple[str, ...]) -> 
     raise SystemExit(serve(host, port, url, imports))
 
 
-@cli.command("up")
+@click.command("up")
 @click.option("--workers", "n_workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
               help="API port (0: no API).")
@@ -84,6 +84,4 @@ def api_cmd(host: str, port: int, url: str | None, imports: tuple[str, ...]) -> 
 def up_cmd(n_workers: int, port: int, run_dag: str | None, params: tuple[str, ...],
            data_dir: str, imports: tuple[str, ...]) -> None:
     """Start a private Redis, a scheduler, N workers and the API on this machine."""
-    from ..up import up
-
     raise SystemExit(up(imports, n_workers, port, run_dag, params, data_dir))

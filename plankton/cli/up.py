@@ -21,10 +21,14 @@ from pathlib import Path
 
 import click
 
-from . import logsetup
-from .connection import connect
+from .. import logsetup
+from ..client import Client
+from ..connection import connect
+from ..registry import Registry
+from .common import parse_params
+from .follow import follow
 
-log = logging.getLogger("plankton.up")
+log = logging.getLogger(__name__)
 
 
 def _say(message: str, err: bool = False) -> None:
@@ -113,14 +117,10 @@ def up(imports: tuple[str, ...], n_workers: int, port: int, run_dag: str | None,
     imports = imports or tuple(m for m in os.environ.get("PLANKTON_IMPORTS", "").split(",") if m)
     if not imports:
         raise click.UsageError("give the task code with --import MODULE (or PLANKTON_IMPORTS)")
-    from .registry import Registry
-
     logsetup.configure("up")
     registry = Registry(imports)
     if run_dag is not None:
         registry.dag(run_dag)
-    from .cli.common import parse_params
-
     texts = parse_params(params)
     stack = Stack(Path(data_dir).resolve())
     stopping = False
@@ -171,16 +171,13 @@ def _has_api() -> bool:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
 
-        from . import api  # noqa: F401
+        from .. import api  # noqa: F401
     except ImportError:
         return False
     return True
 
 
 def _run_once(url: str, imports: tuple[str, ...], dag: str, texts: dict[str, str]) -> int:
-    from .cli.follow import follow
-    from .client import Client
-
     client = Client(url, imports=imports)
     run_id = client.submit_parsed(dag, texts)
     click.echo(f"run {run_id} of {dag} submitted")

@@ -1,4 +1,5 @@
-"""Commands of later capabilities: rerun and backfill."""
+"""Commands that run the past again: ``rerun`` (one past run) and ``backfill`` (a range of
+schedule intervals)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from ..client import Client
 from . import render
 from .common import EXIT_RUN_FAILED, import_option, is_tty, parse_iso, parse_params, url_option
 from .follow import follow
-from .main import cli
 
 
-@cli.command("rerun")
+@click.command("rerun")
 @click.argument("run_id")
 @click.option("--param", "params", multiple=True, metavar="TASK.PARAM=V",
               help="Override a param of every task named TASK (or the task with id TASK).")
@@ -62,7 +62,7 @@ def _print_diff(result: dict) -> None:
     click.echo("nothing submitted (--dry-run)")
 
 
-@cli.command("backfill")
+@click.command("backfill")
 @click.argument("dag")
 @click.option("--since", required=True, help="Range start (ISO).")
 @click.option("--to", "to", required=True, help="Range end (ISO).")

@@ -1,4 +1,4 @@
-"""Kinds: how each declared parameter type checks, parses, reads and writes its values.
+"""Parameter types ("kinds"): how each declared type checks, parses, reads and writes values.
 
 :class:`plankton.params.Param` compiles its declared type once, with :func:`kind_for`, into a
 :class:`Kind`: an object that checks Python values, parses command-line text, reads JSON and

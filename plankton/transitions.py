@@ -1,4 +1,4 @@
-"""Python face of the Lua state machine (``scripts``): one method per transition.
+"""The task state transitions, Python side: one method per Lua script of ``scripts``.
 
 Scheduler, workers and clients all go through this class, so each state change is one
 round trip and one atomic compare-and-set in Redis.
@@ -40,7 +40,7 @@ def backoff_ms(attempt: int, base: float, cap: float) -> int:
     return int(delay * 1000 * (0.5 + random.random() / 2))
 
 
-class Engine:
+class Transitions:
     """Registered scripts on one connection."""
 
     def __init__(self, conn: redis.Redis) -> None:
