@@ -102,3 +102,24 @@ def test_text_stays_the_default_and_a_bad_format_is_named():
     (obj,) = _objects(stream.getvalue())
     assert obj["role"] == "scheduler" and "ValueError: multi\nline" in obj["exc"]
     logging.getLogger().handlers.clear()
+
+
+def test_up_and_the_processes_it_starts_log_json(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLANKTON_")}
+    env.update(PLANKTON_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
+    out = tmp_path / "up.log"
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "plankton.cli", "up", "--import",
+                                 "tests.tasks", "--workers", "1", "--port", "0", "--dir",
+                                 str(tmp_path / "pk")], cwd=ROOT, env=env, stdout=sink,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: b"Ctrl-C stops everything" in out.read_bytes()
+                 and b"serving default" in out.read_bytes(), timeout=60,
+                 what="up's banner and its worker's start line")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    objs = _objects(out.read_text())
+    assert {"up", "worker"} <= {o["role"] for o in objs}
+    assert any(o["role"] == "up" and o["msg"] == "stopping..." for o in objs)

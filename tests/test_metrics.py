@@ -118,6 +118,11 @@ def test_counters_and_histograms_move_by_exactly_what_happened(cluster, client, 
         got = delta.get(("plankton_task_duration_seconds_sum", labels), 0.0)
         assert got == pytest.approx(total, abs=1e-6)
     assert _value(after, "plankton_runs_active", dag="obs_ok", status="running") == 0
+    # a second API replica (a fresh process's app) serves the same counters
+    with TestClient(create_app(client.settings.url, IMPORTS)) as replica:
+        again = _samples(replica.get("/metrics").text)
+    counted = [k for k in after if k[0].endswith(("_total", "_count", "_sum", "_bucket"))]
+    assert {k: again.get(k) for k in counted} == {k: after[k] for k in counted}
 
 
 def test_queue_latency_rises_while_no_worker_runs_and_falls_when_one_starts(
