@@ -36,13 +36,13 @@ _CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
 _CONTEXT_FIELDS = ("run_id", "task_id", "attempt", "task")
 
 
-def tag(**fields: Any) -> contextvars.Token:
+def tag(**fields: Any) -> contextvars.Token[dict[str, Any] | None]:
     """Tag every record logged from now on in this thread with ``fields`` (run_id, task_id,
     attempt, task) until :func:`untag` is given the returned token."""
     return _CONTEXT.set({**(_CONTEXT.get() or {}), **fields})
 
 
-def untag(token: contextvars.Token) -> None:
+def untag(token: contextvars.Token[dict[str, Any] | None]) -> None:
     _CONTEXT.reset(token)
 
 

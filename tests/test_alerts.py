@@ -91,6 +91,7 @@ def test_webhook_reaches_the_receiver_once_through_two_failures_and_a_leader_sig
         wait_for(lambda: r.hget(keys.alerts(run_id), member) == b"sent", timeout=30,
                  what="delivery recorded as sent")
         assert r.hget(keys.alerts(run_id), f"tries:{receiver.url}") == b"3"
+        assert _leader_process(cluster, r, procs)[0] != name   # the standby sent the rest
         # the success callable ran once, in a scheduler (perhaps after the claim of the
         # killed leader expired)
         hook = json.dumps([ok_id, alerts.identity(on_ok)])
