@@ -38,7 +38,7 @@ from typing import Any
 
 import redis
 
-from . import codec, keys, metrics, runs
+from . import codec, keys, metrics, runs, scripts
 from .connection import redact
 from .dag import Dag
 from .errors import Fenced
@@ -57,41 +57,8 @@ MAX_ERROR_CHARS = 2000
 #: Longest wait between two tries of one delivery (s).
 BACKOFF_CAP = 300.0
 
-#: Fenced (see leader.fenced_call). KEYS: run hash, alerts hash, outbox. ARGV: now ms, then
-#: the outbox members. Records the run end's deliveries once: returns 1 the first time, 0
-#: after (the run's ``alerted`` marker is set).
-ENQUEUE_LUA = r"""
-if redis.call('HSETNX', KEYS[1], 'alerted', ARGV[1]) == 0 then return 0 end
-for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[i])
-  redis.call('HSET', KEYS[2], ARGV[i], 'pending')
-end
-return 1
-"""
 
-#: Fenced. KEYS: outbox. ARGV: claim ms, max. Due members get their score moved to now +
-#: claim ms (no one else sends them meanwhile); returns {member, ...}.
-CLAIM_LUA = r"""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), m) end
-return due
-"""
 
-#: KEYS: outbox, alerts hash. ARGV: member, state, retry-in ms ('' = done). Not fenced: what
-#: happened at the receiver is a fact whoever leads now.
-RECORD_LUA = r"""
-if ARGV[3] == '' then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-else
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[3]), ARGV[1])
-end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return 1
-"""
 
 
 class DeliveryFailed(Exception):
@@ -207,7 +174,7 @@ class Outbox:
 
     def __init__(self, conn: redis.Redis, settings: Settings, registry: Registry) -> None:
         self.conn, self.settings, self.registry = conn, settings, registry
-        self._record = conn.register_script(RECORD_LUA)
+        self._record = conn.register_script(scripts.OUTBOX_RECORD)
 
     # -- record ---------------------------------------------------------------------------
     def enqueue(self, run_id: str, epoch: int) -> int:
@@ -221,7 +188,7 @@ class Outbox:
         members = [json.dumps([run_id, d]) for d in dests]
         if not members:
             return 0
-        done = fenced_call(self.conn, epoch, ENQUEUE_LUA,
+        done = fenced_call(self.conn, epoch, scripts.OUTBOX_ENQUEUE,
                            [keys.run(run_id), keys.alerts(run_id), keys.OUTBOX],
                            [int(time.time() * 1000), *members])
         return len(members) if done else 0
@@ -231,7 +198,7 @@ class Outbox:
         """Claim due deliveries (fenced) and make them; returns how many were tried."""
         claim_ms = int((self.settings.webhook_timeout + 2) * 1000)
         try:
-            due = fenced_call(self.conn, epoch, CLAIM_LUA, [keys.OUTBOX],
+            due = fenced_call(self.conn, epoch, scripts.OUTBOX_CLAIM, [keys.OUTBOX],
                               [claim_ms, CLAIM_BATCH])
         except Fenced:
             return 0

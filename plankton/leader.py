@@ -5,7 +5,7 @@ renewed by compare-and-``PEXPIRE``) keeps the others idle, but a lease alone can
 safe: a leader that pauses (GC, SIGSTOP, a slow network) past its lease still believes it
 leads when it wakes. So each new leadership also ``INCR``\\s an epoch in the same script, and
 every scheduler write script first checks that the epoch it was given is still the current one
-(``FENCE_CHECK_LUA``). Redis runs scripts one at a time, so once a new leader has its epoch no
+(``scripts.FENCE_CHECK``). Redis runs scripts one at a time, so once a new leader has its epoch no
 write carrying an older epoch can land. The lease is an efficiency measure; the fence gives
 correctness (RELIABILITY.md section 4).
 
@@ -22,72 +22,17 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
+from . import scripts
 from .errors import Fenced
 from .keys import LEADER, LEADER_EPOCH
 
 #: Default lease of the leader key (ms); the leader should renew several times per lease.
 LEASE_MS = 5_000
 
-#: KEYS: leader, epoch. ARGV: token, lease ms. Returns the epoch if ``token`` leads, else nil.
-#: A holder renews (the epoch is unchanged); a free lease is taken and the epoch INCRed in the
-#: same script, so no other scheduler can take it in between.
-ACQUIRE_OR_RENEW_LUA = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  local epoch = redis.call('GET', KEYS[2])
-  if epoch then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return tonumber(epoch)
-  end
-elseif holder then
-  return false
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return redis.call('INCR', KEYS[2])
-"""
 
-#: KEYS: leader. ARGV: token. Deletes the lease only if ``token`` holds it; returns 1 or 0.
-RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
-#: KEYS: leader, epoch. ARGV: token, epoch. 1 iff ``token`` holds the lease at ``epoch``.
-IS_CURRENT_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
-  return 1
-end
-return 0
-"""
 
-#: Lua to embed at the top of a scheduler write script. Defines ``plankton_fence(key, epoch)``
-#: which returns an error reply starting with ``FENCED`` when the epoch stored at ``key``
-#: (``keys.LEADER_EPOCH``) is not ``epoch``, else nil. Use it as the script's first statement:
-#:
-#:     local fenced = plankton_fence(KEYS[1], ARGV[1]); if fenced then return fenced end
-#:
-#: redis-py raises the error reply as ``redis.ResponseError("FENCED ...")``.
-FENCE_CHECK_LUA = """
-local function plankton_fence(epoch_key, epoch)
-  local current = redis.call('GET', epoch_key)
-  if current ~= tostring(epoch) then
-    return redis.error_reply('FENCED scheduler epoch ' .. tostring(epoch) ..
-                             ' superseded by ' .. tostring(current))
-  end
-  return nil
-end
-"""
 
-#: Wraps a body for ``fenced_call``: the epoch key and epoch are taken off the front of KEYS
-#: and ARGV, so the body sees its own KEYS[1] and ARGV[1] unchanged.
-_FENCED_PRELUDE = FENCE_CHECK_LUA + """
-local plankton_epoch_key = table.remove(KEYS, 1)
-local plankton_epoch = table.remove(ARGV, 1)
-local plankton_fenced = plankton_fence(plankton_epoch_key, plankton_epoch)
-if plankton_fenced then return plankton_fenced end
-"""
 
 
 class Leadership:
@@ -105,9 +50,9 @@ class Leadership:
             raise ValueError(f"lease_ms must be positive, got {lease_ms}")
         self.conn, self.token, self.lease_ms = conn, token, lease_ms
         self.epoch: int | None = None
-        self._acquire = conn.register_script(ACQUIRE_OR_RENEW_LUA)
-        self._release = conn.register_script(RELEASE_LUA)
-        self._is_current = conn.register_script(IS_CURRENT_LUA)
+        self._acquire = conn.register_script(scripts.LEADER_ACQUIRE_OR_RENEW)
+        self._release = conn.register_script(scripts.LEADER_RELEASE)
+        self._is_current = conn.register_script(scripts.LEADER_IS_CURRENT)
 
     def __repr__(self) -> str:
         return f"Leadership(token={self.token!r}, epoch={self.epoch})"
@@ -151,7 +96,7 @@ def fenced_call(conn: redis.Redis, epoch: int, script_body: str, keys: Sequence[
     script = _FENCED_SCRIPTS.get(script_body)
     if script is None:
         script = _FENCED_SCRIPTS[script_body] = conn.register_script(
-            _FENCED_PRELUDE + script_body)
+            scripts.FENCED_PRELUDE + script_body)
     try:
         return script(keys=[LEADER_EPOCH, *keys], args=[epoch, *args], client=conn)
     except redis.ResponseError as exc:

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import redis
 
-from . import codec, keys
+from . import codec, keys, scripts
 from .hashing import tree_hash
 from .task import Task
 
@@ -91,32 +91,14 @@ def tree_hashes(plan: Plan) -> dict[str, str]:
     return out
 
 
-#: Fenced writes of a scheduler creating a cron run: KEYS[1] leader epoch, KEYS[2] the run
-#: hash; ARGV[1] the writer's epoch, then (key, n, field, value...)*. Writes nothing (returns
-#: 0) if the epoch moved on or the run already exists, so a paused old leader can neither
-#: create a fire time twice nor overwrite a run the new leader started.
-FENCED_WRITE = r"""
-if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 1 then
-  return 0
-end
-local i = 2
-while i <= #ARGV do
-  local key, n = ARGV[i], tonumber(ARGV[i + 1])
-  local op = ARGV[i + 2]
-  local args = {}
-  for j = i + 3, i + 2 + n do table.insert(args, ARGV[j]) end
-  redis.call(op, key, unpack(args))
-  i = i + 3 + n
-end
-return 1
-"""
 
 
 class FencedPipe:
-    """Collects writes and applies them with FENCED_WRITE (same interface as a pipeline)."""
+    """Collects writes and applies them with ``scripts.CREATE_RUN_FENCED`` (the interface of a
+    pipeline)."""
 
     def __init__(self, conn: redis.Redis, run_id: str, fence: tuple[str, int]) -> None:
-        self.script = conn.register_script(FENCED_WRITE)
+        self.script = conn.register_script(scripts.CREATE_RUN_FENCED)
         self.keys = [fence[0], keys.run(run_id)]
         self.epoch = fence[1]
         self.args: list[Any] = []

@@ -1,15 +1,36 @@
-"""Lua scripts: every state transition of a task is one atomic compare-and-set in Redis.
+"""All of Plankton's Lua, in one place: every Redis write that must be atomic is a script here.
 
-Each script checks the attempt number it was given against the task's hash (fencing): a
-write from a superseded attempt (lost lease, restart, cancel) returns FENCED and changes
-nothing. Emits carry a per-attempt sequence number, so a redis-py retry of a timed-out call
-cannot append twice. All keys a script touches belong to one run and share its ``{run_id}``
-hash tag; KEYS[1] is the run hash and the others are derived from its prefix.
+The task state machine comes first: every state transition of a task is one atomic
+compare-and-set. Each script checks the attempt number it was given against the task's hash
+(fencing): a write from a superseded attempt (lost lease, restart, cancel) returns FENCED and
+changes nothing. Emits carry a per-attempt sequence number, so a redis-py retry of a timed-out
+call cannot append twice. All keys a script touches belong to one run and share its
+``{run_id}`` hash tag; KEYS[1] is the run hash, task hashes are derived from its prefix, and
+every other key (a results channel, an RQ job) is passed as a further KEYS argument built by
+``keys`` (or ``transport`` for RQ's own keys).
 
 Task states: pending (waits for its children to start) -> ready -> queued -> running ->
 succeeded | failed | retrying (-> ready) | cancelled.
-"""
 
+Contents, in order:
+
+- ``_METRICS``, ``_PRELUDE``: Lua helpers prepended to every transition script.
+- Transitions (Python face: ``transitions.Transitions``; ENQUEUE and FORGET: ``transport``
+  and the worker): START, ENQUEUE, FORGET, EMIT, FINISH, READ, FAIL, RENEW, REAP, CANCEL,
+  SETTLE.
+- Scheduler leadership (``leader``): LEADER_ACQUIRE_OR_RENEW, LEADER_RELEASE,
+  LEADER_IS_CURRENT, FENCE_CHECK, FENCED_PRELUDE (what ``leader.fenced_call`` wraps).
+- Cron runs (``runs.FencedPipe``, ``scheduler/cron.py``): CREATE_RUN_FENCED, CRON_ADVANCE.
+- Webhook outbox (``alerts``): OUTBOX_ENQUEUE, OUTBOX_CLAIM, OUTBOX_RECORD.
+
+To add a script: put it in the section of its subject as an UPPER_CASE module constant, with a
+``#:`` comment above it naming its caller, its KEYS and ARGV and its replies; a transition
+starts with ``_PRELUDE +`` to get ``tkey``, ``now_ms``, ``run_live``, ``fail_task`` and the
+metric helpers. Register it once where it is called (``conn.register_script(scripts.NAME)``,
+as ``Transitions.__init__`` does). Key names come in as KEYS built by ``keys``; a new key or
+hash field also goes in the schema table of ``keys``. To add to an existing transition (a
+field, a counter), keep the addition a few self-contained lines so parallel changes merge.
+"""
 from __future__ import annotations
 
 from . import keys
@@ -273,6 +294,7 @@ return 1
 """
 
 #: Worker: append a batch of values to the parent's channel.
+#: KEYS[2] the parent's channel (``keys.channel``; unused for a root task).
 #: ARGV: task, attempt, seq, n, blob, cap. Returns OK | DUP | FULL | FENCED.
 EMIT = _PRELUDE + r"""
 local t, a, seq, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -295,7 +317,7 @@ if parent ~= '' then
     local unread = tonumber(ps[2] or '0') - tonumber(ps[3] or '0')
     if unread > 0 and unread + n > tonumber(ARGV[6]) then return 'FULL' end
   end
-  redis.call('XADD', P .. 'ch:' .. parent, '*', 'c', t, 'a', a, 'k', 'v', 'n', n, 'v', ARGV[5])
+  redis.call('XADD', KEYS[2], '*', 'c', t, 'a', a, 'k', 'v', 'n', n, 'v', ARGV[5])
   redis.call('HINCRBY', pk, 'produced', n)
 end
 redis.call('HSET', k, 'seq', seq)
@@ -303,7 +325,8 @@ redis.call('HINCRBY', k, 'emitted', n)
 return 'OK'
 """
 
-#: Worker: the attempt succeeded. ARGV: task, attempt, seq, n, blob, result, consumed.
+#: Worker: the attempt succeeded. KEYS[2] the parent's channel (unused for a root task),
+#: KEYS[3] the task's own channel (dropped). ARGV: task, attempt, seq, n, blob, result, consumed.
 FINISH = _PRELUDE + r"""
 local t, a, seq, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local k = tkey(t)
@@ -320,7 +343,7 @@ local now = now_ms()
 local parent = st[4]
 if n > 0 and seq > tonumber(st[3] or '0') then
   if parent ~= '' then
-    redis.call('XADD', P .. 'ch:' .. parent, '*', 'c', t, 'a', a, 'k', 'v', 'n', n, 'v', ARGV[5])
+    redis.call('XADD', KEYS[2], '*', 'c', t, 'a', a, 'k', 'v', 'n', n, 'v', ARGV[5])
     redis.call('HINCRBY', tkey(parent), 'produced', n)
   end
   redis.call('HINCRBY', k, 'emitted', n)
@@ -330,10 +353,10 @@ redis.call('HSET', k, 'state', 'succeeded', 'ended_at', now, 'result', ARGV[6],
   'consumed', ARGV[7])
 task_ended(k, 'succeeded', now, true)
 redis.call('ZREM', P .. 'leases', t)
-redis.call('DEL', P .. 'ch:' .. t, P .. 'took:' .. t)
+redis.call('DEL', KEYS[3], P .. 'took:' .. t)
 if parent ~= '' then
   local emitted = redis.call('HGET', k, 'emitted')
-  redis.call('XADD', P .. 'ch:' .. parent, '*', 'c', t, 'a', a, 'k', 'end', 'n', emitted)
+  redis.call('XADD', KEYS[2], '*', 'c', t, 'a', a, 'k', 'end', 'n', emitted)
   redis.call('HINCRBY', tkey(parent), 'n_done', 1)
 else
   end_run('succeeded', nil, ARGV[6], now)
@@ -342,6 +365,7 @@ return 'OK'
 """
 
 #: Worker: read the next entries of a parent's channel, keeping only current attempts.
+#: KEYS[2] the parent's (the reader's own) channel.
 #: ARGV: parent, attempt, after-id, count. Returns {'OK', last_id, values, ended_children}
 #: or {'FENCED', state, error}.
 READ = _PRELUDE + r"""
@@ -361,7 +385,7 @@ if ARGV[3] ~= '0-0' and ARGV[3] ~= (st[3] or '0-0') and ARGV[3] ~= (st[4] or '0-
 end
 local start = '-'
 if ARGV[3] ~= '0-0' then start = '(' .. ARGV[3] end
-local entries = redis.call('XRANGE', P .. 'ch:' .. t, start, '+', 'COUNT', tonumber(ARGV[4]))
+local entries = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', tonumber(ARGV[4]))
 local vals, ends, current, marked = {}, {}, {}, {}
 local last, read, taken = ARGV[3], 0, 0
 for _, e in ipairs(entries) do
@@ -463,4 +487,140 @@ for i = 1, #ARGV do
   end
 end
 return n
+"""
+
+
+# ---- Scheduler leadership (leader.py): a lease plus a fencing epoch -----------------------------
+
+#: KEYS: leader, epoch. ARGV: token, lease ms. Returns the epoch if ``token`` leads, else nil.
+#: A holder renews (the epoch is unchanged); a free lease is taken and the epoch INCRed in the
+#: same script, so no other scheduler can take it in between.
+LEADER_ACQUIRE_OR_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  local epoch = redis.call('GET', KEYS[2])
+  if epoch then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return tonumber(epoch)
+  end
+elseif holder then
+  return false
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('INCR', KEYS[2])
+"""
+
+#: KEYS: leader. ARGV: token. Deletes the lease only if ``token`` holds it; returns 1 or 0.
+LEADER_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+#: KEYS: leader, epoch. ARGV: token, epoch. 1 iff ``token`` holds the lease at ``epoch``.
+LEADER_IS_CURRENT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
+  return 1
+end
+return 0
+"""
+
+#: Scheduler write scripts: embedded at the top. Defines ``plankton_fence(key, epoch)``
+#: which returns an error reply starting with ``FENCED`` when the epoch stored at ``key``
+#: (``keys.LEADER_EPOCH``) is not ``epoch``, else nil. Use it as the script's first statement:
+#:
+#:     local fenced = plankton_fence(KEYS[1], ARGV[1]); if fenced then return fenced end
+#:
+#: redis-py raises the error reply as ``redis.ResponseError("FENCED ...")``.
+FENCE_CHECK = """
+local function plankton_fence(epoch_key, epoch)
+  local current = redis.call('GET', epoch_key)
+  if current ~= tostring(epoch) then
+    return redis.error_reply('FENCED scheduler epoch ' .. tostring(epoch) ..
+                             ' superseded by ' .. tostring(current))
+  end
+  return nil
+end
+"""
+
+#: Wraps a body for ``leader.fenced_call``: the epoch key and epoch are taken off the front of KEYS
+#: and ARGV, so the body sees its own KEYS[1] and ARGV[1] unchanged.
+FENCED_PRELUDE = FENCE_CHECK + """
+local plankton_epoch_key = table.remove(KEYS, 1)
+local plankton_epoch = table.remove(ARGV, 1)
+local plankton_fenced = plankton_fence(plankton_epoch_key, plankton_epoch)
+if plankton_fenced then return plankton_fenced end
+"""
+
+
+# ---- Cron runs (runs.FencedPipe, scheduler/cron.py), fenced by the leader epoch -----------------
+
+#: Scheduler (runs.FencedPipe): the writes creating a cron run, fenced. KEYS[1] leader epoch,
+#: KEYS[2] the run hash; ARGV[1] the writer's epoch, then (key, n, field, value...)*. Writes
+#: nothing (returns 0) if the epoch moved on or the run already exists, so a paused old leader can
+#: neither create a fire time twice nor overwrite a run the new leader started.
+CREATE_RUN_FENCED = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+local i = 2
+while i <= #ARGV do
+  local key, n = ARGV[i], tonumber(ARGV[i + 1])
+  local op = ARGV[i + 2]
+  local args = {}
+  for j = i + 3, i + 2 + n do table.insert(args, ARGV[j]) end
+  redis.call(op, key, unpack(args))
+  i = i + 3 + n
+end
+return 1
+"""
+
+#: Scheduler (scheduler/cron.py): KEYS: leader epoch, cron hash. ARGV: epoch, fire (epoch s). Moves
+#: last_fire forward only.
+CRON_ADVANCE = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local last = tonumber(redis.call('HGET', KEYS[2], 'last_fire') or '0')
+if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[2], 'last_fire', ARGV[2]) end
+return 1
+"""
+
+
+# ---- Webhook outbox (alerts.py) -----------------------------------------------------------------
+
+#: Alerts sender, run through ``leader.fenced_call``. KEYS: run hash, alerts hash, outbox. ARGV:
+#: now ms, then the outbox members. Records the run end's deliveries once: returns 1 the first
+#: time, 0 after (the run's ``alerted`` marker is set).
+OUTBOX_ENQUEUE = r"""
+if redis.call('HSETNX', KEYS[1], 'alerted', ARGV[1]) == 0 then return 0 end
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], 'pending')
+end
+return 1
+"""
+
+#: Alerts sender, through ``leader.fenced_call``. KEYS: outbox. ARGV: claim ms, max. Due members
+#: get their score moved to now + claim ms (no one else sends them meanwhile); returns {member,
+#: ...}.
+OUTBOX_CLAIM = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), m) end
+return due
+"""
+
+#: Alerts sender: the outcome of one delivery. KEYS: outbox, alerts hash. ARGV: member, state,
+#: retry-in ms ('' = done). Not fenced: what happened at the receiver is a fact whoever leads now.
+OUTBOX_RECORD = r"""
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[3]), ARGV[1])
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
 """

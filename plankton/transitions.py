@@ -34,6 +34,11 @@ class Claimed:
     queue: str
 
 
+def _finish_keys(run_id: str, parent: str, task: str) -> list[str]:
+    """KEYS of FINISH: the run, the parent's channel and the task's own."""
+    return [keys.run(run_id), keys.channel(run_id, parent), keys.channel(run_id, task)]
+
+
 def backoff_ms(attempt: int, base: float, cap: float) -> int:
     """Exponential backoff with jitter: base * 2^(attempt-1), capped, times 0.5-1.0."""
     delay = min(cap, base * (2 ** max(0, attempt - 1)))
@@ -78,13 +83,16 @@ class Transitions:
         released = [(_s(p), int(a), _s(q)) for p, a, q in released_raw]
         return claimed, released
 
-    def emit(self, run_id: str, task: str, attempt: int, seq: int, n: int, blob: bytes,
-             cap: int) -> str:
-        return _s(self._emit(keys=[keys.run(run_id)], args=[task, attempt, seq, n, blob, cap]))
+    def emit(self, run_id: str, parent: str, task: str, attempt: int, seq: int, n: int,
+             blob: bytes, cap: int) -> str:
+        """Append a batch to ``parent``'s channel: OK | DUP | FULL | FENCED."""
+        return _s(self._emit(keys=[keys.run(run_id), keys.channel(run_id, parent)],
+                             args=[task, attempt, seq, n, blob, cap]))
 
-    def finish(self, run_id: str, task: str, attempt: int, seq: int, n: int, blob: bytes,
-               result: bytes, consumed: int) -> str:
-        return _s(self._finish(keys=[keys.run(run_id)],
+    def finish(self, run_id: str, parent: str, task: str, attempt: int, seq: int, n: int,
+               blob: bytes, result: bytes, consumed: int) -> str:
+        """End the attempt with its last batch and result: OK | FENCED."""
+        return _s(self._finish(keys=_finish_keys(run_id, parent, task),
                                args=[task, attempt, seq, n, blob, result, consumed]))
 
     def finish_many(self, calls: Sequence[tuple]) -> list[str]:
@@ -92,9 +100,9 @@ class Transitions:
         if self._finish_sha is None:
             self._finish_sha = self.conn.script_load(scripts.FINISH)
         pipe = self.conn.pipeline(transaction=False)
-        for run_id, task, attempt, seq, n, blob, result, consumed in calls:
-            pipe.evalsha(self._finish_sha, 1, keys.run(run_id), task, attempt, seq, n, blob,
-                         result, consumed)
+        for run_id, parent, task, attempt, seq, n, blob, result, consumed in calls:
+            pipe.evalsha(self._finish_sha, 3, *_finish_keys(run_id, parent, task), task,
+                         attempt, seq, n, blob, result, consumed)
         try:
             return [_s(r) for r in pipe.execute()]
         except redis.exceptions.NoScriptError:  # Redis restarted and lost its script cache
@@ -104,7 +112,8 @@ class Transitions:
     def read(self, run_id: str, task: str, attempt: int, after: str,
              count: int = 200) -> tuple[str, Any, Any, Any]:
         """{'OK', last_id, value blobs, ended children} or {'FENCED', state, error}."""
-        reply = self._read(keys=[keys.run(run_id)], args=[task, attempt, after, count])
+        reply = self._read(keys=[keys.run(run_id), keys.channel(run_id, task)],
+                           args=[task, attempt, after, count])
         if _s(reply[0]) == "OK":
             return "OK", _s(reply[1]), reply[2], [_s(c) for c in reply[3]]
         return "FENCED", _s(reply[1]), _s(reply[2]), None

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import redis
 from rq.job import Job
-from rq.queue import Queue
+from rq.queue import IntermediateQueue, Queue
 from rq.utils import now, utcformat
 
 from . import codec, keys, scripts
@@ -27,6 +27,20 @@ ENTRY = "plankton.entry"
 
 #: Largest number of tasks carried by one RQ job.
 MAX_BATCH = 64
+
+#: RQ's own keys (``rq:*``), named here from RQ's constants so that no other module spells
+#: them: the set of queue keys, a job's hash, and a queue's list of jobs being dequeued.
+RQ_QUEUES = Queue.redis_queues_keys
+
+
+def rq_job(jid: str) -> str:
+    """Key of RQ's hash for job ``jid``."""
+    return Job.redis_job_namespace_prefix + jid
+
+
+def rq_intermediate(queue_key: str) -> str:
+    """Key of RQ's list of the jobs of ``queue_key`` a worker has dequeued (BLMOVE)."""
+    return str(IntermediateQueue.get_intermediate_queue_key(queue_key))
 
 
 class MsgpackSerializer:
@@ -108,7 +122,7 @@ class Enqueuer:
         args: list[Any] = [jid, q.key, len(fields), *flat]
         for t, a in tasks:
             args += [t, a]
-        script_keys = [keys.run(run_id), f"rq:job:{jid}", q.key, "rq:queues"]
+        script_keys = [keys.run(run_id), rq_job(jid), q.key, RQ_QUEUES]
         if client is not None:
             return client.evalsha(self._script.sha, len(script_keys), *script_keys, *args)
         return self._script(keys=script_keys, args=args)

@@ -1,8 +1,8 @@
 """Cron firing: each (DAG, fire time) creates exactly one run, whatever the schedulers do.
 
 Only the leader fires. A fire time's run has a deterministic id (``cron-DAG-TIMESTAMP``) and
-is written with fenced scripts (``runs.FENCED_WRITE``): every write checks that the writer's
-leader epoch is still current and that the run does not exist yet. A second scheduler, a
+is written with a fenced script (``scripts.CREATE_RUN_FENCED``): every write checks that the
+writer's leader epoch is still current and that the run does not exist yet. A second scheduler, a
 restarted one, or an old leader waking from a pause therefore cannot create a fire time twice
 or overwrite a run; the per-DAG ``last_fire`` only moves forward, under the same fence. The
 run fired at ``t`` covers the window (previous fire time, t] (``Schedule.window``).
@@ -14,7 +14,7 @@ import datetime as _dt
 import logging
 from typing import TYPE_CHECKING, Any
 
-from plankton import keys, runs
+from plankton import keys, runs, scripts
 from plankton.client import code_version
 from plankton.dag import Dag
 
@@ -23,13 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("plankton.cron")
 
-#: KEYS: leader epoch, cron hash. ARGV: epoch, fire (epoch s). Moves last_fire forward only.
-ADVANCE = r"""
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local last = tonumber(redis.call('HGET', KEYS[2], 'last_fire') or '0')
-if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[2], 'last_fire', ARGV[2]) end
-return 1
-"""
 
 #: How long a fire time's claim key lives (s): far longer than any catch-up window.
 FIRE_KEY_TTL = 400 * 86400
@@ -66,7 +59,7 @@ class CronFirer:
         self.sched = sched
         self.conn = sched.conn
         self.dags = [d for d in sched.registry.dags.values() if d.schedule is not None]
-        self._advance = self.conn.register_script(ADVANCE)
+        self._advance = self.conn.register_script(scripts.CRON_ADVANCE)
 
     def now(self) -> _dt.datetime:
         return _dt.datetime.fromtimestamp(self.sched.clock(), _dt.timezone.utc)

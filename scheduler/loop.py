@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import redis
 
-from plankton import codec, keys, runs
+from plankton import codec, keys, runs, transport
 from plankton.connection import connect
 from plankton.registry import Registry
 from plankton.settings import Settings
@@ -200,9 +200,9 @@ class Scheduler:
         now = time.monotonic()
         stuck_after = self.settings.lease_ms / 1000
         current: dict[str, float] = {}
-        for raw in self.conn.smembers("rq:queues"):
+        for raw in self.conn.smembers(transport.RQ_QUEUES):
             qkey = _s(raw)
-            ikey = qkey + ":intermediate"
+            ikey = transport.rq_intermediate(qkey)
             for rid in self.conn.lrange(ikey, 0, 999):
                 jid = _s(rid)
                 first = current[jid] = seen.get(jid, now)
@@ -212,7 +212,7 @@ class Scheduler:
         self._intermediate_seen = current
 
     def _settle_intermediate(self, qkey: str, ikey: str, jid: str) -> None:
-        pairs = _job_pairs(self.conn.hget(f"rq:job:{jid}", "data"))
+        pairs = _job_pairs(self.conn.hget(transport.rq_job(jid), "data"))
         waiting = False
         if pairs is not None:
             run_id, tasks = pairs
@@ -229,7 +229,7 @@ class Scheduler:
                         "delivering it again", jid)
             tx.rpush(qkey, jid)
         elif pairs is not None:
-            tx.delete(f"rq:job:{jid}")
+            tx.delete(transport.rq_job(jid))
         tx.execute()
 
     # -- enqueue -------------------------------------------------------------------------

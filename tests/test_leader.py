@@ -11,7 +11,8 @@ import redis
 
 from plankton.errors import Fenced
 from plankton.keys import LEADER, LEADER_EPOCH
-from plankton.leader import FENCE_CHECK_LUA, Leadership, fenced_call
+from plankton.leader import Leadership, fenced_call
+from plankton.scripts import FENCE_CHECK
 from tests.servers import wait_for
 
 LEASE_MS = 300
@@ -176,7 +177,7 @@ def test_fenced_call_refuses_a_superseded_epoch_and_writes_nothing(pair, r):
 
 def test_fence_check_snippet_can_be_embedded_in_any_script(pair, r):
     a, b = pair
-    script = r.register_script(FENCE_CHECK_LUA + """
+    script = r.register_script(FENCE_CHECK + """
 local fenced = plankton_fence(KEYS[1], ARGV[1]); if fenced then return fenced end
 return redis.call('INCR', KEYS[2])
 """)

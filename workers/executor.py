@@ -92,7 +92,7 @@ class Finisher:
         replies = ride_through(self.engine.finish_many, batch)
         for args, reply in zip(batch, replies):
             if reply == "FENCED":
-                log.info("run %s task %s attempt %s: finish fenced", args[0], args[1], args[2])
+                log.info("run %s task %s attempt %s: finish fenced", args[0], args[2], args[3])
 
 
 class Executor:
@@ -229,7 +229,7 @@ class Executor:
         blob = codec.check_value(result, f"{rt.where} result", self.settings.max_value_bytes)
         seq, n, batch = rt.final_batch()
         self._push_logs(rt)
-        args = (claim.run_id, claim.task_id, claim.attempt, seq, n, batch, blob,
+        args = (claim.run_id, claim.parent, claim.task_id, claim.attempt, seq, n, batch, blob,
                 rt.processed["consumed"])
         if finisher is not None:
             finisher.add(args)

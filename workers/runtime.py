@@ -207,8 +207,8 @@ class Runtime(TaskContext):
         try:
             while self.pending is not None:
                 seq, n, blob = self.pending
-                args = (self.claim.run_id, self.claim.task_id, self.claim.attempt, seq, n,
-                        blob, self.cap)
+                args = (self.claim.run_id, self.claim.parent, self.claim.task_id,
+                        self.claim.attempt, seq, n, blob, self.cap)
                 if block:
                     reply = ride_through(self.engine.emit, *args)
                 else:

@@ -22,6 +22,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.utils import current_timestamp, now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
+from plankton import transport
 from plankton.transitions import Transitions
 from plankton.transport import ENTRY, MsgpackSerializer
 
@@ -190,7 +191,7 @@ class PlanktonWorker(SimpleWorker):
                 log.error("worker %s refused malformed job %s: %s", self.name, job_id, exc)
                 pipe = self.connection.pipeline(transaction=False)
                 pipe.lrem(queue.intermediate_queue_key, 1, job_id)
-                pipe.hset(f"rq:job:{job_id}", "status", "failed")
+                pipe.hset(transport.rq_job(job_id), "status", "failed")
                 pipe.execute()
                 if self._stop_requested:
                     return None
