@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import redis
 
 import plankton as pk
-from tests.tasks import Boom, Collect, Leaf
+from tests.fault_tasks import wait_flag
+from tests.tasks import Boom, Collect, Leaf, Many
 
 
 def _conn() -> redis.Redis:
@@ -37,6 +39,29 @@ class Talk(pk.Task):
         return 1
 
 
+class Holder(pk.Task):
+    """A consumer that reads nothing until the test sets ``flag``, then counts."""
+
+    flag = pk.Param(str)
+
+    def run(self):
+        wait_flag(_conn(), self.flag, "the test's go-ahead", timeout=30)
+        return sum(1 for _ in self.results())
+
+
+class Hang(pk.Task):
+    """Marks that it started (``flag``), then runs until killed."""
+
+    flag = pk.Param(str)
+    retries = 0
+
+    def run(self):
+        if self.attempt == 1:
+            _conn().set(self.flag, os.getpid())
+            time.sleep(60)
+        return self.attempt
+
+
 def on_ok(payload: dict) -> None:
     """on_success callable: runs in the scheduler; records what it was given."""
     _conn().rpush("obs:hook", json.dumps(payload))
@@ -60,3 +85,13 @@ def obs_retry(key: str = "obs:once"):
 @pk.dag
 def obs_talk():
     return Talk()
+
+
+@pk.dag
+def obs_backlog(flag: str = "obs:go", n: int = 50):
+    return Holder(flag=flag).add_children(Many(n=n))
+
+
+@pk.dag
+def obs_hang(flag: str = "obs:hang"):
+    return Hang(flag=flag)

@@ -5,6 +5,8 @@ client's own parser."""
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import signal
 import warnings
 from collections import Counter
 
@@ -165,3 +167,31 @@ def test_cron_lag_is_how_late_the_next_fire_time_is(r):
     r.hset(keys.cron("every5"), "last_fire", now - now % 300)
     samples = _samples(metrics.scrape(metrics.registry_for(r, [dag])).decode())
     assert _value(samples, "plankton_cron_lag_seconds", dag="every5") == 0
+
+
+def test_channel_backlog_and_a_lost_lease_show(cluster, client, r, scrape):
+    cluster.imports = IMPORTS
+    client.registry.add_module("tests.obs_tasks")
+    cluster.scheduler("s1")
+    cluster.worker("w1", "--concurrency", "2")
+    before = scrape()
+    held = client.submit("obs_backlog", params={"flag": "obs:go", "n": 50})
+    wait_for(lambda: _value(scrape(), "plankton_channel_backlog",
+                            family="tests.obs_tasks:Holder") == 50, timeout=30,
+             what="50 unread values in the held consumer's channel")
+    r.set("obs:go", 1)
+    assert client.wait(held, timeout=60)["result"] == 50
+    assert _value(scrape(), "plankton_channel_backlog", family="tests.obs_tasks:Holder") == 0
+
+    victim = cluster.worker("w2")          # the only worker on duty: w1 is killed first
+    os.killpg(cluster.procs[1].pid, signal.SIGKILL)
+    hung = client.submit("obs_hang", params={"flag": "obs:hang"})
+    wait_for(lambda: r.get("obs:hang"), timeout=30, what="Hang started")
+    os.killpg(victim.pid, signal.SIGKILL)   # worker and task gone: the lease runs out
+    cluster.worker("w3")
+    assert client.wait(hung, timeout=60)["result"] == 2
+    delta = _delta(before, scrape())
+    hang = frozenset({"family": "tests.obs_tasks:Hang"}.items())
+    assert delta[("plankton_lost_leases_total", hang)] == 1
+    assert delta[("plankton_task_retries_total",
+                  frozenset({"family": "tests.obs_tasks:Hang", "reason": "lost"}.items()))] == 1
