@@ -193,6 +193,15 @@ class Client:
             raise NotFoundError("run", run_id)
         return found
 
+    def changes(self, run_id: str, since: int | None = None) -> dict[str, Any]:
+        """What changed in the run since the ``cursor`` of the previous call:
+        ``{"cursor", "full", "run", "tasks": [changed tasks only]}`` (see runs.changes;
+        without ``since``, every task). NotFoundError for an unknown run."""
+        found = runs.changes(self.conn, run_id, since)
+        if found is None:
+            raise NotFoundError("run", run_id)
+        return found
+
     def _blocking_conn(self) -> redis.Redis:
         """A client whose socket timeout outlasts blocking waits (kept for reuse)."""
         if self._blocking is None:

@@ -11,7 +11,8 @@ key                             type    contents                                
 ==============================  ======  ==============================================  =========
 plankton:{R}:run                hash    dag, status, params, since, to, submitted_at,   client,
                                         started_at, ended_at, version, rerun_of,        scripts
-                                        tree_hash, root, result, error, n_tasks
+                                        tree_hash, root, result, error, n_tasks,
+                                        ver (bumped by each script that changes it)
 plankton:{R}:t:{T}              hash    one task: family, name, params, param_hash,     client,
                                         tree_hash, parent, children, priority, queue,   scripts
                                         state, attempt, attempts, lost, worker,
@@ -28,6 +29,7 @@ plankton:{R}:done               list    one element pushed when the run ends (wa
 plankton:{R}:ready              zset    "T" -> ms since ready (rank for first leaves)    scripts
 plankton:{R}:took:{T}           hash    child -> attempt whose values parent T read     scripts
 plankton:{R}:enq                hash    "T:attempt" -> times enqueued (audit, always 1) scripts
+plankton:{R}:chg                zset    "T" -> run 'ver' of its last change (delta reads) scripts
 ==============================  ======  ==============================================  =========
 
 Global:
@@ -96,6 +98,11 @@ def done(run_id: str) -> str:
 
 def enqueue_log(run_id: str) -> str:
     return f"{PREFIX}:{{{run_id}}}:enq"
+
+
+def changes(run_id: str) -> str:
+    """zset: task id -> the run's ``ver`` at the task's last change (runs.changes)."""
+    return f"{PREFIX}:{{{run_id}}}:chg"
 
 
 def run_pattern(run_id: str) -> str:

@@ -229,7 +229,10 @@ def read_run(conn: redis.Redis, run_id: str) -> dict[str, Any] | None:
     raw = conn.hgetall(keys.run(run_id))
     if not raw:
         return None
-    r = {_s(k): v for k, v in raw.items()}
+    return _run_view(run_id, {_s(k): v for k, v in raw.items()})
+
+
+def _run_view(run_id: str, r: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "dag": _s(r.get("dag")),
@@ -251,12 +254,21 @@ def read_run(conn: redis.Redis, run_id: str) -> dict[str, Any] | None:
 
 
 def read_tasks(conn: redis.Redis, run_id: str, n_tasks: int) -> list[dict[str, Any]]:
-    pipe = conn.pipeline(transaction=False)
-    for i in range(n_tasks):
-        pipe.hgetall(keys.task(run_id, str(i)))
+    """Every task of the run, in id order (one pipelined HGETALL per task)."""
+    return read_task_ids(conn, run_id, [str(i) for i in range(n_tasks)])
+
+
+def read_task_ids(conn: redis.Redis, run_id: str, ids: list[str],
+                  chunk: int = 10_000) -> list[dict[str, Any]]:
+    """The tasks ``ids`` of the run (pipelined HGETALLs, in chunks to bound memory)."""
     out = []
-    for i, raw in enumerate(pipe.execute()):
-        out.append(task_view(str(i), {_s(k): v for k, v in raw.items()}))
+    for start in range(0, len(ids), chunk):
+        part = ids[start:start + chunk]
+        pipe = conn.pipeline(transaction=False)
+        for tid in part:
+            pipe.hgetall(keys.task(run_id, tid))
+        for tid, raw in zip(part, pipe.execute()):
+            out.append(task_view(tid, {_s(k): v for k, v in raw.items()}))
     return out
 
 
@@ -295,6 +307,37 @@ def show(conn: redis.Redis, run_id: str) -> dict[str, Any] | None:
         return None
     run["tasks"] = read_tasks(conn, run_id, run["n_tasks"])
     return run
+
+
+def changes(conn: redis.Redis, run_id: str, since: int | None = None) -> dict[str, Any] | None:
+    """What changed in a run since ``since`` (a cursor from the previous call): the delta
+    read that ``run --wait`` and the console follow a run with, at a cost per call of what
+    changed, not of the whole tree.
+
+    Returns ``{"cursor": int, "full": bool, "run": <run record>, "tasks": [<task>, ...]}``
+    (records shaped as in ``show``), or None for an unknown run. Every transition script
+    bumps the run's ``ver`` once and scores each task it changed with it (keys.changes);
+    ``tasks`` holds the tasks changed after ``since``, each once, in its current state.
+    Without ``since`` (or with a cursor the run never had, e.g. after a Redis rollback)
+    every task is returned and ``full`` is true. Pass the returned ``cursor`` next time; a
+    task changed while this call ran may come again next time (its newer state).
+    """
+    tx = conn.pipeline(transaction=True)
+    tx.hgetall(keys.run(run_id))
+    if since:
+        tx.zrangebyscore(keys.changes(run_id), f"({int(since)}", "+inf")
+    replies = tx.execute()
+    raw = replies[0]
+    if not raw:
+        return None
+    run = _run_view(run_id, {_s(k): v for k, v in raw.items()})
+    cursor = _int(raw.get(b"ver")) or 0
+    if not since or since > cursor:
+        return {"cursor": cursor, "full": True, "run": run,
+                "tasks": read_tasks(conn, run_id, run["n_tasks"])}
+    ids = [_s(t) for t in replies[1]]
+    ids.sort(key=int)
+    return {"cursor": cursor, "full": False, "run": run, "tasks": read_task_ids(conn, run_id, ids)}
 
 
 def live_workers(conn: redis.Redis, heartbeat: float, now: float | None = None) -> int:

@@ -92,7 +92,16 @@ local function run_live()
   local s = redis.call('HGET', RUNKEY, 'status')
   return s == 'queued' or s == 'running'
 end
+-- Change log for delta reads (runs.changes): one version per script call that changes
+-- something (the run's 'ver'), and every task it changed scored with it in P..'chg'.
+local VER = nil
+local function bump()
+  if not VER then VER = redis.call('HINCRBY', RUNKEY, 'ver', 1) end
+  return VER
+end
+local function changed(t) redis.call('ZADD', P .. 'chg', bump(), t) end
 local function end_run(status, err, result, now)
+  bump()
   redis.call('HSET', RUNKEY, 'status', status, 'ended_at', now)
   if err then redis.call('HSET', RUNKEY, 'error', err) end
   if result then redis.call('HSET', RUNKEY, 'result', result) end
@@ -109,6 +118,7 @@ local function restart_consumers(child, cattempt)
     local ps = redis.call('HMGET', tkey(parent), 'state', 'attempt')
     if took ~= cattempt or ps[1] ~= 'running' then return end
     redis.call('HSET', tkey(parent), 'state', 'pending', 'ch_read', 0)
+    changed(parent)
     redis.call('HINCRBY', tkey(parent), 'attempt', 1)
     redis.call('HINCRBY', tkey(parent), 'restarts', 1)
     redis.call('HINCRBY', tkey(parent), 'n_started', -1)
@@ -129,6 +139,7 @@ local function fail_task(t, attempt, kind, err, backoff, max_lost, now)
   end
   if st[1] == 'queued' then waiting_del(t, st[7]) end
   if kind == 'lost' then mcount('lost_leases', st[6] or '?') end
+  changed(t)
   redis.call('ZREM', P .. 'leases', t)
   redis.call('HSET', k, 'error', err, 'ended_at', now)
   if not run_live() then
@@ -160,6 +171,7 @@ local function fail_task(t, attempt, kind, err, backoff, max_lost, now)
   local child, p = st[5], st[4]
   while p and p ~= '' do
     local pk = tkey(p)
+    changed(p)
     redis.call('HSET', pk, 'state', 'failed', 'ended_at', now,
       'error', 'UpstreamFailed: child task ' .. child .. ' failed: ' .. err)
     task_ended(pk, 'failed', now, false)
@@ -200,6 +212,7 @@ local function claim(t, a)
     'host', ARGV[5], 'attempts', a, 'seq', 0, 'ch_read', 0, 'emitted', 0, 'consumed', 0,
     'cursor', '0-0', 'cursor_prev', '0-0')
   redis.call('ZADD', P .. 'leases', now + lease, t)
+  changed(t)
   local f = redis.call('HMGET', k, 'family', 'params', 'parent', 'n_children', 'timeout',
     'name', 'queue', 'counted')
   waiting_del(t, f[7])
@@ -220,6 +233,7 @@ local function claim(t, a)
     return {f[3], ps[3]}
   end
   redis.call('HSET', pk, 'state', 'ready')
+  changed(f[3])
   redis.call('ZADD', P .. 'ready', now, f[3])
   table.insert(released, {f[3], ps[3], ps[4]})
 end
@@ -234,6 +248,7 @@ if live then
   end
 end
 if #claimed > 0 and redis.call('HGET', RUNKEY, 'status') == 'queued' then
+  bump()
   redis.call('HSET', RUNKEY, 'status', 'running', 'started_at', now)
   mcount('runs_started', redis.call('HGET', RUNKEY, 'dag') or '?')
 end
@@ -257,6 +272,7 @@ local now = now_ms()
 for i = first, #ARGV, 2 do
   redis.call('HSET', tkey(ARGV[i]), 'state', 'queued', 'queued_at', now)
   waiting_add(ARGV[i], redis.call('HGET', tkey(ARGV[i]), 'queue'), now)
+  changed(ARGV[i])
   redis.call('ZREM', P .. 'ready', ARGV[i])
   redis.call('HINCRBY', P .. 'enq', ARGV[i] .. ':' .. ARGV[i + 1], 1)
 end
@@ -322,6 +338,7 @@ if parent ~= '' then
 end
 redis.call('HSET', k, 'seq', seq)
 redis.call('HINCRBY', k, 'emitted', n)
+changed(t)
 return 'OK'
 """
 
@@ -352,6 +369,7 @@ end
 redis.call('HSET', k, 'state', 'succeeded', 'ended_at', now, 'result', ARGV[6],
   'consumed', ARGV[7])
 task_ended(k, 'succeeded', now, true)
+changed(t)
 redis.call('ZREM', P .. 'leases', t)
 redis.call('DEL', KEYS[3], P .. 'took:' .. t)
 if parent ~= '' then
@@ -413,7 +431,10 @@ for _, e in ipairs(entries) do
 end
 redis.call('HSET', k, 'cursor', last, 'cursor_prev', ARGV[3])
 if read > 0 then redis.call('HINCRBY', k, 'ch_read', read) end
-if taken > 0 then redis.call('HINCRBY', k, 'consumed', taken) end
+if taken > 0 then
+  redis.call('HINCRBY', k, 'consumed', taken)
+  changed(t)
+end
 return {'OK', last, vals, ends}
 """
 
@@ -459,6 +480,7 @@ for _, t in ipairs(redis.call('ZRANGEBYSCORE', P .. 'retry', '-inf', now)) do
   redis.call('ZREM', P .. 'retry', t)
   if redis.call('HGET', tkey(t), 'state') == 'retrying' and run_live() then
     redis.call('HSET', tkey(t), 'state', 'ready')
+    changed(t)
     redis.call('ZADD', P .. 'ready', now, t)
     table.insert(promoted, t)
   end
@@ -483,6 +505,7 @@ for i = 1, #ARGV do
     redis.call('HSET', k, 'state', 'cancelled')
     if s[1] == 'queued' then waiting_del(ARGV[i], s[2]) end
     task_ended(k, 'cancelled', 0, false)
+    changed(ARGV[i])
     n = n + 1
   end
 end

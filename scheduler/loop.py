@@ -274,7 +274,7 @@ class Scheduler:
                 pipe.expire(keys.task(run_id, tid), ttl)
             pipe.execute()
         for key in (keys.run(run_id), keys.logs(run_id), keys.done(run_id),
-                    keys.enqueue_log(run_id)):
+                    keys.enqueue_log(run_id), keys.changes(run_id)):
             pipe.expire(key, ttl)
         pipe.srem(keys.ACTIVE, run_id)
         dag = self.conn.hget(keys.run(run_id), "dag")

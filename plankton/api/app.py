@@ -156,7 +156,8 @@ class Routes:
                 summary="Recent runs, newest first")(self.list_runs)
         app.get("/runs/{run_id}", response_model=models.RunDetail, tags=["runs"],
                 responses=self.errors(404), operation_id="get_run",
-                summary="A run and its task tree (as `plankton show --json`)")(self.show)
+                summary="A run and its task tree (as `plankton show --json`), or with "
+                "`since` only what changed")(self.show)
         app.post("/runs/{run_id}/rerun", status_code=201, response_model=models.RunCreated,
                  tags=["runs"], operation_id="rerun_run",
                  summary="Re-create a past run, optionally changing params",
@@ -244,8 +245,12 @@ class Routes:
                                        limit, cursor)
         return {"runs": found, "next_cursor": next_cursor}
 
-    def show(self, run_id: RunId) -> dict[str, Any]:
-        return self.client.status(run_id)
+    def show(self, run_id: RunId, since: Annotated[int | None, Query(
+            ge=0, le=2**53, description="`cursor` of a previous read: return only the tasks "
+            "changed since (a delta read; see docs/api.md).")] = None) -> dict[str, Any]:
+        found = self.client.changes(run_id, since)
+        return {**found["run"], "cursor": found["cursor"], "full": found["full"],
+                "tasks": found["tasks"]}
 
     def cancel(self, run_id: RunId) -> dict[str, str]:
         return {"run_id": run_id, "status": self.client.cancel(run_id)}

@@ -281,9 +281,15 @@ class RunSummary(_Open):
 
 
 class RunDetail(RunSummary):
-    """A run and its task tree: the same object as ``plankton show RUN --json``."""
+    """A run and its task tree: the same object as ``plankton show RUN --json``, plus the
+    ``cursor`` for delta reads. With ``?since=CURSOR``, ``tasks`` holds only the tasks
+    changed since that cursor (``full`` false)."""
 
     tasks: list[TaskView]
+    cursor: int | None = Field(default=None, description="Pass as `since` to get only what "
+                               "changed after this read.")
+    full: bool | None = Field(default=None, description="True when `tasks` is every task "
+                              "(no `since`, or a cursor the run never had).")
 
 
 class RunPage(BaseModel):

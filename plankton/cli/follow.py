@@ -1,8 +1,13 @@
-"""``--wait``: follow a run to its end with live progress."""
+"""``--wait``: follow a run to its end with live progress.
+
+Each refresh is a delta read (``Client.changes``): it costs what changed since the last one,
+not the whole tree, so following a 100,000-task run stays cheap. The tasks read so far are
+kept here and patched with each delta.
+"""
 
 from __future__ import annotations
 
-import time
+import sys
 from collections import Counter
 from typing import Any
 
@@ -10,7 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from .. import keys, runs
+from .. import runs
 from ..client import Client
 from . import render
 
@@ -18,58 +23,88 @@ from . import render
 TREE_LIMIT = 200
 
 
-def _summary(client: Client, run_id: str) -> Text:
-    run = runs.read_run(client.conn, run_id) or {}
-    n = run.get("n_tasks", 0)
-    pipe = client.conn.pipeline(transaction=False)
-    for i in range(n):
-        pipe.hget(keys.task(run_id, str(i)), "state")
-    counts = Counter(s.decode() if s else "?" for s in pipe.execute())
-    text = Text(f"run {run_id} {run.get('dag')} {run.get('status')}: ")
-    text.append(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    return text
+class Tracker:
+    """The run as last read: the run record and every task, patched by delta reads."""
+
+    def __init__(self, client: Client, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+        self.cursor: int | None = None
+        self.run: dict[str, Any] = {}
+        self.tasks: dict[str, dict[str, Any]] = {}
+
+    def refresh(self) -> list[dict[str, Any]]:
+        """Read what changed; returns the tasks that did."""
+        delta = self.client.changes(self.run_id, self.cursor)
+        if delta["full"]:
+            self.tasks = {}
+        self.cursor, self.run = delta["cursor"], delta["run"]
+        for task in delta["tasks"]:
+            self.tasks[task["id"]] = task
+        return delta["tasks"]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The run as ``show --json`` gives it (tasks in id order)."""
+        return {**self.run, "tasks": sorted(self.tasks.values(), key=lambda t: int(t["id"]))}
+
+    def summary(self) -> Text:
+        counts = Counter(t["state"] for t in self.tasks.values())
+        text = Text(f"run {self.run_id} {self.run.get('dag')} {self.run.get('status')}: ")
+        text.append(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        return text
+
+    @property
+    def ended(self) -> bool:
+        return self.run.get("status") in runs.ENDED
 
 
-def follow(client: Client, run_id: str, tty: bool) -> dict[str, Any]:
-    """Show progress until the run ends; returns the final run."""
-    n_tasks = (runs.read_run(client.conn, run_id) or {}).get("n_tasks", 0)
-    big = n_tasks > TREE_LIMIT
-    if tty:
+def follow(client: Client, run_id: str, tty: bool, out: Any = None) -> dict[str, Any]:
+    """Show progress until the run ends; returns the final run (with its tasks).
+
+    ``out``: where plain progress goes (stderr under ``--json``, whose stdout holds one JSON
+    document only)."""
+    track = Tracker(client, run_id)
+    track.refresh()
+    big = len(track.tasks) > TREE_LIMIT
+    if tty and out is None:
         console = Console()
         with Live(console=console, refresh_per_second=8, transient=True) as live:
-            def update(_: Any = None) -> None:
-                live.update(_summary(client, run_id) if big else
-                            render.tree(client.status(run_id)))
-
-            while client.run_status(run_id) not in runs.ENDED:
-                update()
+            while not track.ended:
+                live.update(track.summary() if big else render.tree(track.snapshot()))
                 client.await_end(run_id, 0.2)
-        final = client.status(run_id) if not big else runs.read_run(client.conn, run_id)
+                track.refresh()
+        final = track.snapshot()
         if big:
-            console.print(_summary(client, run_id))
-            render.print_run({**final, "tasks": []}, console) if final else None
+            console.print(track.summary())
+            render.print_run({**final, "tasks": []}, console)
         else:
             render.print_run(final, console)
         return final
+    return _follow_plain(client, track, big, out)
+
+
+def _follow_plain(client: Client, track: Tracker, big: bool, out: Any = None) -> dict[str, Any]:
+    """Plain lines (not a terminal): one per task change, or counts every 2 s for big runs."""
+    import time
+
+    out = out or sys.stdout
     seen: dict[str, str] = {}
     last = 0.0
+    changed = list(track.tasks.values())
     while True:
-        ended = client.run_status(run_id) in runs.ENDED
         if big:
-            if ended or time.monotonic() - last > 2:
-                print(_summary(client, run_id).plain, flush=True)
+            if track.ended or time.monotonic() - last > 2:
+                print(track.summary().plain, file=out, flush=True)
                 last = time.monotonic()
         else:
-            for line in render.plain_changes(client.status(run_id), seen):
-                print(line, flush=True)
-        if ended:
+            for line in render.plain_changes({**track.run, "tasks": changed}, seen):
+                print(line, file=out, flush=True)
+        if track.ended:
+            final = track.snapshot()
             if big:
-                final = runs.read_run(client.conn, run_id) or {}
                 print(f"result: {render._short(final.get('result'))}" if final.get("status")
-                      == "succeeded" else f"error: {final.get('error')}", flush=True)
+                      == "succeeded" else f"error: {final.get('error')}", file=out, flush=True)
             else:
-                final = client.status(run_id)
-                render.print_run(final, Console(no_color=True, width=200))
+                render.print_run(final, Console(file=out, no_color=True, width=200))
             return final
-        client.await_end(run_id, 0.2)
-
+        client.await_end(track.run_id, 0.2)
+        changed = track.refresh()

@@ -41,8 +41,10 @@ def rerun_cmd(run_id: str, params: tuple[str, ...], dry_run: bool, wait: bool, a
         render.print_json({"run_id": result, "rerun_of": run_id}) if as_json else \
             click.echo(result)
         return
-    click.echo(result, err=not is_tty())
-    final = follow(client, result, is_tty())
+    click.echo(result, err=as_json or not is_tty())
+    final = follow(client, result, is_tty(), out=sys.stderr if as_json else None)
+    if as_json:  # one JSON document on stdout; the progress went to stderr
+        render.print_json(final)
     sys.exit(0 if final and final.get("status") == "succeeded" else EXIT_RUN_FAILED)
 
 

@@ -52,11 +52,10 @@ def run_cmd(dag: str, params: tuple[str, ...], since: str | None, to: str | None
         else:
             click.echo(run_id)
         return
-    if not as_json:
-        click.echo(run_id, err=not is_tty())
-    final = client.wait(run_id) if as_json else follow(client, run_id, is_tty())
-    if as_json:
-        render.print_json(client.status(run_id))
+    click.echo(run_id, err=as_json or not is_tty())
+    final = follow(client, run_id, is_tty(), out=sys.stderr if as_json else None)
+    if as_json:  # one JSON document on stdout; the progress went to stderr
+        render.print_json(final)
     sys.exit(0 if final and final.get("status") == "succeeded" else EXIT_RUN_FAILED)
 
 

@@ -1,0 +1,85 @@
+"""Delta reads (issue 13): ``Client.changes`` / ``GET /runs/{id}?since=`` return only the
+tasks changed since a cursor, and patching them onto a first full read gives ``status()``."""
+
+from __future__ import annotations
+
+import warnings
+
+import plankton as pk
+from plankton import keys
+from tests import tasks
+from tests.servers import wait_for
+
+
+def _merge(base: dict, delta: dict) -> dict:
+    got = {t["id"]: t for t in ([] if delta["full"] else base["tasks"])}
+    got.update({t["id"]: t for t in delta["tasks"]})
+    return {**delta["run"], "tasks": sorted(got.values(), key=lambda t: int(t["id"]))}
+
+
+def test_delta_reads_follow_a_run_to_its_end(cluster, redis_url, r):
+    client = pk.Client(redis_url, imports=["tests.tasks"])
+    run_id = client.submit("fanin", params={"n": 5})
+    first = client.changes(run_id)
+    assert first["full"] and len(first["tasks"]) == 6
+    assert first["run"]["status"] == "queued"
+    # Nothing ran yet (no worker): the delta is empty and the cursor stays.
+    again = client.changes(run_id, since=first["cursor"])
+    assert not again["full"] and again["tasks"] == [] and again["cursor"] == first["cursor"]
+    cluster.worker()
+    cluster.scheduler()
+    assert client.wait(run_id, timeout=60, tasks=False)["status"] == "succeeded"
+    delta = client.changes(run_id, since=first["cursor"])
+    assert not delta["full"] and delta["cursor"] > first["cursor"]
+    assert sorted(int(t["id"]) for t in delta["tasks"]) == list(range(6))  # each once
+    wait_for(lambda: not r.sismember(keys.ACTIVE, run_id), 10, what="run settled")
+    merged = _merge({"tasks": first["tasks"]}, client.changes(run_id, since=first["cursor"]))
+    assert merged == {**client.status(run_id)}
+    last = client.changes(run_id, since=client.changes(run_id)["cursor"])
+    assert last["tasks"] == [] and last["run"]["status"] == "succeeded"
+
+
+def test_a_delta_holds_only_what_changed(cluster, redis_url):
+    """Once the quick leaf has succeeded, later deltas never carry it again."""
+    cluster.worker()
+    cluster.scheduler()
+    client = pk.Client(redis_url, imports=["tests.tasks"])
+    run_id = client.submit(tasks.Collect().add_children(tasks.Leaf(i=1),
+                                                        tasks.Slow(seconds=1.0)))
+    view = client.changes(run_id)
+    leaf = next(t["id"] for t in view["tasks"] if t["name"] == "Leaf")
+
+    def leaf_done() -> bool:
+        nonlocal view
+        view = _merge(view, delta := client.changes(run_id, since=view.get("cursor")))
+        view["cursor"] = delta["cursor"]
+        return any(t["id"] == leaf and t["state"] == "succeeded" for t in view["tasks"])
+
+    wait_for(leaf_done, 30, what="leaf succeeded")
+    seen_ids: set[str] = set()
+    while view["status"] not in ("succeeded", "failed"):
+        client.await_end(run_id, 0.2)
+        delta = client.changes(run_id, since=view["cursor"])
+        seen_ids |= {t["id"] for t in delta["tasks"]}
+        view = {**_merge(view, delta), "cursor": delta["cursor"]}
+    assert view["status"] == "succeeded" and leaf not in seen_ids
+    assert {t["name"] for t in view["tasks"] if t["state"] == "succeeded"} == {
+        "Leaf", "Slow", "Collect"}
+
+
+def test_api_since_returns_the_delta_and_refuses_a_bad_cursor(redis_url):
+    from plankton.api import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    with TestClient(create_app(redis_url, ["tests.tasks"])) as api:
+        run_id = api.post("/dags/fanin/runs", json={"params": {"n": 3}}).json()["run_id"]
+        full = api.get(f"/runs/{run_id}").json()
+        assert full["full"] is True and len(full["tasks"]) == 4 and full["cursor"] >= 0
+        delta = api.get(f"/runs/{run_id}", params={"since": full["cursor"]}).json()
+        assert delta["full"] is False and delta["tasks"] == []
+        assert delta["run_id"] == run_id and delta["cursor"] == full["cursor"]
+        bad = api.get(f"/runs/{run_id}", params={"since": "-1"})
+        assert bad.status_code == 422 and "since" in bad.text
+        assert api.get("/runs/nope", params={"since": 3}).status_code == 404
