@@ -75,7 +75,8 @@ def test_api_since_returns_the_delta_and_refuses_a_bad_cursor(redis_url):
         from fastapi.testclient import TestClient
     with TestClient(create_app(redis_url, ["tests.tasks"])) as api:
         run_id = api.post("/dags/fanin/runs", json={"params": {"n": 3}}).json()["run_id"]
-        full = api.get(f"/runs/{run_id}").json()
+        assert "cursor" not in api.get(f"/runs/{run_id}").json()  # as `show --json`
+        full = api.get(f"/runs/{run_id}", params={"since": 0}).json()
         assert full["full"] is True and len(full["tasks"]) == 4 and full["cursor"] >= 0
         delta = api.get(f"/runs/{run_id}", params={"since": full["cursor"]}).json()
         assert delta["full"] is False and delta["tasks"] == []

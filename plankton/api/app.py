@@ -155,6 +155,7 @@ class Routes:
                 responses=self.errors(), operation_id="list_runs",
                 summary="Recent runs, newest first")(self.list_runs)
         app.get("/runs/{run_id}", response_model=models.RunDetail, tags=["runs"],
+                response_model_exclude_unset=True,  # `cursor`, `full`: only with `since`
                 responses=self.errors(404), operation_id="get_run",
                 summary="A run and its task tree (as `plankton show --json`), or with "
                 "`since` only what changed")(self.show)
@@ -247,7 +248,10 @@ class Routes:
 
     def show(self, run_id: RunId, since: Annotated[int | None, Query(
             ge=0, le=2**53, description="`cursor` of a previous read: return only the tasks "
-            "changed since (a delta read; see docs/api.md).")] = None) -> dict[str, Any]:
+            "changed since, and a new `cursor` (a delta read; 0: every task, and the cursor to "
+            "follow from; see docs/api.md).")] = None) -> dict[str, Any]:
+        if since is None:
+            return self.client.status(run_id)
         found = self.client.changes(run_id, since)
         return {**found["run"], "cursor": found["cursor"], "full": found["full"],
                 "tasks": found["tasks"]}

@@ -281,9 +281,9 @@ class RunSummary(_Open):
 
 
 class RunDetail(RunSummary):
-    """A run and its task tree: the same object as ``plankton show RUN --json``, plus the
-    ``cursor`` for delta reads. With ``?since=CURSOR``, ``tasks`` holds only the tasks
-    changed since that cursor (``full`` false)."""
+    """A run and its task tree: the same object as ``plankton show RUN --json``, or with
+    ``?since=CURSOR`` a delta read: ``tasks`` holds only the tasks changed since that cursor
+    (``full`` false; with ``since=0`` every task, ``full`` true), and ``cursor`` is the next."""
 
     tasks: list[TaskView]
     cursor: int | None = Field(default=None, description="Pass as `since` to get only what "
