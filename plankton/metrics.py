@@ -14,6 +14,10 @@ the live state at scrape time. Everything is read in three pipelined round trips
 depends on the number of queues, active runs and *running* tasks, never on how many task
 records Redis holds (``benchmarks/metrics_scrape.py`` measures it with 100,000).
 
+The metrics hash and the per-queue ``waiting`` zsets are global keys written from the
+per-run transition scripts: the one exception to the one-slot-per-run rule of ``keys``. On
+a Redis Cluster they would need one copy per hash slot (summed at scrape time).
+
 Labels are low-cardinality on purpose: DAG, task family, queue, state, status, reason; never
 a run or task id.
 """
