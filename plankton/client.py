@@ -22,6 +22,7 @@ from .errors import DagError, NotFoundError, RunTimeout
 from .registry import Registry
 from .rerun import diff, recreate
 from .settings import Settings, load
+from .states import RunStatus
 from .task import Task, place
 from .transitions import Transitions
 from .transport import Enqueuer, batch_size
@@ -170,7 +171,8 @@ class Client:
             previous = self.conn.get(fire_key)
             if previous and not force:
                 status = self.conn.hget(keys.run(previous.decode()), "status")
-                if status in (b"succeeded", b"queued", b"running"):
+                if codec.text(status) in (RunStatus.SUCCEEDED, RunStatus.QUEUED,
+                                          RunStatus.RUNNING):
                     continue
             self._wait_for_slot(d, poll)
             rid = self.submit(d, typed, w_since, w_to,
@@ -234,7 +236,7 @@ class Client:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise RunTimeout(f"run {run_id} did not end within {timeout}s")
+                    raise RunTimeout(run_id, timeout)
                 step = min(step, left)
             if self.await_end(run_id, step):
                 return result()

@@ -46,7 +46,7 @@ def connect(url: str, *, blocking: bool = False, **kwargs: Any) -> redis.Redis:
     try:
         return redis.Redis.from_url(url, **options)
     except ValueError as exc:
-        raise ConnectionFailed(f"bad Redis URL {redact(url)}: {exc}") from None
+        raise ConnectionFailed(f"bad Redis URL {redact(url)}: {exc}", redact(url)) from None
 
 
 #: Longest time check() keeps trying an unreachable Redis (s).
@@ -77,15 +77,15 @@ def _check(conn: redis.Redis, url: str, attempts: int) -> None:
             return
         except redis.exceptions.AuthenticationError as exc:
             raise ConnectionFailed(
-                f"Redis at {redact(url)} refused the credentials: {exc}") from None
+                f"Redis at {redact(url)} refused the credentials: {exc}", redact(url)) from None
         except redis.exceptions.ResponseError as exc:
             raise ConnectionFailed(
-                f"Redis at {redact(url)} refused the connection: {exc}") from None
+                f"Redis at {redact(url)} refused the connection: {exc}", redact(url)) from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             if attempt == attempts or time.monotonic() + delay >= give_up:
                 raise ConnectionFailed(
                     f"cannot reach Redis at {redact(url)} after {attempt} attempts: "
-                    f"{redact(str(exc))}"
+                    f"{redact(str(exc))}", redact(url)
                 ) from None
             time.sleep(delay)
             delay = min(delay * 2, 2.0)

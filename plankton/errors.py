@@ -9,7 +9,8 @@
     ├── ConfigError           a setting (flag or PLANKTON_* variable) has a bad value
     ├── ConnectionFailed      Redis could not be reached after bounded retries
     ├── RunTimeout            waiting on a run took longer than asked
-    └── Fenced                this attempt was superseded; its writes are refused (internal)
+    └── Fenced                a superseded writer's write was refused (internal: an attempt
+                              of a task, or a scheduler whose leader epoch moved on)
 
 Every exception carries the fields it names and builds its message from them, so that a
 caller can both show the message and act on the fields.
@@ -79,19 +80,45 @@ class NotFoundError(PlanktonError):
 
 
 class ConfigError(PlanktonError):
-    """A setting has a bad value; the message names the flag or variable and the value."""
+    """A setting has a bad value.
+
+    Fields: ``setting`` (the flag or variable), ``value`` (what it was) and ``reason`` (what
+    would be right). ``message`` replaces the default ``SETTING=VALUE: REASON`` text.
+    """
+
+    def __init__(self, setting: str, value: Any, reason: str, message: str | None = None) -> None:
+        self.setting, self.value, self.reason = setting, value, reason
+        super().__init__(message or f"{setting}={value!r}: {reason}")
 
 
 class ConnectionFailed(PlanktonError):
-    """Redis could not be reached (the URL in the message has its password redacted)."""
+    """Redis could not be reached, or refused us.
+
+    Fields: ``url`` (with its password redacted; empty if unknown) and ``reason``.
+    """
+
+    def __init__(self, reason: str, url: str = "") -> None:
+        self.reason, self.url = reason, url
+        super().__init__(reason)
 
 
 class RunTimeout(PlanktonError):
-    """``Client.wait`` gave up before the run ended."""
+    """``Client.wait`` gave up before the run ended; fields ``run_id`` and ``timeout`` (s)."""
+
+    def __init__(self, run_id: str, timeout: float) -> None:
+        self.run_id, self.timeout = run_id, timeout
+        super().__init__(f"run {run_id} did not end within {timeout}s")
 
 
 class Fenced(PlanktonError):
-    """This attempt of a task is no longer current (lost lease, cancel, restart).
+    """A write was refused because its writer was superseded: an attempt of a task that is no
+    longer current (lost lease, cancel, restart), or a scheduler whose leader epoch moved on.
 
-    Raised inside a worker so that the task's thread stops; never shown to users as a failure.
+    Raised inside a worker so that the task's thread stops, and inside a scheduler so that it
+    stops acting as leader; never shown to users as a failure. Fields: ``writer`` (who wrote)
+    and ``reason`` (what Redis said, if anything).
     """
+
+    def __init__(self, writer: str, reason: str = "") -> None:
+        self.writer, self.reason = writer, reason
+        super().__init__(f"{writer}: {reason}" if reason else writer)

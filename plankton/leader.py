@@ -101,5 +101,5 @@ def fenced_call(conn: redis.Redis, epoch: int, script_body: str, keys: Sequence[
         return script(keys=[LEADER_EPOCH, *keys], args=[epoch, *args], client=conn)
     except redis.ResponseError as exc:
         if str(exc).startswith("FENCED"):
-            raise Fenced(str(exc)) from exc
+            raise Fenced(f"scheduler at leader epoch {epoch}", str(exc)) from exc
         raise

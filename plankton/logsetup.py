@@ -61,7 +61,7 @@ def log_format(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     value = (env.get("PLANKTON_LOG_FORMAT") or "text").strip().lower()
     if value not in FORMATS:
-        raise ConfigError(f"PLANKTON_LOG_FORMAT={value!r}: expected one of {', '.join(FORMATS)}")
+        raise ConfigError("PLANKTON_LOG_FORMAT", value, f"expected one of {', '.join(FORMATS)}")
     return value
 
 

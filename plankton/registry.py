@@ -30,7 +30,8 @@ class Registry:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
-            raise ConfigError(f"cannot import {name!r} (from --import / PLANKTON_IMPORTS): "
+            raise ConfigError("--import / PLANKTON_IMPORTS", name, f"cannot import it: {exc}",
+                              f"cannot import {name!r} (from --import / PLANKTON_IMPORTS): "
                               f"{exc}") from exc
         self.modules.append(name)
         for value in list(vars(module).values()):

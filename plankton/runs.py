@@ -14,13 +14,15 @@ from typing import Any, Iterable
 
 import redis
 
-from . import codec, keys, scripts
+from . import codec, keys, scripts, states
+from .errors import Fenced
 from .hashing import tree_hash
+from .states import RunStatus, TaskState
 from .task import Task
 
-#: Contract status strings of a run.
-RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-ENDED = {"succeeded", "failed", "cancelled"}
+#: Contract status strings of a run, and those of an ended run (``states`` defines them).
+RUN_STATES = states.RUN_STATES
+ENDED = states.RUN_ENDED
 
 
 def new_run_id() -> str:
@@ -74,7 +76,7 @@ def task_record(plan: Plan, task: Task, order: int) -> dict[str, Any]:
         "queue": cls.queue,
         "timeout": cls.timeout if cls.timeout is not None else "",
         "retries": cls.retries,
-        "state": "ready" if not task.children else "pending",
+        "state": TaskState.PENDING if task.children else TaskState.READY,
         "attempt": 1,
         "attempts": 0,
         "fails": 0,
@@ -99,6 +101,7 @@ class FencedPipe:
 
     def __init__(self, conn: redis.Redis, run_id: str, fence: tuple[str, int]) -> None:
         self.script = conn.register_script(scripts.CREATE_RUN_FENCED)
+        self.run_id = run_id
         self.keys = [fence[0], keys.run(run_id)]
         self.epoch = fence[1]
         self.args: list[Any] = []
@@ -135,12 +138,9 @@ class FencedPipe:
         ok = int(self.script(keys=self.keys, args=[self.epoch, *self.args]))
         self.args, self.count = [], 0
         if not ok:
-            raise FencedWrite("epoch moved on or run exists")
+            raise Fenced(f"scheduler creating run {self.run_id}",
+                         "leader epoch moved on or run exists")
         return ok
-
-
-class FencedWrite(Exception):
-    """A fenced run creation was refused (another leader, or the run exists)."""
 
 
 def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, dag: str,
@@ -180,7 +180,7 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
         pipe.execute()
     submitted = now_ms()
     run = {
-        "run_id": run_id, "dag": dag, "status": "queued", "params": codec.dumps(params),
+        "run_id": run_id, "dag": dag, "status": RunStatus.QUEUED, "params": codec.dumps(params),
         "since": iso(since), "to": iso(to), "submitted_at": submitted, "version": version,
         "rerun_of": rerun_of, "tree_hash": hashes[plan.tid(root)], "root": plan.tid(root),
         "n_tasks": len(order),
@@ -291,11 +291,11 @@ def task_view(tid: str, r: dict[str, Any]) -> dict[str, Any]:
         "worker": _s(r.get("worker")) or None,
         "host": _s(r.get("host")) or None,
         "started_at": _ms_iso(r.get("started_at")),
-        "ended_at": _ms_iso(r.get("ended_at")) if state in ("succeeded", "failed", "cancelled")
+        "ended_at": _ms_iso(r.get("ended_at")) if state in states.TASK_FINAL
         else None,
         "processed": {"emitted": _int(r.get("emitted")) or 0,
                       "consumed": _int(r.get("consumed")) or 0},
-        "result": jsonable(_value(r.get("result"))) if state == "succeeded" else None,
+        "result": jsonable(_value(r.get("result"))) if state == TaskState.SUCCEEDED else None,
         "error": _s(r.get("error")) or None,
     }
 

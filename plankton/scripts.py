@@ -173,7 +173,7 @@ local function fail_task(t, attempt, kind, err, backoff, max_lost, now)
     local pk = tkey(p)
     changed(p)
     redis.call('HSET', pk, 'state', 'failed', 'ended_at', now,
-      'error', 'UpstreamFailed: child task ' .. child .. ' failed: ' .. err)
+      'error', 'UpstreamFailed: child task ' .. child .. ' failed: ' .. err, 'upstream', child)
     task_ended(pk, 'failed', now, false)
     redis.call('HINCRBY', pk, 'attempt', 1)
     redis.call('ZREM', P .. 'leases', p)
@@ -385,21 +385,22 @@ return 'OK'
 #: Worker: read the next entries of a parent's channel, keeping only current attempts.
 #: KEYS[2] the parent's (the reader's own) channel.
 #: ARGV: parent, attempt, after-id, count. Returns {'OK', last_id, values, ended_children}
-#: or {'FENCED', state, error}.
+#: or {'FENCED', state, error, upstream} (upstream: the failed child's name, if that is why).
 READ = _PRELUDE + r"""
 local t, a = ARGV[1], ARGV[2]
 local k = tkey(t)
 local st = redis.call('HMGET', k, 'state', 'attempt', 'cursor', 'cursor_prev')
 if not run_live() or st[1] ~= 'running' or st[2] ~= a then
   mcount('fenced_writes', 'read')
-  return {'FENCED', st[1] or '', redis.call('HGET', k, 'error') or ''}
+  local why = redis.call('HMGET', k, 'error', 'upstream')
+  return {'FENCED', st[1] or '', why[1] or '', why[2] or ''}
 end
 -- The reader resumes where its last READ ended (or repeats that READ after a lost reply).
 -- Resuming anywhere else means Redis lost READs this attempt made, and the values and
 -- ends it took from them (a rollback): it starts again.
 if ARGV[3] ~= '0-0' and ARGV[3] ~= (st[3] or '0-0') and ARGV[3] ~= (st[4] or '0-0') then
   rolled_back(t, a, 'reads it had made')
-  return {'FENCED', 'retrying', ''}
+  return {'FENCED', 'retrying', '', ''}
 end
 local start = '-'
 if ARGV[3] ~= '0-0' then start = '(' .. ARGV[3] end

@@ -112,9 +112,9 @@ def _parse(name: str, var: str, text: str, kind: Any) -> Any:
         else:
             return text
     except ValueError:
-        raise ConfigError(f"{var}={text!r}: expected a number") from None
+        raise ConfigError(var, text, "expected a number") from None
     if value < 0:
-        raise ConfigError(f"{var}={text!r}: must not be negative")
+        raise ConfigError(var, text, "must not be negative")
     return value
 
 

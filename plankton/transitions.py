@@ -111,12 +111,13 @@ class Transitions:
 
     def read(self, run_id: str, task: str, attempt: int, after: str,
              count: int = 200) -> tuple[str, Any, Any, Any]:
-        """{'OK', last_id, value blobs, ended children} or {'FENCED', state, error}."""
+        """('OK', last_id, value blobs, ended children) or ('FENCED', state, error, upstream):
+        ``upstream`` names the child whose failure failed this task ('' if none did)."""
         reply = self._read(keys=[keys.run(run_id), keys.channel(run_id, task)],
                            args=[task, attempt, after, count])
         if _s(reply[0]) == "OK":
             return "OK", _s(reply[1]), reply[2], [_s(c) for c in reply[3]]
-        return "FENCED", _s(reply[1]), _s(reply[2]), None
+        return "FENCED", _s(reply[1]), _s(reply[2]), _s(reply[3])
 
     def fail(self, run_id: str, task: str, attempt: int, kind: str, error: str,
              backoff: int, max_lost: int) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from plankton import keys, runs, scripts
 from plankton.client import code_version
 from plankton.dag import Dag
+from plankton.errors import Fenced
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import Scheduler
@@ -46,7 +47,7 @@ def create_run(conn: Any, dag: Dag, fire: _dt.datetime, *, run_id: str,
         runs.write_run(conn, run_id, root, order, dag=dag.name, params=wire,
                        since=since, to=to, version=code_version(dag.module), extra=info,
                        fence=fence)
-    except runs.FencedWrite:
+    except Fenced:
         return False
     conn.set(keys.cron_fire(dag.name, int(fire.timestamp())), run_id, ex=FIRE_KEY_TTL)
     return True

@@ -22,6 +22,7 @@ from plankton import codec, keys, runs, transport
 from plankton.connection import connect
 from plankton.registry import Registry
 from plankton.settings import Settings
+from plankton.states import RUN_ENDED, TaskState
 from plankton.transitions import Transitions, backoff_ms
 from plankton.transport import ENTRY, Enqueuer, batch_size
 
@@ -171,7 +172,7 @@ class Scheduler:
         if status is None:
             self.conn.srem(keys.ACTIVE, run_id)
             return 0
-        if _s(status) in ("succeeded", "failed", "cancelled"):
+        if _s(status) in RUN_ENDED:
             if may_settle:
                 self.settle(run_id)
                 return 1
@@ -220,7 +221,7 @@ class Scheduler:
             for t, _ in tasks:
                 pipe.hmget(keys.task(run_id, t), "state", "attempt")
             for (_, a), (state, attempt) in zip(tasks, pipe.execute()):
-                if state == b"queued" and _s(attempt) == str(a):
+                if _s(state) == TaskState.QUEUED and _s(attempt) == str(a):
                     waiting = True
         tx = self.conn.pipeline(transaction=True)
         tx.lrem(ikey, 1, jid)
@@ -249,7 +250,7 @@ class Scheduler:
         for t in ready:
             pipe.hmget(keys.task(run_id, t), "attempt", "queue", "state")
         items = [(t, int(a), _s(q)) for t, (a, q, st) in zip(ready, pipe.execute())
-                 if st == b"ready" and a is not None]
+                 if _s(st) == TaskState.READY and a is not None]
         size = batch_size(len(items), self.workers_alive())
         done = self.enqueuer.enqueue_many(run_id, items, size)
         log.debug("run %s: enqueued %d of %d ready tasks (batch %d)", run_id, done, len(items),

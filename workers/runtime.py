@@ -18,6 +18,7 @@ import redis
 
 from plankton import codec, keys
 from plankton.errors import Fenced, UpstreamFailed
+from plankton.states import TaskState
 from plankton.task import TaskContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -258,7 +259,7 @@ class Runtime(TaskContext):
                                                      claim.task_id, claim.attempt, after,
                                                      READ_COUNT)
             if status != "OK":
-                self._raise_fenced(last, blobs)
+                self._raise_fenced(last, blobs, ends)
             moved = last != after
             after = last
             for blob in blobs:
@@ -271,12 +272,13 @@ class Runtime(TaskContext):
             if not moved:
                 self._wait_for(channel, after)
 
-    def _raise_fenced(self, state: str, error: str) -> None:
+    def _raise_fenced(self, state: str, error: str, upstream: str) -> None:
         self.fenced = True
-        if state == "failed" and error.startswith("UpstreamFailed"):
-            child = error.split("child task ", 1)[-1].split(" failed", 1)[0]
-            raise UpstreamFailed(child, error.split(" failed: ", 1)[-1])
-        raise Fenced(self.where)
+        if state == TaskState.FAILED and upstream:
+            # the script's error text is "UpstreamFailed: child task C failed: <C's error>"
+            raise UpstreamFailed(upstream, error.removeprefix(
+                f"UpstreamFailed: child task {upstream} failed: "))
+        raise Fenced(self.where, f"attempt {self.claim.attempt} is no longer current")
 
     def _wait_for(self, channel: str, after: str) -> None:
         """Block until the channel has an entry after ``after`` (or 1 s), off the CPU slot."""

@@ -12,7 +12,6 @@ DAG's signature, so the document tells a client exactly which params each DAG ta
 from __future__ import annotations
 
 import datetime as _dt
-import enum
 import re
 from typing import Annotated, Any
 
@@ -32,23 +31,12 @@ from pydantic_core import PydanticCustomError
 
 from ..dag import Dag
 from ..paramtypes import INT_MAX, INT_MIN
-from ..runs import RUN_STATES
+from ..states import RunStatus
 
 #: RFC 3339 date-time with a mandatory offset: what the schema's ``format: date-time`` promises.
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
-class RunStatus(str, enum.Enum):
-    """The status of a run, as the contract spells it."""
-
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-
-assert tuple(s.value for s in RunStatus) == RUN_STATES
 
 
 def _rfc3339(value: Any) -> Any:
