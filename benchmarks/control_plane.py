@@ -72,6 +72,19 @@ def _cli(env: dict[str, str], *args: str) -> tuple[float, int]:
     return time.perf_counter() - t0, proc.returncode
 
 
+def _render(run: dict[str, Any]) -> float:
+    """Seconds ``plankton show`` spends drawing the tree of an already-read run."""
+    import io
+
+    from rich.console import Console
+
+    from plankton.cli import render
+
+    t0 = time.perf_counter()
+    render.print_run(run, Console(file=io.StringIO(), width=160))
+    return time.perf_counter() - t0
+
+
 def measure(client: Any, stack: Stack, n: int) -> dict[str, Any]:
     import plankton as pk  # noqa: F401 - imported for the side effect of the registry
 
@@ -93,6 +106,7 @@ def measure(client: Any, stack: Stack, n: int) -> dict[str, Any]:
     full = client.status(rid)
     status = time.perf_counter() - t0
     ok &= len(full["tasks"]) == n + 1 and all(t["state"] == "succeeded" for t in full["tasks"])
+    render_s = _render(full)
     env = dict(stack.env, PLANKTON_REDIS_URL=client.settings.url)
     startup, _ = _cli(env, "--version")
     show_json, _ = _cli(env, "show", rid, "--json")
@@ -100,7 +114,7 @@ def measure(client: Any, stack: Stack, n: int) -> dict[str, Any]:
     return {"n_tasks": n + 1, "checked": bool(ok), "build_s": build, "submit_s": submit,
             "floor_write_s": floor_write, "run_s": wait, "status_s": status,
             "floor_read_s": floor_read, "cli_startup_s": startup, "show_json_s": show_json,
-            "show_s": show_tree,
+            "show_s": show_tree, "render_s": render_s,
             "submit_per_floor": submit / floor_write, "status_per_floor": status / floor_read,
             "show_json_per_floor": (show_json - startup) / floor_read,
             "show_render_s": show_tree - show_json,
@@ -150,6 +164,7 @@ ROWS = [("submit by DAG name", "submit_s"), ("  of which the DAG function's buil
         ("submit / write floor", "submit_per_floor"), ("status / read floor", "status_per_floor"),
         ("(show --json - start-up) / read floor", "show_json_per_floor"),
         ("show's tree rendering (show - show --json)", "show_render_s"),
+        ("show's tree rendering (in-process)", "render_s"),
         ("submit, us per task", "submit_us_per_task")]
 
 

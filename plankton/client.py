@@ -97,12 +97,14 @@ class Client:
         items = [(plan.tid(t), 1, type(t).queue) for t in plan.enqueue_order()]
         size = batch_size(len(items), self._workers_alive())
         enqueuer = self.enqueuer
-        small = len(order) <= 2000
+        # The first enqueue rides in the transaction that creates the run (one round trip
+        # for the lot, whatever the size: its tasks were written before, or in it).
         replies = runs.write_run(
             self.conn, rid, root, order, dag=name, params=wire, since=since, to=to,
             version=code_version(module), rerun_of=rerun_of, extra=extra, notify=False,
-            then=(lambda tx: enqueuer.enqueue_many_in(tx, rid, items, size)) if small else None)
-        if not small or any(isinstance(r, Exception) for r in replies or []):
+            then=lambda tx: enqueuer.enqueue_many_in(tx, rid, items, size))
+        if any(isinstance(r, Exception) or (isinstance(r, list) and r and r[0] != b"OK")
+               for r in replies or []):
             # Put the first ready tasks on their queues now, saving a hop through the
             # scheduler (which would enqueue them after READY_GRACE_MS if we died here).
             # Racing it is safe: every enqueue is a compare-and-set on state and attempt.

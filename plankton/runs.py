@@ -167,15 +167,21 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
         pipe = tx = conn.pipeline(transaction=True)
     else:
         pipe = conn.pipeline(transaction=False)
+    ready: dict[str, int] = {}
     for i, task in enumerate(order):
         tid = plan.tid(task)
         record = task_record(plan, task, i)
         record["tree_hash"] = hashes[tid]
         pipe.hset(keys.task(run_id, tid), mapping=record)
         if not task.children:
-            pipe.zadd(keys.ready(run_id), {tid: rank[id(task)]})
-        if not small and len(pipe) >= chunk:
-            pipe.execute()
+            ready[tid] = rank[id(task)]
+        if len(ready) >= chunk or (not small and len(pipe) >= chunk):
+            pipe.zadd(keys.ready(run_id), ready)  # one ZADD per chunk of leaves
+            ready = {}
+            if not small:
+                pipe.execute()
+    if ready:
+        pipe.zadd(keys.ready(run_id), ready)
     if not small:
         pipe.execute()
     submitted = now_ms()

@@ -47,8 +47,15 @@ def _label(task: dict[str, Any]) -> Text:
     return text
 
 
+#: A parent with more children than this shows only the ones worth a look (failed, running,
+#: retrying: up to this many) and one line per (name, state) for the rest, so that
+#: ``plankton show`` of a 100,000-leaf run prints a screenful, fast.
+GROUP_LIMIT = 20
+_NOTABLE = ("failed", "retrying", "running")
+
+
 def tree(run: dict[str, Any]) -> Tree:
-    """The run's task tree as a rich Tree."""
+    """The run's task tree as a rich Tree (wide sibling lists grouped, see GROUP_LIMIT)."""
     status = run["status"]
     head = Text()
     head.append(f"run {run['run_id']} ", style="bold")
@@ -56,17 +63,45 @@ def tree(run: dict[str, Any]) -> Tree:
     head.append(status, style=STATE_STYLE.get(status, ""))
     root = Tree(head)
     by_id = {t["id"]: t for t in run["tasks"]}
-    if not by_id:
+    if not by_id or run.get("root") not in by_id:
         return root
-
-    def add(node: Tree, tid: str) -> None:
+    stack: list[tuple[Tree, Any]] = [(root, run["root"])]
+    while stack:  # iterative: a 30,000-deep chain must not hit the recursion limit
+        node, tid = stack.pop()
+        if isinstance(tid, list):  # the grouped siblings, after the ones shown
+            _add_groups(node, tid)
+            continue
         task = by_id[tid]
         branch = node.add(_label(task))
-        for child in task.get("children") or []:
-            add(branch, str(child))
-
-    add(root, run["root"])
+        children = [by_id[str(c)] for c in task.get("children") or [] if str(c) in by_id]
+        if len(children) <= GROUP_LIMIT:
+            shown, rest = children, []
+        else:
+            notable = [c for c in children if c["state"] in _NOTABLE]
+            shown = notable[:GROUP_LIMIT]
+            picked = {id(c) for c in shown}
+            rest = [c for c in children if id(c) not in picked]
+        if rest:
+            stack.append((branch, rest))
+        for child in reversed(shown):
+            stack.append((branch, child["id"]))
     return root
+
+
+def _add_groups(branch: Tree, rest: list[dict[str, Any]]) -> None:
+    """One line per (name, state) of siblings not shown one by one."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for task in rest:
+        groups.setdefault((task["name"], task["state"]), []).append(task)
+    for (name, state), members in groups.items():
+        line = Text()
+        line.append(f"{len(members):,} × {name} ", style="bold")
+        line.append(state, style=STATE_STYLE.get(state, ""))
+        ids = [m["id"] for m in members]
+        span = f"#{ids[0]}" if len(ids) == 1 else f"#{ids[0]} … #{ids[-1]}"
+        emitted = sum(m["processed"]["emitted"] for m in members)
+        line.append(f"  {span}  emitted {emitted:,}", style="dim")
+        branch.add(line)
 
 
 def print_run(run: dict[str, Any], console: Console | None = None) -> None:
