@@ -57,7 +57,7 @@ def ratios(report: dict) -> dict:
     rq = report.get("peers", {}).get("rq", {}).get("figures", {})
     out = {}
     for name, ours in report["workloads"].items():
-        theirs = rq.get(name)
+        theirs = rq.get(name) or rq.get(name.removesuffix("-user"))
         if not theirs or not isinstance(theirs, dict) or "median" not in theirs:
             continue
         if not ours.get("median"):

@@ -25,8 +25,8 @@ from .harness import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ["fanin-1000", "chain-100", "stream-100k", "wide-10k", "latency", "scale-io",
-             "scale-100k"]
+WORKLOADS = ["fanin-1000", "fanin-1000-user", "chain-100", "stream-100k", "wide-10k",
+             "wide-10k-user", "latency", "scale-io", "scale-100k", "scale-100k-flat"]
 
 
 class Stack:
@@ -87,6 +87,68 @@ def bench_fanin(client, stack, repeats):
         ok &= run["status"] == "succeeded" and run["result"] == 1000
         times.append(1001 / dt)
     return figure(times, "tasks/s", ok, redis_commands_per_task=round(min(cmds), 1))
+
+
+def _user_path(client: Any, n: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """What a script does: ``submit("flat", params={"n": n})`` then the default ``wait()``
+    (which waits for the end, then reads the run with its tasks), timed step by step."""
+    t0 = time.perf_counter()
+    rid = client.submit("flat", params={"n": n})
+    t1 = time.perf_counter()
+    while not client.await_end(rid, 1.0):  # the loop of Client.wait, split from its read
+        pass
+    t2 = time.perf_counter()
+    run = client.status(rid)
+    t3 = time.perf_counter()
+    return {"submit_s": t1 - t0, "run_s": t2 - t1, "read_s": t3 - t2, "total_s": t3 - t0}, run
+
+
+def _user_ok(run: dict[str, Any], n: int) -> bool:
+    return (run["status"] == "succeeded" and run["result"] == n and len(run["tasks"]) == n + 1
+            and all(t["state"] == "succeeded" for t in run["tasks"]))
+
+
+def _steps(parts: list[dict[str, float]]) -> dict[str, float]:
+    """Median of each step over the repeats."""
+    return {k: round(sorted(p[k] for p in parts)[len(parts) // 2], 4) for k in parts[0]}
+
+
+def bench_fanin_user(client, stack, repeats):
+    vals, ok, parts = [], True, []
+    for _ in range(repeats):
+        times, run = _user_path(client, 1000)
+        ok &= _user_ok(run, 1000)
+        vals.append(1001 / times["total_s"])
+        parts.append(times)
+    return figure(vals, "tasks/s", ok, steps_s=_steps(parts))
+
+
+def bench_wide_user(client, stack, repeats):
+    vals, ok, parts = [], True, []
+    for _ in range(repeats):
+        times, run = _user_path(client, 10_000)
+        ok &= _user_ok(run, 10_000)
+        vals.append(times["total_s"])
+        parts.append(times)
+    return figure(vals, "s", ok, steps_s=_steps(parts))
+
+
+def bench_scale_flat(client, stack, repeats):
+    """100,000 leaves under one parent: the engine path (tree built before the clock,
+    ``wait(tasks=False)``) and the user path (build + submit by name + run + status)."""
+    engine, user, parts, ok = [], [], [], True
+    for _ in range(max(1, min(repeats, 2))):
+        dt, run = _timed(client, bt.fanin(100_000))
+        ok &= run["status"] == "succeeded" and run["result"] == 100_000
+        engine.append(dt)
+        times, run = _user_path(client, 100_000)
+        ok &= _user_ok(run, 100_000)
+        user.append(times["total_s"])
+        parts.append(times)
+    e, u = sorted(engine)[len(engine) // 2], sorted(user)[len(user) // 2]
+    return {"scale-100k-flat": figure(engine, "s", ok),
+            "scale-100k-flat-user": figure(user, "s", ok, steps_s=_steps(parts),
+                                           user_over_engine=round(u / e, 2))}
 
 
 def bench_chain(client, stack, repeats):
@@ -167,7 +229,8 @@ def bench_scale_io(client, stack, repeats):
 BENCHES: dict[str, Callable] = {
     "fanin-1000": bench_fanin, "chain-100": bench_chain, "stream-100k": bench_stream,
     "wide-10k": bench_wide, "latency": bench_latency, "scale-io": bench_scale_io,
-    "scale-100k": bench_scale100k,
+    "scale-100k": bench_scale100k, "fanin-1000-user": bench_fanin_user,
+    "wide-10k-user": bench_wide_user, "scale-100k-flat": bench_scale_flat,
 }
 
 

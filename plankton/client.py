@@ -86,6 +86,10 @@ class Client:
         """Start a run of a DAG (by name or object) or of a task tree; returns its run id."""
         if isinstance(dag, Task):
             order = place(dag, since, to)
+            if len(order) > self.settings.max_tasks:
+                raise DagError(f"the tree has {len(order):,} tasks, more than "
+                               f"PLANKTON_MAX_TASKS={self.settings.max_tasks:,}",
+                               [dag.task_name])
             root, name, module, typed = dag, dag.task_name, type(dag).__module__, {}
         else:
             d = self.find_dag(dag) if isinstance(dag, str) else dag

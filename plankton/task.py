@@ -116,8 +116,8 @@ class Task:
         if budget is not None:
             budget[0] -= 1
             if budget[0] < 0:
-                raise DagError(f"the DAG builds more than {budget[1]} tasks (PLANKTON_MAX_TASKS)",
-                               [name])
+                raise DagError(f"the DAG builds more than {budget[1]:,} tasks "
+                               f"(PLANKTON_MAX_TASKS={budget[1]:,}); nothing was written", [name])
         known = type(self)._params
         for key, value in params.items():
             if key not in known:

@@ -132,3 +132,8 @@ def test_a_dag_building_too_many_tasks_is_stopped_with_dag_error(redis_url, r, m
         client.submit("fanin", params={"n": 10**12})
     assert "100" in str(err.value)
     assert r.dbsize() == 0
+    # A tree built in the script is counted too, before anything is written.
+    with pytest.raises(pk.DagError) as err:
+        client.submit(tasks.Count().add_children(*(tasks.Leaf(i=i) for i in range(150))))
+    assert "151" in str(err.value) and "PLANKTON_MAX_TASKS=100" in str(err.value)
+    assert r.dbsize() == 0

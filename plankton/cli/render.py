@@ -137,4 +137,9 @@ def plain_changes(run: dict[str, Any], seen: dict[str, str]) -> list[str]:
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, default=str, indent=2))
+    """One JSON document on stdout: indented when small; compact when large, as Python's
+    json writes indented text with its pure-Python encoder (5x slower: 10,000 tasks)."""
+    text = json.dumps(value, default=str)
+    if len(text) < 200_000:
+        text = json.dumps(value, default=str, indent=2)
+    print(text)
