@@ -67,8 +67,14 @@ local function run_ended(status, now)
   mcount('runs_ended', r[1] or '?', status)
   mobserve('run_seconds', RUN_BUCKETS, (now - from) / 1000, r[1] or '?', status)
 end
-local function waiting_add(t, queue, now)
-  redis.call('ZADD', WPREFIX .. queue, now, RUN_ID .. '/' .. t)
+-- Tasks (ARGV[first], ARGV[first + 2], ...) of one queue were queued at ``now``.
+local function waiting_add(queue, now, first)
+  local scored = {}
+  for i = first, #ARGV, 2 do
+    table.insert(scored, now)
+    table.insert(scored, RUN_ID .. '/' .. ARGV[i])
+  end
+  redis.call('ZADD', WPREFIX .. queue, unpack(scored))
   redis.call('SADD', WQUEUES, queue)
 end
 local function waiting_del(t, queue)
@@ -271,11 +277,11 @@ if not run_live() then return {'ENDED', {}} end
 local now = now_ms()
 for i = first, #ARGV, 2 do
   redis.call('HSET', tkey(ARGV[i]), 'state', 'queued', 'queued_at', now)
-  waiting_add(ARGV[i], redis.call('HGET', tkey(ARGV[i]), 'queue'), now)
   changed(ARGV[i])
   redis.call('ZREM', P .. 'ready', ARGV[i])
   redis.call('HINCRBY', P .. 'enq', ARGV[i] .. ':' .. ARGV[i + 1], 1)
 end
+waiting_add(redis.call('HGET', tkey(ARGV[first]), 'queue'), now, first)  -- one job, one queue
 local fields = {}
 for i = 4, first - 1 do table.insert(fields, ARGV[i]) end
 redis.call('HSET', KEYS[2], unpack(fields))
