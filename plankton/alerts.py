@@ -38,7 +38,7 @@ from typing import Any
 
 import redis
 
-from . import codec, keys, metrics, runs, scripts
+from . import codec, keys, logsetup, metrics, runs, scripts
 from .connection import redact
 from .dag import Dag
 from .errors import Fenced
@@ -208,6 +208,10 @@ class Outbox:
 
     def _deliver(self, member: str) -> None:
         run_id, dest = json.loads(member)
+        with logsetup.task_context(run_id=run_id):
+            self._deliver_run(member, run_id, dest)
+
+    def _deliver_run(self, member: str, run_id: str, dest: str) -> None:
         tries = self.conn.hincrby(keys.alerts(run_id), f"tries:{dest}", 1)
         body = payload(self.conn, run_id, self.settings.console_url)
         if body is None:  # records expired: nothing left to tell
@@ -218,22 +222,21 @@ class Outbox:
         except Exception as exc:  # noqa: BLE001 - a receiver or a callable failed: retry
             if tries >= self.settings.webhook_attempts:
                 log.error("webhook for run %s to %s given up after %d tries: %s", run_id,
-                          redact(dest), tries, exc, extra={"run_id": run_id})
+                          redact(dest), tries, exc)
                 self._record(keys=[keys.OUTBOX, keys.alerts(run_id)],
                              args=[member, f"gave up: {exc}"[:500], ""])
                 metrics.count(self.conn, "webhooks", "gave_up")
                 return
             delay = min(BACKOFF_CAP, self.settings.webhook_backoff * 2 ** (tries - 1))
             log.warning("webhook for run %s to %s failed (try %d, next in %.1fs): %s", run_id,
-                        redact(dest), tries, delay, exc, extra={"run_id": run_id})
+                        redact(dest), tries, delay, exc)
             self._record(keys=[keys.OUTBOX, keys.alerts(run_id)],
                          args=[member, f"retrying: {exc}"[:500], int(delay * 1000)])
             metrics.count(self.conn, "webhooks", "failed")
             return
         self._record(keys=[keys.OUTBOX, keys.alerts(run_id)], args=[member, "sent", ""])
         metrics.count(self.conn, "webhooks", "sent")
-        log.info("webhook for run %s sent to %s", run_id, redact(dest),
-                 extra={"run_id": run_id})
+        log.info("webhook for run %s sent to %s", run_id, redact(dest))
 
     def _send(self, dest: str, body: dict[str, Any], run_id: str) -> None:
         if dest.startswith("call:"):

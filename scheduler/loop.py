@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import redis
 
-from plankton import codec, keys, runs, transport
+from plankton import codec, keys, logsetup, runs, transport
 from plankton.connection import connect
 from plankton.registry import Registry
 from plankton.settings import Settings
@@ -152,7 +152,8 @@ class Scheduler:
         for raw in self.conn.smembers(keys.ACTIVE):
             run_id = _s(raw)
             try:
-                settled += self._tick_run(run_id, settled < SETTLE_PER_TICK)
+                with logsetup.task_context(run_id=run_id):  # JSON logs: lines name the run
+                    settled += self._tick_run(run_id, settled < SETTLE_PER_TICK)
             except (redis.ConnectionError, redis.TimeoutError):
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad run must not stop the others
