@@ -109,6 +109,9 @@ PEERS: dict[str, Peer] = {
                          "pip install 'dask[distributed]'", "Dask, queuing off",
                          {"queuing": False}),
     "luigi": Peer("luigi", "luigi_peer", ("luigi",), "pip install luigi", "Luigi local x2"),
+    "saq": Peer("saq", "saq_peer", ("saq",), "pip install saq", "SAQ x2 (conc. 10)"),
+    "streaq": Peer("streaq", "streaq_peer", ("streaq",), "pip install streaq",
+                   "streaq x2 (conc. 16)"),
 }
 
 # ``--only dask`` means both Dask variants
