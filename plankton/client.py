@@ -235,9 +235,16 @@ class Client:
         False, which saves reading every task of a big run). RunTimeout after ``timeout`` s."""
         result = (lambda: self.status(run_id)) if tasks else (lambda: self._run_only(run_id))
         deadline = None if timeout is None else time.monotonic() + timeout
+        seen: dict[str, Any] = {}
+        cursor: int | None = None
         while True:
-            if on_progress is not None:
-                on_progress(self.status(run_id))
+            if on_progress is not None:  # a delta read per refresh: its cost is what changed
+                delta = self.changes(run_id, cursor)
+                if delta["full"]:
+                    seen = {}
+                seen.update((t["id"], t) for t in delta["tasks"])
+                cursor = delta["cursor"]
+                on_progress({**delta["run"], "tasks": list(seen.values())})
             step = interval if on_progress else 1.0
             if deadline is not None:
                 left = deadline - time.monotonic()

@@ -84,3 +84,31 @@ def test_api_since_returns_the_delta_and_refuses_a_bad_cursor(redis_url):
         bad = api.get(f"/runs/{run_id}", params={"since": "-1"})
         assert bad.status_code == 422 and "since" in bad.text
         assert api.get("/runs/nope", params={"since": 3}).status_code == 404
+
+
+def test_wait_on_progress_gets_whole_runs_from_deltas(cluster, redis_url):
+    client = pk.Client(redis_url, imports=["tests.tasks"])
+    run_id = client.submit("fanin", params={"n": 3})
+    seen: list[dict] = []
+    cluster.worker()
+    cluster.scheduler()
+    final = client.wait(run_id, timeout=60, on_progress=seen.append, interval=0.05)
+    assert final["status"] == "succeeded" and seen
+    assert all(len(p["tasks"]) == 4 and p["run_id"] == run_id for p in seen)
+    assert [t["id"] for t in seen[-1]["tasks"]] == ["0", "1", "2", "3"]
+
+
+def test_task_view_reads_only_the_fields_reads_fetch():
+    """Reads HMGET ``runs.TASK_FIELDS``: a field task_view uses must be among them."""
+    from plankton import runs
+
+    class Recorder(dict):
+        used: set[str] = set()
+
+        def get(self, key, default=None):
+            self.used.add(key)
+            return super().get(key, default)
+
+    for state in ("pending", "running", "succeeded", "failed"):
+        runs.task_view("0", Recorder(state=state.encode()))
+    assert Recorder.used <= set(runs.TASK_FIELDS), Recorder.used - set(runs.TASK_FIELDS)
