@@ -106,6 +106,12 @@ local function bump()
   return VER
 end
 local function changed(t) redis.call('ZADD', P .. 'chg', bump(), t) end
+local function changed_all(ts)  -- one ZADD for a batch of tasks
+  if #ts == 0 then return end
+  local v, args = bump(), {}
+  for _, t in ipairs(ts) do args[#args + 1] = v; args[#args + 1] = t end
+  redis.call('ZADD', P .. 'chg', unpack(args))
+end
 local function end_run(status, err, result, now)
   bump()
   redis.call('HSET', RUNKEY, 'status', status, 'ended_at', now)
@@ -218,7 +224,6 @@ local function claim(t, a)
     'host', ARGV[5], 'attempts', a, 'seq', 0, 'ch_read', 0, 'emitted', 0, 'consumed', 0,
     'cursor', '0-0', 'cursor_prev', '0-0')
   redis.call('ZADD', P .. 'leases', now + lease, t)
-  changed(t)
   local f = redis.call('HMGET', k, 'family', 'params', 'parent', 'n_children', 'timeout',
     'name', 'queue', 'counted')
   waiting_del(t, f[7])
@@ -239,7 +244,6 @@ local function claim(t, a)
     return {f[3], ps[3]}
   end
   redis.call('HSET', pk, 'state', 'ready')
-  changed(f[3])
   redis.call('ZADD', P .. 'ready', now, f[3])
   table.insert(released, {f[3], ps[3], ps[4]})
 end
@@ -258,6 +262,10 @@ if #claimed > 0 and redis.call('HGET', RUNKEY, 'status') == 'queued' then
   redis.call('HSET', RUNKEY, 'status', 'running', 'started_at', now)
   mcount('runs_started', redis.call('HGET', RUNKEY, 'dag') or '?')
 end
+local touched = {}
+for _, row in ipairs(claimed) do touched[#touched + 1] = row[1] end
+for _, row in ipairs(released) do touched[#touched + 1] = row[1] end
+changed_all(touched)
 return {claimed, released}
 """
 
@@ -275,13 +283,15 @@ end
 if #bad > 0 then return {'BAD', bad} end
 if not run_live() then return {'ENDED', {}} end
 local now = now_ms()
+local touched = {}
 for i = first, #ARGV, 2 do
   redis.call('HSET', tkey(ARGV[i]), 'state', 'queued', 'queued_at', now)
-  changed(ARGV[i])
+  touched[#touched + 1] = ARGV[i]
   redis.call('ZREM', P .. 'ready', ARGV[i])
   redis.call('HINCRBY', P .. 'enq', ARGV[i] .. ':' .. ARGV[i + 1], 1)
 end
 waiting_add(redis.call('HGET', tkey(ARGV[first]), 'queue'), now, first)  -- one job, one queue
+changed_all(touched)
 local fields = {}
 for i = 4, first - 1 do table.insert(fields, ARGV[i]) end
 redis.call('HSET', KEYS[2], unpack(fields))
