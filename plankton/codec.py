@@ -49,6 +49,19 @@ def loads(data: bytes, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> Any:
 
 _PACK = msgpack.Packer(use_bin_type=True, datetime=True, default=_default).pack
 _FAST = (str, bytes, float, type(None), bool)
+_ARRAY_HEADER = msgpack.Packer().pack_array_header
+
+
+def pack_batch(items: list[Any], n_encoded: int) -> bytes:
+    """One msgpack array of ``items`` (a batch of a results channel, see ``channel.Writer``).
+
+    ``bytes`` items are values :func:`check_value` encoded already and are joined as they
+    are; the others are small scalars packed here. With ``n_encoded`` 0 (only scalars) the
+    whole list is packed in one C call, the fast path of a stream of small values."""
+    if n_encoded:
+        return _ARRAY_HEADER(len(items)) + b"".join(
+            item if type(item) is bytes else _PACK(item) for item in items)
+    return _PACK(items)
 
 
 def text(value: Any) -> str:

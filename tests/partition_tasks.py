@@ -89,8 +89,9 @@ class Stream(pk.Task):
         _persist(conn, lambda c: c.rpush(f"pk:test:part:starts:{self.key}",
                                          f"{_ms(c)}|{self.attempt}|{where()}"))
         ctx = getattr(self, "_ctx", None)
-        if ctx is not None and hasattr(ctx, "engine"):
-            ctx.engine = _CountingEngine(ctx.engine, conn, replies_key(self.key, self.attempt))
+        if ctx is not None and hasattr(ctx, "writer"):
+            ctx.writer.transitions = _CountingEngine(ctx.writer.transitions, conn,
+                                                     replies_key(self.key, self.attempt))
         handed = 0
         outcome = "returned"
         try:

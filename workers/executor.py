@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import redis
 
 from plankton import codec, keys, logsetup, runs
+from plankton.channel import ride_through
 from plankton.connection import connect
 from plankton.errors import Fenced, NotFoundError, PlanktonError
 from plankton.registry import Registry
@@ -30,7 +31,7 @@ from plankton.settings import Settings
 from plankton.transitions import Claimed, Transitions, backoff_ms
 from plankton.transport import Enqueuer
 
-from .runtime import FLUSH_AFTER, Runtime, SlotHold, ride_through
+from .runtime import Runtime, SlotHold
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ class Executor:
     def _execute(self, claim: Claimed, hold: SlotHold,
                  finisher: "Finisher | None" = None) -> None:
         """Run one attempt; a leaf's ``hold`` is the batch loop's and stays with it."""
-        rt = Runtime(self, claim, hold)
+        rt = Runtime(claim, self.engine, self.blocking_conn, self.settings, hold)
         rt.thread = threading.current_thread()
         key = (claim.run_id, claim.task_id, claim.attempt)
         with self.active_lock:
@@ -220,24 +221,20 @@ class Executor:
         claim = rt.claim
         task = self._build_task(claim)
         task._ctx = rt
-        task.emit, task.results = rt.emit, rt.results  # one call level less per value
+        # the channel ends themselves: one call level less per value
+        task.emit, task.results = rt.writer.emit, rt.reader.values
         task.run_id, task.task_id, task.attempt = claim.run_id, claim.task_id, claim.attempt
         if claim.timeout:
             rt.deadline = time.monotonic() + claim.timeout
         result = task.run()
         rt.deadline = None
         blob = codec.check_value(result, f"{rt.where} result", self.settings.max_value_bytes)
-        seq, n, batch = rt.final_batch()
+        args = rt.writer.finish_args(blob, rt.reader.consumed)
         self._push_logs(rt)
-        args = (claim.run_id, claim.parent, claim.task_id, claim.attempt, seq, n, batch, blob,
-                rt.processed["consumed"])
         if finisher is not None:
             finisher.add(args)
             return
-        reply = ride_through(self.engine.finish, *args)
-        if reply == "FENCED":
-            rt.fenced = True
-            raise Fenced(rt.where)
+        rt.writer.finish(args)
 
     def _build_task(self, claim: Claimed) -> Any:
         try:
@@ -298,7 +295,7 @@ class Executor:
                 os._exit(EXIT_RESTART)
             try:
                 for rt in runtimes:
-                    rt.flush_if_old(now)
+                    rt.writer.flush_if_old(now)
                 self._check_deadlines(runtimes, now)
                 if now >= next_renew:
                     next_renew = now + self.settings.heartbeat
@@ -319,8 +316,9 @@ class Executor:
         now = time.monotonic()
         wake = min(next_renew, now + 0.1)
         for rt in runtimes:
-            if (rt.buffer or rt.pending is not None) and not rt.fenced:
-                wake = min(wake, rt.buffer_since + FLUSH_AFTER)
+            due = rt.writer.due_at()
+            if due is not None and not rt.fenced:
+                wake = min(wake, due)
             if rt.deadline is not None:
                 wake = min(wake, rt.deadline)
         for at in list(self._kill_at.values()):

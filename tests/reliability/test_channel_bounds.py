@@ -12,9 +12,9 @@ from __future__ import annotations
 import threading
 
 from plankton import keys
+from plankton.channel import batch_values
 from tests import fault_tasks as ft
 from tests.reliability import helpers as h
-from workers.runtime import batch_values
 
 CAP = 1000
 N = 50_000

@@ -1,0 +1,340 @@
+"""The results channel: how a value gets from a child's ``emit()`` to its parent's ``results()``.
+
+A parent's channel is one Redis stream (``keys.channel``). Its two ends live here, each usable
+on its own against a real Redis (no worker process needed):
+
+- :class:`Writer`, one per attempt of a child: ``emit()`` buffers values and sends them in
+  batches (one msgpack array per batch, encoded by ``codec``) through the EMIT script, which
+  fences by attempt, de-duplicates by sequence number and bounds the channel: FULL means wait
+  (backpressure), never drop. The last batch rides on FINISH with the result.
+- :class:`Reader`, one per attempt of a parent: iterates over the values of its children's
+  current attempts through the READ script, waits on the stream while nothing is new, and
+  raises :class:`~plankton.errors.UpstreamFailed` (from the ``upstream`` field the scripts
+  write: data, not text) or :class:`~plankton.errors.Fenced`.
+
+Waiting (a full channel, an empty one) calls the owner's ``begin_wait``/``end_wait`` hooks,
+so a worker can give its CPU slot back meanwhile. Every Redis call rides through outages
+(:func:`ride_through`): each one is idempotent or fenced.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import redis
+
+from . import codec, keys
+from .errors import Fenced, UpstreamFailed
+from .states import TaskState
+from .transitions import Transitions
+
+log = logging.getLogger(__name__)
+
+#: Most values per emitted batch, and bytes, before a batch is sent. Each batch costs an
+#: EMIT round trip, a wake-up of the parent and its READ; 1,000 values per batch left a
+#: 100,000-value stream at 305 ms and 4,096 took it to 210 ms (benchmarks/README.md).
+BATCH_VALUES = 4096
+BATCH_BYTES = 256 * 1024
+#: A buffered value waits at most this long before ``flush_if_old`` sends it (s).
+FLUSH_AFTER = 0.01
+#: Channel entries read per READ call.
+READ_COUNT = 200
+#: Values emit() buffers as they are and packs with their batch, in one C call: ASCII str
+#: up to this length (packing it cannot fail, and it adds at most BATCH_VALUES * (SMALL + 9)
+#: bytes to a batch), 64-bit ints, floats, None and bools. Anything else, bytes included, is
+#: checked and encoded at once, so a bad value fails the emit() that gave it and a container
+#: changed after emit() is sent as it was; a ``bytes`` item of the buffer is therefore
+#: always a value encoded already, joined into its batch as it is.
+SMALL = 64
+_TINY = frozenset((float, type(None), bool))
+_INT_MIN, _INT_END = -(2**63), 2**64
+_monotonic = time.monotonic
+
+
+def batch_values(cap: int) -> int:
+    """Values per batch under a channel cap: at most half the cap, so a producer can fill
+    one batch while its parent reads the previous one, and unread values stay within
+    ``cap + batch_values(cap)`` (the final batch, appended by FINISH, does not wait)."""
+    return min(BATCH_VALUES, max(1, cap // 2))
+
+
+def ride_through(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, retried while Redis is unreachable (restart, failover, partition).
+
+    Every call made through here is idempotent or fenced (EMIT de-duplicates by sequence
+    number; READ from the same checkpoint returns the same entries; FINISH of an attempt
+    that already finished is FENCED), so retrying is safe. How long to wait is not this
+    loop's business: if the outage outlasts the lease, the attempt is superseded and its
+    next call, once Redis is back, is FENCED. Without this, a Redis restart longer than
+    redis-py's own retries (a few seconds) failed healthy tasks for good."""
+    delay = 0.05
+    while True:
+        try:
+            return fn(*args)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+class Waits(Protocol):
+    """What an end of a channel tells its owner around a wait (full or empty channel)."""
+
+    def begin_wait(self) -> None:
+        """About to block: a worker gives its CPU slot back here."""
+
+    def end_wait(self) -> None:
+        """The wait is over (the slot is not taken again: a fed consumer always runs)."""
+
+
+class NoWaits:
+    """Hooks that do nothing (a channel end used outside a worker, as in tests)."""
+
+    def begin_wait(self) -> None:
+        pass
+
+    def end_wait(self) -> None:
+        pass
+
+
+class Writer:
+    """The sending end of one attempt of a task: values go to its parent's channel.
+
+    Parameters: ``transitions`` (the scripts), ``run_id``, ``parent`` ('' for a root: its
+    values go nowhere), ``task_id``, ``attempt``, ``cap`` (the channel's bound, unread
+    values), ``max_bytes`` (largest encoded value), ``where`` (names the task in errors) and
+    ``waits`` (hooks around a wait on a full channel).
+    """
+
+    def __init__(self, transitions: Transitions, run_id: str, parent: str, task_id: str,
+                 attempt: int, *, cap: int, max_bytes: int, where: str,
+                 waits: Waits | None = None) -> None:
+        self.transitions = transitions
+        self.run_id, self.parent, self.task_id, self.attempt = run_id, parent, task_id, attempt
+        self.cap = cap
+        self.batch_values = batch_values(cap)
+        self.max_bytes = max_bytes
+        self.where = where
+        self.waits: Waits = waits or NoWaits()
+        #: Guards the buffer: the task's thread emits, the flusher thread sends old batches.
+        self.lock = threading.Lock()
+        self.buffer: list[Any] = []
+        self.buffer_bytes = 0
+        #: Items of the buffer encoded at emit() (bytes); 0: pack the list in one call.
+        self.packed_items = 0
+        #: A limit under any small scalar's size sends every value through the full check.
+        self.small_ok = max_bytes >= 2 * SMALL
+        self.buffer_since = 0.0
+        #: Sequence number of the last batch taken from the buffer, and values in batches.
+        self.seq = 0
+        self.sent_values = 0
+        #: A batch taken from the buffer and not yet accepted by EMIT: (seq, n, blob).
+        self.pending: tuple[int, int, bytes] | None = None
+        #: Set once EMIT refused this attempt (or its owner says it was superseded).
+        self.fenced = False
+
+    @property
+    def emitted(self) -> int:
+        """Every value handed to emit(), buffered or sent."""
+        return self.sent_values + len(self.buffer)
+
+    def emit(self, value: Any) -> None:
+        """Buffer ``value``; send a batch when full. Waits (never drops) on a full channel."""
+        # The hot path of a stream: small immutable scalars are buffered as they are (see
+        # SMALL), then an uncontended lock (the flusher thread only tries it without waiting).
+        kind = type(value)
+        if ((kind is str and len(value) <= SMALL and value.isascii())
+                or kind in _TINY or (kind is int and _INT_MIN <= value < _INT_END)) \
+                and self.small_ok:
+            item, size = value, 0
+        else:
+            item = codec.check_value(value, self.where, self.max_bytes)
+            size = len(item)
+        lock = self.lock
+        lock.acquire()
+        try:
+            buffer = self.buffer
+            if not buffer:
+                self.buffer_since = _monotonic()
+            buffer.append(item)
+            if size:
+                self.packed_items += 1
+                size = self.buffer_bytes = self.buffer_bytes + size
+            if len(buffer) >= self.batch_values or size >= BATCH_BYTES or self.pending is not None:
+                self._flush_locked(block=True)
+        finally:
+            lock.release()
+
+    def flush(self) -> None:
+        """Send buffered values; waits (never drops) while the parent's channel is full."""
+        with self.lock:
+            self._flush_locked(block=True)
+
+    def due_at(self) -> float | None:
+        """When ``flush_if_old`` has something to send (monotonic s), or None."""
+        if (self.buffer or self.pending is not None) and not self.fenced:
+            return self.buffer_since + FLUSH_AFTER
+        return None
+
+    def flush_if_old(self, now: float) -> None:
+        """Flusher thread: send a batch that waited long enough; never blocks on FULL."""
+        if (self.buffer or self.pending) and not self.fenced \
+                and now - self.buffer_since >= FLUSH_AFTER and self.lock.acquire(False):
+            try:
+                self._flush_locked(block=False)
+            except Fenced:
+                pass
+            finally:
+                self.lock.release()
+
+    def final_batch(self) -> tuple[int, int, bytes]:
+        """What FINISH appends: (seq, n, blob) of the last batch (pending ones sent first)."""
+        with self.lock:
+            self._send_pending(block=True)
+            if not self.buffer:
+                return self.seq + 1, 0, b""
+            self._take_batch()
+            assert self.pending is not None
+            batch, self.pending = self.pending, None
+            return batch
+
+    def finish_args(self, result: bytes, consumed: int) -> tuple[Any, ...]:
+        """The arguments of ``Transitions.finish``/``finish_many`` ending this attempt with
+        ``result`` (encoded) and its last batch."""
+        seq, n, blob = self.final_batch()
+        return (self.run_id, self.parent, self.task_id, self.attempt, seq, n, blob, result,
+                consumed)
+
+    def finish(self, args: tuple[Any, ...]) -> None:
+        """End the attempt now: FINISH with ``args`` (from :meth:`finish_args`); Fenced if the
+        attempt was superseded."""
+        if ride_through(self.transitions.finish, *args) == "FENCED":
+            self.fenced = True
+            raise Fenced(self.where, "FINISH refused: the attempt is no longer current")
+
+    def _take_batch(self) -> None:
+        """Move the buffer into ``pending`` as one msgpack array (items are encoded already)."""
+        buffer = self.buffer
+        n = len(buffer)
+        blob = codec.pack_batch(buffer, self.packed_items)
+        self.buffer, self.buffer_bytes, self.packed_items = [], 0, 0
+        self.seq += 1
+        self.pending = (self.seq, n, blob)
+        self.sent_values += n
+
+    def _flush_locked(self, block: bool) -> None:
+        if not self._send_pending(block):
+            return
+        if self.buffer:
+            self._take_batch()
+            self._send_pending(block)
+
+    def _send_pending(self, block: bool) -> bool:
+        """Send the pending batch; True when nothing is left pending."""
+        wait = 0.001
+        blocked = False
+        try:
+            while self.pending is not None:
+                seq, n, blob = self.pending
+                args = (self.run_id, self.parent, self.task_id, self.attempt, seq, n, blob,
+                        self.cap)
+                if block:
+                    reply = ride_through(self.transitions.emit, *args)
+                else:
+                    try:
+                        reply = self.transitions.emit(*args)
+                    except (redis.ConnectionError, redis.TimeoutError):
+                        return False      # the flusher never waits on Redis; the task will
+                if reply in ("OK", "DUP"):
+                    self.pending = None
+                    return True
+                if reply == "FENCED":
+                    self.fenced = True
+                    raise Fenced(self.where, "EMIT refused: the attempt is no longer current")
+                if not block:
+                    return False
+                if not blocked:
+                    blocked = True
+                    self.waits.begin_wait()
+                time.sleep(wait)
+                wait = min(wait * 2, 0.05)
+            return True
+        finally:
+            if blocked:
+                self.waits.end_wait()
+
+
+class Reader:
+    """The receiving end of one attempt of a parent: its children's values, as they arrive.
+
+    Parameters: ``transitions``, ``blocking_conn`` (a connection whose reads may block: the
+    wait on the stream), ``run_id``, ``task_id`` (the parent), ``attempt``, ``n_children``,
+    ``max_bytes``, ``where`` and ``waits`` (hooks around a wait on an empty channel).
+    Iterating yields every value of each child's current attempt once, and ends when every
+    child has finished.
+    """
+
+    def __init__(self, transitions: Transitions, blocking_conn: redis.Redis, run_id: str,
+                 task_id: str, attempt: int, n_children: int, *, max_bytes: int, where: str,
+                 waits: Waits | None = None) -> None:
+        self.transitions = transitions
+        self.blocking_conn = blocking_conn
+        self.run_id, self.task_id, self.attempt = run_id, task_id, attempt
+        self.n_children = n_children
+        self.max_bytes = max_bytes
+        self.where = where
+        self.waits: Waits = waits or NoWaits()
+        self.key = keys.channel(run_id, task_id)
+        #: Values taken from the channel so far (``processed["consumed"]``).
+        self.consumed = 0
+        #: Set once READ refused this attempt.
+        self.fenced = False
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.values()
+
+    def values(self) -> Iterator[Any]:
+        """The children's values in arrival order; UpstreamFailed if one failed for good."""
+        if self.n_children == 0:
+            return
+        ended: set[str] = set()
+        after = "0-0"
+        while True:
+            status, last, blobs, ends = ride_through(self.transitions.read, self.run_id,
+                                                     self.task_id, self.attempt, after,
+                                                     READ_COUNT)
+            if status != "OK":
+                self._raise_fenced(last, blobs, ends)
+            moved = last != after
+            after = last
+            for blob in blobs:
+                values = codec.loads(blob, self.max_bytes * 2)
+                self.consumed += len(values)
+                yield from values
+            ended.update(ends)
+            if len(ended) >= self.n_children:
+                return
+            if not moved:
+                self._wait_for(after)
+
+    def _raise_fenced(self, state: str, error: str, upstream: str) -> None:
+        self.fenced = True
+        if state == TaskState.FAILED and upstream:
+            # the script's error text is "UpstreamFailed: child task C failed: <C's error>"
+            raise UpstreamFailed(upstream, error.removeprefix(
+                f"UpstreamFailed: child task {upstream} failed: "))
+        raise Fenced(self.where, f"READ refused: attempt {self.attempt} is no longer current")
+
+    def _wait_for(self, after: str) -> None:
+        """Block until the channel has an entry after ``after`` (or 1 s)."""
+        self.waits.begin_wait()
+        try:
+            self.blocking_conn.xread({self.key: after}, count=1, block=1000)
+        except (redis.ConnectionError, redis.TimeoutError):
+            time.sleep(0.2)                 # the READ that follows rides the outage through
+        finally:
+            self.waits.end_wait()

@@ -1,0 +1,154 @@
+"""The results channel's two ends against a real Redis, with no worker process.
+
+A run is submitted (its jobs stay on RQ: nothing dequeues them), its attempts are claimed with
+the START script as a worker would, and the test drives ``channel.Writer`` and
+``channel.Reader`` itself.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import plankton as pk
+from plankton import codec, keys
+from plankton.channel import Reader, Writer, batch_values
+from plankton.client import Client
+from plankton.errors import Fenced
+from plankton.transitions import Claimed, Transitions
+
+MAX_BYTES = 1 << 20
+
+
+class Leaf(pk.Task):
+    tag = pk.Param(str)
+
+    def run(self):  # never run here: the test plays the worker
+        raise NotImplementedError
+
+
+class Parent(pk.Task):
+    def run(self):
+        raise NotImplementedError
+
+
+class Waits:
+    """Counts the waits a channel end reports."""
+
+    def __init__(self) -> None:
+        self.begun = threading.Event()
+        self.count = 0
+
+    def begin_wait(self) -> None:
+        self.count += 1
+        self.begun.set()
+
+    def end_wait(self) -> None:
+        pass
+
+
+@pytest.fixture
+def claimed(redis_url):
+    """A run Parent(Leaf a, Leaf b) with all three attempts claimed: {name: Claimed}."""
+    client = Client(redis_url)
+    run_id = client.submit(Parent().add_children(Leaf(tag="a"), Leaf(tag="b")))
+    transitions = Transitions(client.conn)
+    tasks = client.status(run_id)["tasks"]
+    leaves = [(t["id"], 1) for t in tasks if t["parent"]]
+    claims, released = transitions.start(run_id, "test", 60_000, leaves, ("default",),
+                                         local_budget=1, alone=True)
+    assert not released and len(claims) == 3
+    by_tag = {}
+    for c, t in ((c, next(t for t in tasks if t["id"] == c.task_id)) for c in claims):
+        by_tag[t["params"].get("tag", "parent")] = c
+    yield client, transitions, by_tag
+    client.close()
+
+
+def writer(transitions: Transitions, c: Claimed, cap: int = 10_000, waits=None) -> Writer:
+    return Writer(transitions, c.run_id, c.parent, c.task_id, c.attempt, cap=cap,
+                  max_bytes=MAX_BYTES, where=c.name, waits=waits)
+
+
+def reader(client: Client, transitions: Transitions, c: Claimed, waits=None) -> Reader:
+    return Reader(transitions, client._blocking_conn(), c.run_id, c.task_id, c.attempt,
+                  c.n_children, max_bytes=MAX_BYTES, where=c.name, waits=waits)
+
+
+def finish(w: Writer, result=None) -> None:
+    w.finish(w.finish_args(codec.dumps(result), 0))
+
+
+def test_values_from_two_writers_reach_the_reader_once_each_in_each_writers_order(claimed):
+    client, transitions, c = claimed
+    a, b = writer(transitions, c["a"]), writer(transitions, c["b"])
+    for i in range(5000):
+        a.emit(["a", i])
+        if i < 300:
+            b.emit({"b": i, "when": "x" * 100})
+    finish(a)
+    finish(b)
+    r = reader(client, transitions, c["parent"])
+    got = list(r)
+    assert [v for v in got if isinstance(v, list)] == [["a", i] for i in range(5000)]
+    assert [v["b"] for v in got if isinstance(v, dict)] == list(range(300))
+    assert r.consumed == 5300 and a.emitted == 5000 and b.emitted == 300
+
+
+def test_a_full_channel_makes_the_writer_wait_until_the_reader_reads(claimed):
+    client, transitions, c = claimed
+    cap = 8
+    waits = Waits()
+    a = writer(transitions, c["a"], cap=cap, waits=waits)
+    done = threading.Event()
+
+    def produce() -> None:
+        for i in range(100):
+            a.emit(i)
+        finish(a)
+        done.set()
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    assert waits.begun.wait(10), "the writer never waited on the full channel"
+    assert not done.is_set()
+    # nothing was read yet: every value produced is unread
+    unread = int(client.conn.hget(keys.task(c["a"].run_id, c["parent"].task_id), "produced"))
+    assert unread <= cap + batch_values(cap)
+    finish(writer(transitions, c["b"]))
+    assert list(reader(client, transitions, c["parent"])) == list(range(100))
+    thread.join(10)
+    assert done.is_set()
+
+
+def test_a_superseded_attempt_is_refused_at_both_ends(claimed):
+    client, transitions, c = claimed
+    a = writer(transitions, c["a"])
+    a.emit(1)
+    a.flush()
+    client.cancel(c["a"].run_id)
+    a.emit(2)
+    with pytest.raises(Fenced):
+        a.flush()
+    assert a.fenced
+    with pytest.raises(Fenced):
+        list(reader(client, transitions, c["parent"]))
+
+
+def test_a_child_failed_for_good_reaches_the_reader_as_upstream_failed_naming_it(claimed):
+    client, transitions, c = claimed
+    waits = Waits()
+    r = reader(client, transitions, c["parent"], waits=waits)
+    failing = c["b"]
+
+    def fail_later() -> None:
+        assert waits.begun.wait(10)
+        transitions.fail(failing.run_id, failing.task_id, failing.attempt, "fatal",
+                         "ValueError: bad row 7", 0, 0)
+
+    threading.Thread(target=fail_later, daemon=True).start()
+    with pytest.raises(pk.UpstreamFailed) as info:
+        list(r)
+    assert info.value.child == failing.name
+    assert info.value.error == "ValueError: bad row 7"
