@@ -90,7 +90,8 @@ class Client:
                 raise DagError(f"the tree has {len(order):,} tasks, more than "
                                f"PLANKTON_MAX_TASKS={self.settings.max_tasks:,}",
                                [dag.task_name])
-            root, name, module, typed = dag, dag.task_name, type(dag).__module__, {}
+            typed: dict[str, Any] = {}
+            root, name, module = dag, dag.task_name, type(dag).__module__
         else:
             d = self.find_dag(dag) if isinstance(dag, str) else dag
             typed, root, order = d.plan(params or {}, since, to, self.settings.max_tasks)
@@ -176,7 +177,7 @@ class Client:
             fire_key = keys.cron_fire(d.name, int(w_to.timestamp()))
             previous = self.conn.get(fire_key)
             if previous and not force:
-                status = self.conn.hget(keys.run(previous.decode()), "status")
+                status = self.conn.hget(keys.run(codec.text(previous)), "status")
                 if codec.text(status) in (RunStatus.SUCCEEDED, RunStatus.QUEUED,
                                           RunStatus.RUNNING):
                     continue
@@ -226,14 +227,15 @@ class Client:
         status = self.conn.hget(keys.run(run_id), "status")
         if status is None:
             raise NotFoundError("run", run_id)
-        return status.decode()
+        return codec.text(status)
 
     def wait(self, run_id: str, timeout: float | None = None,
              on_progress: Callable[[dict[str, Any]], None] | None = None,
              interval: float = 0.25, tasks: bool = True) -> dict[str, Any]:
         """Block until the run ends; returns the run (with its tasks unless ``tasks`` is
         False, which saves reading every task of a big run). RunTimeout after ``timeout`` s."""
-        result = (lambda: self.status(run_id)) if tasks else (lambda: self._run_only(run_id))
+        result: Callable[[], dict[str, Any]] = (lambda: self.status(run_id)) if tasks \
+            else (lambda: self._run_only(run_id))
         deadline = None if timeout is None else time.monotonic() + timeout
         seen: dict[str, Any] = {}
         cursor: int | None = None
@@ -249,7 +251,7 @@ class Client:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise RunTimeout(run_id, timeout)
+                    raise RunTimeout(run_id, timeout or 0.0)
                 step = min(step, left)
             if self.await_end(run_id, step):
                 return result()
@@ -260,7 +262,7 @@ class Client:
         The run's done list gets one element when it ends; rotating it (BLMOVE onto itself)
         wakes this waiter in one round trip and leaves it for every other one."""
         done = keys.done(run_id)
-        if self._blocking_conn().blmove(done, done, max(seconds, 0.01), "RIGHT",
+        if self._blocking_conn().blmove(done, done, max(seconds, 0.01), "RIGHT",  # type: ignore[arg-type]
                                         "LEFT") is not None:
             return True
         return self.run_status(run_id) in runs.ENDED

@@ -8,6 +8,7 @@ Aware datetimes use msgpack's timestamp extension (-1) and come back as aware UT
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -31,10 +32,11 @@ def _default(obj: Any) -> Any:
 
 def dumps(obj: Any) -> bytes:
     """Encode ``obj`` as msgpack; TypeError/ValueError for anything outside the value types."""
-    return msgpack.packb(obj, use_bin_type=True, datetime=True, default=_default)
+    data: bytes = msgpack.packb(obj, use_bin_type=True, datetime=True, default=_default)
+    return data
 
 
-def loads(data: bytes, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> Any:
+def loads(data: Any, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> Any:
     """Decode msgpack produced by :func:`dumps`, refusing ext types and oversized input."""
     if len(data) > max_bytes:
         raise ValueError(f"payload of {len(data)} bytes is over the limit of {max_bytes}")
@@ -47,9 +49,10 @@ def loads(data: bytes, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> Any:
     )
 
 
-_PACK = msgpack.Packer(use_bin_type=True, datetime=True, default=_default).pack
+_PACK: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True, datetime=True,
+                                               default=_default).pack
 _FAST = (str, bytes, float, type(None), bool)
-_ARRAY_HEADER = msgpack.Packer().pack_array_header
+_ARRAY_HEADER: Callable[[int], bytes] = msgpack.Packer().pack_array_header
 
 
 def pack_batch(items: list[Any], n_encoded: int) -> bytes:

@@ -40,7 +40,8 @@ class Invalid(Exception):
 
     def __init__(self, reason: str, value: Any = None) -> None:
         super().__init__(reason)
-        self.reason, self.value, self.path = reason, value, []
+        self.reason, self.value = reason, value
+        self.path: list[str] = []
 
     def at(self, segment: str) -> Invalid:
         self.path.insert(0, segment)
@@ -182,7 +183,8 @@ class _Bytes(Kind):
     def from_json(self, value: Any) -> Any:
         return self.parse(value) if isinstance(value, str) else value
 
-    from_wire = from_json
+    def from_wire(self, data: Any) -> Any:
+        return self.from_json(data)
 
     def to_json(self, value: bytes) -> str:
         try:
@@ -211,7 +213,8 @@ class _Date(Kind):
     def from_json(self, value: Any) -> Any:
         return self.parse(value) if isinstance(value, str) else value
 
-    from_wire = from_json
+    def from_wire(self, data: Any) -> Any:
+        return self.from_json(data)
 
     def to_wire(self, value: _dt.date) -> str:
         return value.isoformat()
@@ -238,7 +241,7 @@ class _DateTime(_Date):
     def convert(self, text: str) -> _dt.datetime:
         return _dt.datetime.fromisoformat(text.strip())
 
-    def to_wire(self, value: _dt.datetime) -> _dt.datetime:
+    def to_wire(self, value: _dt.datetime) -> _dt.datetime:  # type: ignore[override]
         return value  # msgpack timestamp; comes back as the same instant in UTC
 
     def to_json(self, value: _dt.datetime) -> str:

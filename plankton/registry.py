@@ -64,8 +64,9 @@ class Registry:
         return found
 
 
-def _all_subclasses(cls: type) -> list[type]:
-    out, stack = [], [cls]
+def _all_subclasses(cls: type[Task]) -> list[type[Task]]:
+    out: list[type[Task]] = []
+    stack: list[type[Task]] = [cls]
     while stack:
         for sub in stack.pop().__subclasses__():
             out.append(sub)

@@ -29,7 +29,7 @@ class Recreated:
     """A run rebuilt from metadata: the new tree plus what it was built from."""
 
     run_id: str
-    run: dict[str, str]
+    run: dict[str, Any]
     root: Task
     order: list[Task]
     old: list[dict[str, Any]]

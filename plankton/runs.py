@@ -10,7 +10,7 @@ import datetime as _dt
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 import redis
 
@@ -202,7 +202,8 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
         tx.rpush(keys.SUBMITTED, run_id)
     if then is not None:
         then(tx)
-    return tx.execute()
+    replies: list[Any] = tx.execute()
+    return replies
 
 
 _s = codec.text
@@ -371,28 +372,50 @@ def active_runs(conn: redis.Redis, dag: str) -> int:
                if codec.text(d) == dag and s is not None and codec.text(s) not in ENDED)
 
 
+def page_runs(conn: redis.Redis, dag: str | None, status: str | None, limit: int,
+              cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of runs, newest first, and the cursor of the next page (None on the last).
+
+    The cursor is ``<submitted ms>:<run id>`` of the page's last run: runs submitted in the
+    same millisecond are ordered by id, so none is skipped or repeated at a page boundary,
+    and runs submitted meanwhile do not shift later pages.
+    """
+    index = keys.dag_runs(dag) if dag else keys.RUNS
+    top: str | int = "+inf"
+    after: str | None = None
+    if cursor is not None:
+        ms, after = cursor.split(":", 1)
+        top = int(ms)
+    found: list[tuple[int, dict[str, Any]]] = []
+    seen: set[str] = set()
+    offset = 0
+    while len(found) <= limit:
+        rows = conn.zrevrangebyscore(index, top, "-inf", start=offset, num=max(limit * 2, 50),
+                                     withscores=True)
+        if not rows:
+            break
+        offset += len(rows)
+        for member, score in cast(list[tuple[bytes, float]], rows):
+            run_id = _s(member)
+            if run_id in seen or (after is not None and int(score) == top and run_id >= after):
+                continue
+            seen.add(run_id)
+            run = read_run(conn, run_id)
+            if run is not None and (status is None or run["status"] == status):
+                found.append((int(score), run))
+                if len(found) > limit:
+                    break
+    page = found[:limit]
+    more = len(found) > limit
+    return [run for _, run in page], (f"{page[-1][0]}:{page[-1][1]['run_id']}" if more else None)
+
+
 def list_runs(conn: redis.Redis, dag: str | None = None, limit: int = 20,
               before: float | None = None, status: str | None = None) -> list[dict[str, Any]]:
-    """Recent runs, newest first; ``before`` is a submitted-ms cursor for paging."""
-    index = keys.dag_runs(dag) if dag else keys.RUNS
-    hi = "+inf" if before is None else f"({before}"
-    out: list[dict[str, Any]] = []
-    offset = 0
-    while len(out) < limit:
-        ids = conn.zrevrangebyscore(index, hi, "-inf", start=offset, num=limit * 2)
-        if not ids:
-            break
-        offset += len(ids)
-        for rid in ids:
-            run = read_run(conn, _s(rid))
-            if run is None:
-                continue
-            if status and run["status"] != status:
-                continue
-            out.append(run)
-            if len(out) >= limit:
-                break
-    return out
+    """Recent runs, newest first; ``before`` (a submitted-ms cursor) keeps runs submitted
+    strictly before it. One page of :func:`page_runs`."""
+    cursor = None if before is None else f"{int(before)}:"
+    return page_runs(conn, dag, status, limit, cursor)[0]
 
 
 def read_logs(conn: redis.Redis, run_id: str, task: str | None = None) -> list[dict[str, Any]]:

@@ -252,7 +252,7 @@ def _check_expression(expr: str, dag: str) -> bool:
         raise fail("it never fires") from exc
     except (CroniterError, ValueError, TypeError, KeyError) as exc:
         raise fail(str(exc)) from exc
-    return fields[1] == ["*"]
+    return bool(fields[1] == ["*"])
 
 
 def _aware(value: datetime, name: str) -> datetime:

@@ -105,6 +105,7 @@ def _parse(name: str, var: str, text: str, kind: Any) -> Any:
     try:
         if name == "imports":
             return tuple(m.strip() for m in text.split(",") if m.strip())
+        value: float
         if kind in (int, "int"):
             value = int(text)
         elif kind in (float, "float"):

@@ -43,7 +43,10 @@ class TaskContext:
     def log(self, level: int, message: str) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    processed: dict[str, int]
+    @property
+    def processed(self) -> dict[str, int]:  # pragma: no cover - interface
+        """Records emitted and consumed so far."""
+        raise NotImplementedError
 
 
 class TaskLog:

@@ -95,7 +95,7 @@ class Transitions:
         return _s(self._finish(keys=_finish_keys(run_id, parent, task),
                                args=[task, attempt, seq, n, blob, result, consumed]))
 
-    def finish_many(self, calls: Sequence[tuple]) -> list[str]:
+    def finish_many(self, calls: Sequence[tuple[Any, ...]]) -> list[str]:
         """Several FINISH calls in one pipeline (one round trip)."""
         if self._finish_sha is None:
             self._finish_sha = self.conn.script_load(scripts.FINISH)
@@ -130,7 +130,8 @@ class Transitions:
             args += [t, a]
         return [_s(t) for t in self._renew(keys=[keys.run(run_id)], args=args)]
 
-    def reap(self, run_id: str, backoff: int, max_lost: int) -> tuple[list, list[str]]:
+    def reap(self, run_id: str, backoff: int,
+             max_lost: int) -> tuple[list[tuple[str, str]], list[str]]:
         lost, promoted = self._reap(keys=[keys.run(run_id)], args=[backoff, max_lost])
         return [(_s(t), _s(r)) for t, r in lost], [_s(t) for t in promoted]
 

@@ -16,8 +16,9 @@ import uuid
 from typing import Any, Sequence
 
 import redis
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
-from rq.queue import IntermediateQueue, Queue
+from rq.queue import Queue
 from rq.utils import now, utcformat
 
 from . import codec, keys, scripts

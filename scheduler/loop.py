@@ -13,18 +13,24 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 import zlib
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import redis
 
 from plankton import codec, keys, logsetup, runs, transport
+from plankton.alerts import Outbox
 from plankton.connection import connect
+from plankton.leader import Leadership
 from plankton.registry import Registry
 from plankton.settings import Settings
 from plankton.states import RUN_ENDED, TaskState
 from plankton.transitions import Transitions, backoff_ms
 from plankton.transport import ENTRY, Enqueuer, batch_size
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cron import CronFirer
 
 log = logging.getLogger("plankton.scheduler")
 
@@ -73,19 +79,23 @@ class Scheduler:
         self.engine = Transitions(self.conn)
         self.enqueuer = Enqueuer(self.conn)
         self.stop_requested = False
-        self.leader = None
+        self.leader: Leadership | None = None
         self.epoch: int | None = None
-        self.cron = None
-        #: Webhook outbox (alerts.Outbox): ended runs' deliveries are recorded when settled.
-        self.outbox: Any = None
+        #: Fires the scheduled DAGs (set by main; None: no cron firing).
+        self.cron: CronFirer | None = None
+        #: Webhook outbox: ended runs' deliveries are recorded when settled (set by main).
+        self.outbox: Outbox | None = None
+        #: Redis was unreachable on the last pass (the next one reconciles first).
+        self._redis_down = False
+        #: When reaping may resume after Redis came back (monotonic s): a lease outage is
+        #: not a lost worker.
+        self._reap_after = 0.0
+        #: Job ids seen on an intermediate list -> when first seen (monotonic s).
+        self._intermediate_seen: dict[str, float] = {}
 
     # -- leadership ----------------------------------------------------------------------
     def _lead(self) -> bool:
         if self.leader is None:
-            import uuid
-
-            from plankton.leader import Leadership
-
             token = f"{self.name}-{uuid.uuid4().hex[:8]}"
             self.leader = Leadership(self.conn, token, self.settings.leader_lease_ms)
         epoch = self.leader.acquire_or_renew()
@@ -108,7 +118,7 @@ class Scheduler:
                 if now >= next_lead:
                     leading = self._lead()
                     next_lead = now + self.settings.leader_lease_ms / 3000
-                    if getattr(self, "_redis_down", False):
+                    if self._redis_down:
                         # Redis is back. Leases are Redis-time deadlines no worker could
                         # renew meanwhile: give them one lease, from now, before reaping.
                         self._reap_after = time.monotonic() + self.settings.lease_ms / 1000
@@ -141,10 +151,10 @@ class Scheduler:
 
     def _take_submissions(self, timeout: float) -> None:
         item = self.blocking.blpop([keys.SUBMITTED], timeout=timeout)
-        while item is not None:
-            self.schedule_ready(_s(item[1]), grace_ms=None)
+        raw: Any = item[1] if item is not None else None
+        while raw is not None:
+            self.schedule_ready(_s(raw), grace_ms=None)
             raw = self.conn.lpop(keys.SUBMITTED)
-            item = (keys.SUBMITTED, raw) if raw is not None else None
 
     def tick(self) -> None:
         """One pass over every active run (also callable from tests)."""
@@ -179,7 +189,7 @@ class Scheduler:
                 return 1
             return 0
         promoted: list[str] = []
-        if time.monotonic() >= getattr(self, "_reap_after", 0.0):
+        if time.monotonic() >= self._reap_after:
             _, promoted = self.engine.reap(run_id, backoff_ms(1, self.settings.retry_base,
                                                               self.settings.retry_cap),
                                            self.settings.max_lost)
@@ -198,7 +208,7 @@ class Scheduler:
         names is still queued, the job goes back on its queue (START is a compare-and-set,
         so a late original cannot claim twice); otherwise, or if it is not a Plankton job,
         the id is dropped (its attempts hold leases, or ended)."""
-        seen: dict[str, float] = getattr(self, "_intermediate_seen", {})
+        seen = self._intermediate_seen
         now = time.monotonic()
         stuck_after = self.settings.lease_ms / 1000
         current: dict[str, float] = {}
@@ -282,7 +292,7 @@ class Scheduler:
         dag = self.conn.hget(keys.run(run_id), "dag")
         if dag:
             cutoff = int((self.clock() - self.settings.keep_days * 86400) * 1000)
-            pipe.zremrangebyscore(keys.dag_runs(dag.decode()), "-inf", cutoff)
+            pipe.zremrangebyscore(keys.dag_runs(_s(dag)), "-inf", cutoff)
         pipe.execute()
 
     def _expire_indexes(self) -> None:

@@ -217,7 +217,7 @@ class PlanktonWorker(SimpleWorker):
                 worker_registration.clean_worker_registry(queue)
             finally:
                 queue.release_maintenance_lock()
-        self.last_cleaned_at = now()
+        self.last_cleaned_at = now()  # type: ignore[assignment]  # rq declares it None
 
     def clean_registries(self) -> None:
         self.run_maintenance_tasks()

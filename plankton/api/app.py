@@ -21,25 +21,24 @@ from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import redis
 from fastapi import Body, FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from .. import __version__, keys, metrics, runs
+from .. import __version__, metrics, runs
 from ..catalog import describe_dags
 from ..client import Client
 from ..connection import connect
 from ..dag import Dag
 from ..errors import DagError, NotFoundError, ParamError, SerializationError
 from ..settings import Settings, load
+from ..states import RunStatus
 from ..transitions import Transitions
 from . import models
 from .handlers import add_error_handlers, invalid, param_error
 from .idempotency import Idempotency, IdempotencyKey
 from .middleware import MAX_BODY_BYTES, BearerAuth, BodyLimit
-from .models import RunStatus
 from .openapi import document
 
 #: Path segments a DAG name may use to get its own typed route (others use the generic one).
@@ -188,12 +187,12 @@ class Routes:
         model = models.run_request_model(dag)
 
         if any(p.required for p in dag.params.values()):
-            def create(response: Response, body: Annotated[model, Body()],
+            def create(response: Response, body: Annotated[model, Body()],  # type: ignore[valid-type]
                        idempotency_key: IdempotencyKey = None) -> dict[str, str]:
                 return self.create(dag, body, idempotency_key, response)
         else:
             def create(response: Response,  # type: ignore[misc]
-                       body: Annotated[model | None, Body()] = None,
+                       body: Annotated[model | None, Body()] = None,  # type: ignore[valid-type]
                        idempotency_key: IdempotencyKey = None) -> dict[str, str]:
                 return self.create(dag, body or model(), idempotency_key, response)
 
@@ -242,7 +241,7 @@ class Routes:
             max_length=300, pattern=r"^[0-9]{1,16}:.+$",
             description="`next_cursor` of the previous page.")] = None,
     ) -> dict[str, Any]:
-        found, next_cursor = page_runs(self.client.conn, dag, status.value if status else None,
+        found, next_cursor = runs.page_runs(self.client.conn, dag, status.value if status else None,
                                        limit, cursor)
         return {"runs": found, "next_cursor": next_cursor}
 
@@ -271,7 +270,8 @@ class Routes:
             return JSONResponse(self._rerun(run_id, texts, True), status_code=200)
 
         def submit() -> str:
-            return self._rerun(run_id, texts, False)
+            new_id: str = self._rerun(run_id, texts, False)
+            return new_id
 
         request = {"rerun_of": run_id, "params": overrides}
         new_id, replayed = self.idem.once(idempotency_key, request, submit)
@@ -305,41 +305,3 @@ def _as_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():  # JSON's 3.0 is 3: an int param takes it
         value = int(value)
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def page_runs(conn: redis.Redis, dag: str | None, status: str | None, limit: int,
-              cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of runs, newest first, and the cursor of the next page (None on the last).
-
-    The cursor is ``<submitted ms>:<run id>`` of the page's last run: runs submitted in the
-    same millisecond are ordered by id, so none is skipped or repeated at a page boundary,
-    and runs submitted meanwhile do not shift later pages.
-    """
-    index = keys.dag_runs(dag) if dag else keys.RUNS
-    top: str | int = "+inf"
-    after = None
-    if cursor is not None:
-        ms, after = cursor.split(":", 1)
-        top = int(ms)
-    found: list[tuple[int, dict[str, Any]]] = []
-    seen: set[str] = set()
-    offset = 0
-    while len(found) <= limit:
-        rows = conn.zrevrangebyscore(index, top, "-inf", start=offset, num=max(limit * 2, 50),
-                                     withscores=True)
-        if not rows:
-            break
-        offset += len(rows)
-        for member, score in rows:
-            run_id = member.decode()
-            if run_id in seen or (after is not None and int(score) == top and run_id >= after):
-                continue
-            seen.add(run_id)
-            run = runs.read_run(conn, run_id)
-            if run is not None and (status is None or run["status"] == status):
-                found.append((int(score), run))
-                if len(found) > limit:
-                    break
-    page = found[:limit]
-    more = len(found) > limit
-    return [run for _, run in page], (f"{page[-1][0]}:{page[-1][1]['run_id']}" if more else None)

@@ -60,6 +60,7 @@ class Idempotency:
         raw = self.conn.get(keys.idempotency(key))
         if raw is None:
             return None
+        run_id: str | None
         run_id, stored = codec.loads(raw)
         if stored != fingerprint:
             raise invalid(("header", "Idempotency-Key"), "idempotency_key_reused",

@@ -91,6 +91,7 @@ def _replay(body: bytes, receive: Any) -> Any:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # after the body: wait for the disconnect
+        message: dict[str, Any] = await receive()  # after the body: wait for the disconnect
+        return message
 
     return replayed

@@ -70,9 +70,11 @@ WindowBound = Annotated[
 class _Window(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: WindowBound | None = Field(None, description="Start of the run's window; every task "
-                                      "that does not set `since` itself gets it.")
-    to: WindowBound | None = Field(None, description="End of the run's window (>= since).")
+    since: WindowBound | None = Field(
+        default=None, description="Start of the run's window; every task that does not set "
+        "`since` itself gets it.")
+    to: WindowBound | None = Field(default=None,
+                                   description="End of the run's window (>= since).")
 
     @field_validator("to")
     @classmethod

@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import redis
 import uvicorn
@@ -71,11 +72,11 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, url: str | None = 
         print(f"plankton api: {redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     _announce(app.state.client, host, port, token is not None)
+    # JSON: uvicorn's own loggers propagate to ours, so its lines are JSON objects too
+    extra: dict[str, Any] = {"log_config": None} if fmt == "json" else {}
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, server_header=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
-        log_level="info",
-        # JSON: uvicorn's own loggers propagate to ours, so its lines are JSON objects too
-        **({"log_config": None} if fmt == "json" else {})))
+        log_level="info", **extra))
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind

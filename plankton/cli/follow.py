@@ -40,7 +40,8 @@ class Tracker:
         self.cursor, self.run = delta["cursor"], delta["run"]
         for task in delta["tasks"]:
             self.tasks[task["id"]] = task
-        return delta["tasks"]
+        tasks: list[dict[str, Any]] = delta["tasks"]
+        return tasks
 
     def snapshot(self) -> dict[str, Any]:
         """The run as ``show --json`` gives it (tasks in id order)."""

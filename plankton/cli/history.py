@@ -3,7 +3,9 @@ schedule intervals)."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import sys
+from typing import Any
 
 import click
 
@@ -48,7 +50,7 @@ def rerun_cmd(run_id: str, params: tuple[str, ...], dry_run: bool, wait: bool, a
     sys.exit(0 if final and final.get("status") == "succeeded" else EXIT_RUN_FAILED)
 
 
-def _print_diff(result: dict) -> None:
+def _print_diff(result: dict[str, Any]) -> None:
     changed = result["changed"]
     click.echo(f"rerun of {result['run_id']}: {len(changed)} task(s) would change, "
                f"{result['unchanged']} unchanged")
@@ -82,7 +84,7 @@ def backfill_cmd(dag: str, since: str, to: str, params: tuple[str, ...], force: 
     d = client.find_dag(dag)
     typed = d.parse_params(parse_params(params))
 
-    def report(rid: str, s, t) -> None:
+    def report(rid: str, s: _dt.datetime, t: _dt.datetime) -> None:
         click.echo(f"{rid}  {s.isoformat()} -> {t.isoformat()}")
 
     ids = client.backfill(dag, since_dt, to_dt, force=force, params=typed, on_submit=report)

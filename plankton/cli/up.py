@@ -43,7 +43,8 @@ def _say(message: str, err: bool = False) -> None:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class Stack:
@@ -51,8 +52,8 @@ class Stack:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-        self.redis: subprocess.Popen | None = None
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.redis: subprocess.Popen[bytes] | None = None
         self.url = ""
 
     def start_redis(self) -> str:
