@@ -9,16 +9,10 @@ Per run (hash tag ``{R}``):
 ==============================  ======  ==============================================  =========
 key                             type    contents                                        writer
 ==============================  ======  ==============================================  =========
-plankton:{R}:run                hash    dag, status, params, since, to, submitted_at,   client,
-                                        started_at, ended_at, version, rerun_of,        scripts
-                                        tree_hash, root, result, error, n_tasks,
-                                        ver (bumped by each script that changes it)
-plankton:{R}:t:{T}              hash    one task: family, name, params, param_hash,     client,
-                                        tree_hash, parent, children, priority, queue,   scripts
-                                        state, attempt, attempts, lost, worker,
-                                        started_at, ended_at, emitted, consumed,
-                                        result, error, n_children, n_started, n_done,
-                                        seq, produced, ch_consumed, took:{C}
+plankton:{R}:run                hash    the run: fields in RUN_FIELDS below            client,
+                                                                                        scripts
+plankton:{R}:t:{T}              hash    one task: fields in TASK_FIELDS below           client,
+                                                                                        scripts
 plankton:{R}:ch:{T}             stream  results channel of parent T: entries with       emit /
                                         c (child), a (attempt), k (kind v|end),          finish
                                         v (msgpack batch), n (count)                    scripts
@@ -30,6 +24,7 @@ plankton:{R}:ready              zset    "T" -> ms since ready (rank for first le
 plankton:{R}:took:{T}           hash    child -> attempt whose values parent T read     scripts
 plankton:{R}:enq                hash    "T:attempt" -> times enqueued (audit, always 1) scripts
 plankton:{R}:chg                zset    "T" -> run 'ver' of its last change (delta reads) scripts
+plankton:{R}:alerts             hash    webhook destination -> delivery state (alerts)  scheduler
 ==============================  ======  ==============================================  =========
 
 Global:
@@ -42,7 +37,7 @@ plankton:active                 set     run ids not yet ended (the scheduler's w
 plankton:workers                zset    worker name -> last heartbeat ms
 plankton:leader                 string  the leading scheduler's token (PX lease)
 plankton:leader:epoch           string  fencing counter, INCR on each new leadership
-plankton:cron:{D}               hash    last_fire (ISO), next_fire, last_run
+plankton:cron:{D}               hash    last_fire: the last fire time handled (epoch s)
 plankton:cron:{D}:{TS}          string  run id fired for DAG D at fire time TS (SET NX)
 plankton:idem:{K}               string  run id created for an Idempotency-Key
 plankton:metrics                hash    counters and histogram buckets (metrics.py)
@@ -55,6 +50,77 @@ Run and task records expire ``PLANKTON_KEEP_DAYS`` after their run ends.
 """
 
 from __future__ import annotations
+
+#: Fields of a run hash (``plankton:{R}:run``) -> what they hold. tests/test_keys_schema.py
+#: checks this against what the client and the scripts write: add a field here when you
+#: write a new one.
+RUN_FIELDS: dict[str, str] = {
+    "run_id": "the run's id",
+    "dag": "DAG name (or the root task's name for a tree submitted as is)",
+    "status": "queued | running | succeeded | failed | cancelled (states.RunStatus)",
+    "params": "msgpack: the DAG's params, wire form",
+    "since": "window start, ISO ('' if none)",
+    "to": "window end, ISO ('' if none)",
+    "submitted_at": "ms",
+    "started_at": "ms, set by the first START",
+    "ended_at": "ms",
+    "version": "code version of the DAG's module at submit",
+    "rerun_of": "the run this one re-creates ('' if none)",
+    "overrides": "msgpack: param overrides of a rerun",
+    "trigger": "cron | backfill (absent for runs started by hand)",
+    "fire_time": "ISO: the schedule's fire time (cron and backfill runs)",
+    "tree_hash": "Merkle hash of the whole tree",
+    "root": "task id of the root",
+    "n_tasks": "number of tasks",
+    "result": "msgpack: the root's return value",
+    "error": "why the run failed or was cancelled",
+    "ver": "bumped by each script that changes the run (delta reads)",
+    "alerted": "ms: the run's end webhooks were recorded (alerts outbox)",
+}
+
+#: Fields of a task hash (``plankton:{R}:t:{T}``) -> what they hold (same check as above).
+TASK_FIELDS: dict[str, str] = {
+    "family": "the task class (module.qualname), resolved through the worker's registry",
+    "name": "the class name shown to users",
+    "params": "msgpack: params, wire form",
+    "param_hash": "SHA-256 of (family, params)",
+    "tree_hash": "Merkle hash of the subtree",
+    "parent": "parent task id ('' for the root)",
+    "children": "msgpack: child task ids",
+    "n_children": "number of children",
+    "order": "position in the default (depth-first post-order) order",
+    "priority": "class priority ('' if none)",
+    "queue": "RQ queue name",
+    "timeout": "seconds ('' if none)",
+    "retries": "retries allowed after a failed attempt",
+    "state": "pending | ready | queued | running | retrying | succeeded | failed | cancelled "
+             "(states.TaskState)",
+    "attempt": "the current attempt number (fencing: writes of other attempts are refused)",
+    "attempts": "attempts started",
+    "fails": "attempts that failed (counted against retries)",
+    "lost": "attempts lost with their worker (counted against PLANKTON_MAX_LOST)",
+    "restarts": "attempts restarted because a child's consumed values were withdrawn",
+    "counted": "1 once this task's start was counted in its parent's n_started",
+    "n_started": "children started (the parent is released when all have)",
+    "n_done": "children succeeded",
+    "queued_at": "ms the current attempt was queued",
+    "started_at": "ms the current attempt started",
+    "ended_at": "ms",
+    "worker": "name of the worker running the current attempt",
+    "host": "host of that worker",
+    "seq": "sequence number of the last batch EMIT accepted (de-duplication)",
+    "emitted": "values this attempt emitted",
+    "produced": "values appended to this task's own channel by its children",
+    "ch_read": "channel values READ has passed (produced - ch_read = unread, the bound)",
+    "consumed": "values of current child attempts this attempt took",
+    "cursor": "stream id where the last READ ended",
+    "cursor_prev": "stream id where the last READ started (a repeated READ after a lost "
+                   "reply)",
+    "result": "msgpack: the return value",
+    "error": "why the last attempt failed (type, message, traceback)",
+    "upstream": "name of the child whose failure for good failed this task",
+}
+
 
 PREFIX = "plankton"
 
