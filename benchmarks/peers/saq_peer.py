@@ -52,8 +52,17 @@ class SAQPeer(WorkloadPeer):
                 [sys.executable, "-m", "saq", "benchmarks.peers.tasks_saq.settings", "--quiet"],
                 log_path=os.path.join(self.tmp, f"worker{i}.log"), env=env, cwd=str(REPO_ROOT)))
         self._run(self.queue.connect())
-        for _ in range(3):  # warm up: both workers have imported the tasks
-            self._run(self._apply("noop", timeout=60))
+        # Warm up: both workers have imported the tasks. A worker starting sweeps the jobs
+        # it finds active without a live worker's lock, so a warm-up job can be aborted
+        # ("swept") while the second worker starts: try again.
+        done, deadline = 0, time.monotonic() + 60
+        while done < 3:
+            try:
+                self._run(self._apply("noop", timeout=10))
+                done += 1
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
 
     def stop(self) -> None:
         for p in self.procs:
