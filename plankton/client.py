@@ -84,6 +84,12 @@ class Client:
                rerun_of: str = "", extra: dict[str, Any] | None = None,
                run_id: str | None = None) -> str:
         """Start a run of a DAG (by name or object) or of a task tree; returns its run id."""
+        with runs.gc_paused():  # building 100,000 tasks: see runs.gc_paused
+            return self._submit(dag, params, since, to, rerun_of, extra, run_id)
+
+    def _submit(self, dag: str | Dag | Task, params: Mapping[str, Any] | None,
+                since: _dt.datetime | None, to: _dt.datetime | None, rerun_of: str,
+                extra: dict[str, Any] | None, run_id: str | None) -> str:
         if isinstance(dag, Task):
             order = place(dag, since, to)
             if len(order) > self.settings.max_tasks:
