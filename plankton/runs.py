@@ -300,17 +300,17 @@ def _read_chunk(conn: redis.Redis, run_id: str, part: list[str]) -> list[dict[st
     if part:
         pipe = conn.pipeline(transaction=False)
         for tid in part:
-            pipe.hmget(keys.task(run_id, tid), TASK_FIELDS)
+            pipe.hmget(keys.task(run_id, tid), VIEW_FIELDS)
         for tid, values in zip(part, pipe.execute()):
-            out.append(task_view(tid, dict(zip(TASK_FIELDS, values))))
+            out.append(task_view(tid, dict(zip(VIEW_FIELDS, values))))
     return out
 
 
-#: The task-hash fields ``task_view`` reads. Reads fetch only these (HMGET): a running
-#: task's hash holds twice as many (cursors, counters), and parsing the replies is most of
-#: the cost of reading 10,000 tasks. A field ``task_view`` reads must be listed here
-#: (tests/test_changes.py checks it).
-TASK_FIELDS = ("name", "family", "parent", "children", "params", "param_hash", "tree_hash",
+#: The task-hash fields ``task_view`` reads (of all those in keys.TASK_FIELDS). Reads fetch
+#: only these (HMGET): a finished task's hash holds twice as many (cursors, counters), and
+#: parsing the replies is most of the cost of reading 10,000 tasks. A field ``task_view``
+#: reads must be listed here (tests/test_changes.py checks it).
+VIEW_FIELDS = ("name", "family", "parent", "children", "params", "param_hash", "tree_hash",
                "priority", "queue", "state", "attempts", "worker", "host", "started_at",
                "ended_at", "emitted", "consumed", "result", "error")
 

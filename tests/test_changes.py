@@ -99,7 +99,7 @@ def test_wait_on_progress_gets_whole_runs_from_deltas(cluster, redis_url):
 
 
 def test_task_view_reads_only_the_fields_reads_fetch():
-    """Reads HMGET ``runs.TASK_FIELDS``: a field task_view uses must be among them."""
+    """Reads HMGET ``runs.VIEW_FIELDS``: a field task_view uses must be among them."""
     from plankton import runs
 
     class Recorder(dict):
@@ -111,4 +111,4 @@ def test_task_view_reads_only_the_fields_reads_fetch():
 
     for state in ("pending", "running", "succeeded", "failed"):
         runs.task_view("0", Recorder(state=state.encode()))
-    assert Recorder.used <= set(runs.TASK_FIELDS), Recorder.used - set(runs.TASK_FIELDS)
+    assert Recorder.used <= set(runs.VIEW_FIELDS), Recorder.used - set(runs.VIEW_FIELDS)
