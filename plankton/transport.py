@@ -13,6 +13,7 @@ half-way cannot leave a task queued in Plankton but absent from RQ, or enqueued 
 from __future__ import annotations
 
 import uuid
+import zlib
 from typing import Any, Sequence
 
 import redis
@@ -22,6 +23,7 @@ from rq.queue import Queue
 from rq.utils import now, utcformat
 
 from . import codec, keys, scripts
+from .errors import PlanktonError
 
 #: The only func_name a Plankton worker accepts. It is a label, never imported.
 ENTRY = "plankton.entry"
@@ -42,6 +44,69 @@ def rq_job(jid: str) -> str:
 def rq_intermediate(queue_key: str) -> str:
     """Key of RQ's list of the jobs of ``queue_key`` a worker has dequeued (BLMOVE)."""
     return str(IntermediateQueue.get_intermediate_queue_key(queue_key))
+
+
+#: Largest RQ job payload a worker or scheduler will inflate (bytes). A Plankton job carries a
+#: run id and at most MAX_BATCH (task, attempt) pairs: a few KB.
+MAX_JOB_BYTES = 1024 * 1024
+
+#: What a job's arguments must be, said in every refusal about them.
+_ARGS_SHAPE = "refused: job arguments are not [run_id, [[task, attempt], ...]]"
+
+
+class RefusedJob(PlanktonError):
+    """A job that is not a Plankton batch; the message says why."""
+
+
+def inflate_job(data: bytes) -> bytes | None:
+    """A job hash's ``data`` decompressed, never past MAX_JOB_BYTES (RQ would inflate
+    whatever it holds: a 200 KB zlib bomb became 200 MB); None if it is not zlib data.
+    RefusedJob if it is larger than that, before or after inflating."""
+    if len(data) > MAX_JOB_BYTES:
+        raise RefusedJob(f"refused: job payload of {len(data)} bytes is over the "
+                         f"limit of {MAX_JOB_BYTES}")
+    try:
+        out = zlib.decompressobj().decompress(data, MAX_JOB_BYTES + 1)
+    except zlib.error:
+        return None
+    if len(out) > MAX_JOB_BYTES:
+        raise RefusedJob(f"refused: job payload inflates to over {MAX_JOB_BYTES} bytes")
+    return out
+
+
+def entry_args(func_name: Any, instance: Any, args: Any,
+               kwargs: Any) -> tuple[str, list[tuple[str, int]]]:
+    """(run id, [(task, attempt)]) of a job's call, checked without importing anything:
+    RefusedJob unless it calls :data:`ENTRY` with exactly [run_id, [[task, attempt], ...]]."""
+    if func_name != ENTRY:
+        raise RefusedJob(f"refused: job names {func_name!r}, not a Plankton task entry")
+    if instance is not None:
+        raise RefusedJob("refused: job carries an instance")
+    if kwargs:
+        raise RefusedJob("refused: job has keyword arguments")
+    try:
+        run_id, pairs = args
+        parsed = [(str(t), int(a)) for t, a in pairs]
+    except (TypeError, ValueError):
+        raise RefusedJob(_ARGS_SHAPE) from None
+    if not isinstance(run_id, str) or not parsed:
+        raise RefusedJob(_ARGS_SHAPE)
+    return run_id, parsed
+
+
+def job_pairs(data: Any) -> tuple[str, list[tuple[str, int]]] | None:
+    """(run id, [(task, attempt)]) of a Plankton job hash's ``data``; None for anything else.
+    Decoded with bounded inflation and msgpack only; nothing named in it is imported."""
+    if not isinstance(data, bytes):
+        return None
+    try:
+        raw = inflate_job(data)
+        if raw is None:
+            return None
+        func, instance, args, kwargs = codec.loads(raw)
+        return entry_args(func, instance, args, kwargs)
+    except Exception:  # noqa: BLE001 - anything malformed is simply not ours
+        return None
 
 
 class MsgpackSerializer:

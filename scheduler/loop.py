@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-import zlib
 from typing import TYPE_CHECKING, Any, Callable
 
 import redis
@@ -27,7 +26,7 @@ from plankton.registry import Registry
 from plankton.settings import Settings
 from plankton.states import RUN_ENDED, TaskState
 from plankton.transitions import Transitions, backoff_ms
-from plankton.transport import ENTRY, Enqueuer, batch_size
+from plankton.transport import Enqueuer, batch_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from .cron import CronFirer
@@ -39,30 +38,7 @@ log = logging.getLogger("plankton.scheduler")
 READY_GRACE_MS = 2000
 #: Ended runs settled per tick.
 SETTLE_PER_TICK = 20
-#: Largest RQ job payload the reconciler inflates (bytes); a Plankton job is a few KB.
-MAX_JOB_BYTES = 1024 * 1024
-
-
 _s = codec.text
-
-
-def _job_pairs(data: Any) -> tuple[str, list[tuple[str, int]]] | None:
-    """(run id, [(task, attempt)]) of a Plankton RQ job's payload; None for anything else.
-    Decoded with bounded inflation and msgpack only; nothing named in it is imported."""
-    if not isinstance(data, bytes) or len(data) > MAX_JOB_BYTES:
-        return None
-    try:
-        inflater = zlib.decompressobj()
-        raw = inflater.decompress(data, MAX_JOB_BYTES + 1)
-        if len(raw) > MAX_JOB_BYTES:
-            return None
-        func, instance, args, kwargs = codec.loads(raw)
-        run_id, pairs = args
-        if func != ENTRY or instance is not None or kwargs or not isinstance(run_id, str):
-            return None
-        return run_id, [(str(t), int(a)) for t, a in pairs]
-    except Exception:  # noqa: BLE001 - anything malformed is simply not ours
-        return None
 
 
 class Scheduler:
@@ -224,7 +200,7 @@ class Scheduler:
         self._intermediate_seen = current
 
     def _settle_intermediate(self, qkey: str, ikey: str, jid: str) -> None:
-        pairs = _job_pairs(self.conn.hget(transport.rq_job(jid), "data"))
+        pairs = transport.job_pairs(self.conn.hget(transport.rq_job(jid), "data"))
         waiting = False
         if pairs is not None:
             run_id, tasks = pairs

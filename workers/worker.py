@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import time
-import zlib
 from typing import Any
 
 from rq import worker_registration
@@ -24,39 +23,21 @@ from rq.worker import SimpleWorker, WorkerStatus
 
 from plankton import transport
 from plankton.transitions import Transitions
-from plankton.transport import ENTRY, MsgpackSerializer
+from plankton.transport import MsgpackSerializer, RefusedJob, entry_args, inflate_job
 
 from .executor import Executor
 
 log = logging.getLogger(__name__)
 
 
-#: Largest RQ job payload a worker will inflate (bytes). A Plankton job carries a run id and
-#: at most 64 (task, attempt) pairs: a few KB.
-MAX_JOB_BYTES = 1024 * 1024
-
-
-class RefusedJob(Exception):
-    """A job that is not a Plankton batch; the message says why."""
-
-
 class PlanktonJob(Job):
-    """RQ's Job, but a payload is inflated only up to MAX_JOB_BYTES: RQ would zlib-decompress
-    whatever a job hash holds (a 200 KB zlib bomb became 200 MB in the worker)."""
+    """RQ's Job, but a payload is inflated only up to ``transport.MAX_JOB_BYTES``: RQ would
+    zlib-decompress whatever a job hash holds (a 200 KB zlib bomb became 200 MB)."""
 
     def restore(self, raw_data: Any) -> Any:
         data = raw_data.get(b"data", raw_data.get("data")) if hasattr(raw_data, "get") else None
         if isinstance(data, bytes):
-            if len(data) > MAX_JOB_BYTES:
-                raise RefusedJob(f"refused: job payload of {len(data)} bytes is over the "
-                                 f"limit of {MAX_JOB_BYTES}")
-            try:
-                inflater = zlib.decompressobj()
-                out = inflater.decompress(data, MAX_JOB_BYTES + 1)
-            except zlib.error:
-                out = b""
-            if len(out) > MAX_JOB_BYTES:
-                raise RefusedJob(f"refused: job payload inflates to over {MAX_JOB_BYTES} bytes")
+            inflate_job(data)  # RefusedJob past MAX_JOB_BYTES; RQ then inflates it itself
         return super().restore(raw_data)
 
 
@@ -68,24 +49,11 @@ def parse_job(job: Job) -> tuple[str, list[tuple[str, int]]]:
         instance = job._instance
     except Exception as exc:  # noqa: BLE001 - any decode error is a refusal
         raise RefusedJob(f"undecodable job payload ({type(exc).__name__}: {exc})") from None
-    if func_name != ENTRY:
-        raise RefusedJob(f"refused: job names {func_name!r}, not a Plankton task entry")
-    if instance is not None:
-        raise RefusedJob("refused: job carries an instance")
+    run_id, pairs = entry_args(func_name, instance, args, job.kwargs)
     for name in ("_success_callback_name", "_failure_callback_name", "_stopped_callback_name"):
         if getattr(job, name, None):
             raise RefusedJob(f"refused: job names a callback ({getattr(job, name)!r})")
-    if job.kwargs:
-        raise RefusedJob("refused: job has keyword arguments")
-    try:
-        run_id, pairs = args
-        parsed = [(str(t), int(a)) for t, a in pairs]
-    except (TypeError, ValueError):
-        raise RefusedJob("refused: job arguments are not [run_id, [[task, attempt], ...]]") \
-            from None
-    if not isinstance(run_id, str) or not parsed:
-        raise RefusedJob("refused: job arguments are not [run_id, [[task, attempt], ...]]")
-    return run_id, parsed
+    return run_id, pairs
 
 
 class PlanktonWorker(SimpleWorker):
