@@ -12,7 +12,7 @@ import inspect
 from typing import Any, Callable, Mapping
 
 from .errors import DagError, ParamError
-from .params import MISSING, Param
+from .params import MISSING, Param, check_known
 from .task import BUILD_BUDGET, Task, place
 
 
@@ -51,10 +51,7 @@ class Dag:
 
     def validate_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Typed params from already-typed values; ParamError names DAG, param and value."""
-        for key, value in values.items():
-            if key not in self.params:
-                raise ParamError(self.name, key, value,
-                                 f"unknown parameter; known: {', '.join(self.params) or 'none'}")
+        check_known(self.name, self.params, values)
         out: dict[str, Any] = {}
         for key, param in self.params.items():
             if key in values:
@@ -68,21 +65,17 @@ class Dag:
 
     def parse_params(self, texts: Mapping[str, str]) -> dict[str, Any]:
         """Typed params from CLI strings (``--param n=3``)."""
+        check_known(self.name, self.params, texts)
         typed: dict[str, Any] = {}
         for key, text in texts.items():
-            if key not in self.params:
-                raise ParamError(self.name, key, text,
-                                 f"unknown parameter; known: {', '.join(self.params) or 'none'}")
             typed[key] = self.params[key].parse(text, self.name)
         return self.validate_params(typed)
 
     def json_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Typed params from decoded JSON (the HTTP API)."""
+        check_known(self.name, self.params, values)
         typed: dict[str, Any] = {}
         for key, value in values.items():
-            if key not in self.params:
-                raise ParamError(self.name, key, value,
-                                 f"unknown parameter; known: {', '.join(self.params) or 'none'}")
             typed[key] = self.params[key].coerce_json(value, self.name)
         return self.validate_params(typed)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import ParamError
@@ -145,6 +145,15 @@ class Param:
     def __repr__(self) -> str:
         default = "" if self.required else f", default={self._default!r}"
         return f"Param({self._kind.name}{default})"
+
+
+def check_known(owner: str, declared: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    """ParamError naming ``owner`` (a task or DAG) and the first name of ``given`` that is
+    not one of its ``declared`` params, with the names that would be right."""
+    for key, value in given.items():
+        if key not in declared:
+            raise ParamError(owner, key, value,
+                             f"unknown parameter; known: {', '.join(declared) or 'none'}")
 
 
 def parse_assignment(text: str) -> tuple[str, str]:

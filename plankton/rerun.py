@@ -17,6 +17,7 @@ import redis
 
 from . import codec, keys
 from .errors import NotFoundError, ParamError
+from .params import check_known
 from .registry import Registry
 from .runs import Plan, tree_hashes
 from .task import Task, validate_tree
@@ -99,9 +100,7 @@ def _build(registry: Registry, old: dict[str, Any], wanted: list[tuple[str, str,
         params[key] = cls._params[key].from_wire(wire, old["name"])
     for task, param, text in wanted:
         if task in (old["name"], old["id"]):
-            if param not in cls._params:
-                raise ParamError(old["name"], param, text,
-                                 f"unknown parameter; known: {', '.join(cls._params)}")
+            check_known(old["name"], cls._params, {param: text})
             params[param] = cls._params[param].parse(text, old["name"])
     return cls(**params)
 

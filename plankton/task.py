@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator, dataclass_transform
 
 from .errors import DagError, ParamError, PlanktonError
 from .hashing import param_hash, tree_hash
-from .params import Param
+from .params import Param, check_known
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Iterable
@@ -122,9 +122,7 @@ class Task:
                 raise DagError(f"the DAG builds more than {budget[1]:,} tasks "
                                f"(PLANKTON_MAX_TASKS={budget[1]:,}); nothing was written", [name])
         known = type(self)._params
-        for key, value in params.items():
-            if key not in known:
-                raise ParamError(name, key, value, f"unknown parameter; known: {', '.join(known)}")
+        check_known(name, known, params)
         values: dict[str, Any] = {}
         for key, param in known.items():
             if key in params:
