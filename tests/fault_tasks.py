@@ -13,10 +13,9 @@ import time
 import redis
 
 import plankton as pk
+from tests.tasks import env_redis
 
-
-def _conn() -> redis.Redis:
-    return redis.Redis.from_url(os.environ["PLANKTON_REDIS_URL"])
+_conn = env_redis
 
 
 def _ms(conn: redis.Redis) -> int:

@@ -6,15 +6,11 @@ import json
 import os
 import time
 
-import redis
-
 import plankton as pk
 from tests.fault_tasks import wait_flag
-from tests.tasks import Boom, Collect, Leaf, Many
+from tests.tasks import Boom, Collect, Leaf, Many, env_redis
 
-
-def _conn() -> redis.Redis:
-    return redis.Redis.from_url(os.environ["PLANKTON_REDIS_URL"])
+_conn = env_redis
 
 
 class FailOnce(pk.Task):

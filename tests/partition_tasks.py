@@ -16,11 +16,11 @@ import redis
 
 import plankton as pk
 from tests.fault_tasks import _ms, wait_flag
+from tests.tasks import env_redis
 
 
 def _conn() -> redis.Redis:
-    return redis.Redis.from_url(os.environ["PLANKTON_REDIS_URL"], socket_timeout=5,
-                                socket_connect_timeout=2)
+    return env_redis(socket_timeout=5, socket_connect_timeout=2)
 
 
 

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import redis
 
 import plankton as pk
 
 
-def _conn() -> redis.Redis:
-    return redis.Redis.from_url(os.environ["PLANKTON_REDIS_URL"])
+def env_redis(**options: Any) -> redis.Redis:
+    """The test Redis from inside a task (its worker has PLANKTON_REDIS_URL); ``options`` go
+    to redis-py (timeouts)."""
+    return redis.Redis.from_url(os.environ["PLANKTON_REDIS_URL"], **options)
+
+
+_conn = env_redis
 
 
 class Leaf(pk.Task):

@@ -18,6 +18,14 @@ from tests.servers import wait_for
 IMPORTS = ["tests.fault_tasks"]
 
 
+def safe(fn: Callable[[], Any], default: Any = None) -> Any:
+    """``fn()``, or ``default`` while Redis is down or loading (fault tests poll through it)."""
+    try:
+        return fn()
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+        return default
+
+
 def s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
 

@@ -13,18 +13,9 @@ from __future__ import annotations
 
 import time
 
-import redis
-
 from tests import fault_tasks as ft
 from tests.reliability import helpers as h
 from tests.servers import RedisServer, free_port, wait_for
-
-
-def _safe(fn, default=None):
-    try:
-        return fn()
-    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-        return default
 
 
 def test_redis_sigkill_and_restart_with_aof_mid_run(tmp_path, private_cluster, rconn, capsys):
@@ -51,7 +42,7 @@ def test_redis_sigkill_and_restart_with_aof_mid_run(tmp_path, private_cluster, r
         back = time.monotonic()
 
         def ended():
-            st = [h.s(_safe(lambda rid=rid: r.hget(f"plankton:{{{rid}}}:run", "status"), ""))
+            st = [h.s(h.safe(lambda rid=rid: r.hget(f"plankton:{{{rid}}}:run", "status"), ""))
                   for rid in run_ids]
             return all(s in ("succeeded", "failed", "cancelled") for s in st) and st
         statuses = wait_for(ended, 60, interval=0.1, what="every run to end")

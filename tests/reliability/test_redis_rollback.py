@@ -52,15 +52,8 @@ MOVE_ON = 3.0
 DEADLINE = 30.0
 
 
-def _safe(fn: Callable[[], Any], default: Any = None) -> Any:
-    try:
-        return fn()
-    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-        return default
-
-
 def _statuses(r: redis.Redis, run_ids: dict[str, str]) -> dict[str, str]:
-    return {name: h.s(_safe(lambda rid=rid: r.hget(keys.run(rid), "status"), ""))
+    return {name: h.s(h.safe(lambda rid=rid: r.hget(keys.run(rid), "status"), ""))
             for name, rid in run_ids.items()}
 
 
