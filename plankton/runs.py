@@ -298,9 +298,10 @@ def read_task_ids(conn: redis.Redis, run_id: str, ids: list[str],
 def _read_chunk(conn: redis.Redis, run_id: str, part: list[str]) -> list[dict[str, Any]]:
     out = []
     if part:
+        sha = conn.script_load(_VIEW_SCRIPT)  # idempotent; one round trip per chunk
         pipe = conn.pipeline(transaction=False)
         for tid in part:
-            pipe.hmget(keys.task(run_id, tid), VIEW_FIELDS)
+            pipe.evalsha(sha, 1, keys.task(run_id, tid))
         for tid, values in zip(part, pipe.execute()):
             out.append(task_view(tid, dict(zip(VIEW_FIELDS, values))))
     return out
@@ -313,6 +314,7 @@ def _read_chunk(conn: redis.Redis, run_id: str, part: list[str]) -> list[dict[st
 VIEW_FIELDS = ("name", "family", "parent", "children", "params", "param_hash", "tree_hash",
                "priority", "queue", "state", "attempts", "worker", "host", "started_at",
                "ended_at", "emitted", "consumed", "result", "error")
+_VIEW_SCRIPT = scripts.hmget_script(VIEW_FIELDS)
 
 
 def task_view(tid: str, r: dict[str, Any]) -> dict[str, Any]:
