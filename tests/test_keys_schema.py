@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from plankton import keys
+from plankton.states import RunStatus, TaskState
 from tests import fault_tasks as ft
 from tests import tasks
 
@@ -25,17 +26,18 @@ NOT_EXERCISED: dict[str, str] = {
 }
 
 
-def _hash_fields(conn, pattern: str) -> set[str]:
-    found: set[str] = set()
+def _hashes(conn, pattern: str) -> list[dict[str, str]]:
+    out = []
     for key in conn.scan_iter(pattern, count=1000):
         if conn.type(key) == b"hash":
-            found.update(f.decode() for f in conn.hkeys(key))
-    return found
+            out.append({k.decode(): v.decode("utf-8", "replace")
+                        for k, v in conn.hgetall(key).items()})
+    return out
 
 
 @pytest.fixture
 def written(cluster, client):
-    """{"run": fields of run hashes, "task": fields of task hashes} after the runs."""
+    """{"run": run hashes, "task": task hashes} after the runs."""
     cluster.env_extra = {"PLANKTON_RETRY_BASE": "0.05", "PLANKTON_RETRY_CAP": "0.1"}
     cluster.scheduler()
     cluster.worker()
@@ -50,15 +52,20 @@ def written(cluster, client):
     client.cancel(slow)
     client.wait(slow, timeout=60)
     conn = client.conn
-    out = {"run": set(), "task": set()}
+    out: dict[str, list[dict[str, str]]] = {"run": [], "task": []}
     for run_id in [*ids, slow]:
-        out["run"] |= _hash_fields(conn, keys.run(run_id))
-        out["task"] |= _hash_fields(conn, keys.task_prefix(run_id) + "*")
+        out["run"] += _hashes(conn, keys.run(run_id))
+        out["task"] += _hashes(conn, keys.task_prefix(run_id) + "*")
     return out
 
 
 def test_every_field_written_is_in_the_schema_and_every_field_in_it_is_written(written):
     for kind, table in (("run", keys.RUN_FIELDS), ("task", keys.TASK_FIELDS)):
-        assert written[kind] - set(table) == set(), f"{kind} hash fields missing from keys.py"
-        unseen = set(table) - written[kind] - set(NOT_EXERCISED)
+        fields = {f for h in written[kind] for f in h}
+        assert fields - set(table) == set(), f"{kind} hash fields missing from keys.py"
+        unseen = set(table) - fields - set(NOT_EXERCISED)
         assert unseen == set(), f"keys.py lists {kind} fields nothing wrote"
+    # and the states the scripts wrote are the Enums' values (the contract strings)
+    assert {h["status"] for h in written["run"]} == {"succeeded", "failed", "cancelled"}
+    assert {h["status"] for h in written["run"]} <= set(RunStatus)
+    assert {h["state"] for h in written["task"]} <= set(TaskState)
