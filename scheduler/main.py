@@ -14,6 +14,7 @@ from plankton.alerts import Outbox, Sender
 from plankton.errors import PlanktonError
 from plankton.registry import Registry
 
+from .cron import CronFirer
 from .loop import Scheduler
 
 log = logging.getLogger("plankton.scheduler")
@@ -29,12 +30,7 @@ def main(url: str | None, imports: tuple[str, ...], name: str | None = None,
         print(f"plankton scheduler: {exc}", file=sys.stderr)
         return 2
     sched = Scheduler(settings, registry, name or f"{socket.gethostname()}-{os.getpid()}")
-    try:
-        from .cron import CronFirer
-
-        sched.cron = CronFirer(sched)
-    except ImportError:
-        pass
+    sched.cron = CronFirer(sched)
 
     sched.outbox = Outbox(sched.conn, settings, registry)
     sender = Sender(sched.outbox, lambda: sched.epoch).start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from . import history, processes
+from .common import handle_error
 from .main import cli
 
 # Every command module defines its commands on its own; the group gathers them here (as
@@ -26,8 +27,6 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except Exception as exc:  # noqa: BLE001 - mapped to exit codes by handle_error
-        from .common import handle_error
-
         return handle_error(exc)
     return 0
 
