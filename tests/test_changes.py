@@ -26,6 +26,9 @@ def test_delta_reads_follow_a_run_to_its_end(cluster, redis_url, r):
     # Nothing ran yet (no worker): the delta is empty and the cursor stays.
     again = client.changes(run_id, since=first["cursor"])
     assert not again["full"] and again["tasks"] == [] and again["cursor"] == first["cursor"]
+    # A cursor the run never had (Redis restored an older snapshot): start over, in full.
+    ahead = client.changes(run_id, since=first["cursor"] + 1000)
+    assert ahead["full"] and len(ahead["tasks"]) == 6
     cluster.worker()
     cluster.scheduler()
     assert client.wait(run_id, timeout=60, tasks=False)["status"] == "succeeded"
