@@ -124,14 +124,13 @@ def payload(conn: redis.Redis, run_id: str, console_url: str = "") -> dict[str, 
     if run["status"] == "failed":
         pipe = conn.pipeline(transaction=False)
         for tid in runs.iter_task_ids(run["n_tasks"]):
-            pipe.hmget(keys.task(run_id, tid), "state", "name", "family", "error", "attempts")
-        for tid, (state, name, family, error, attempts) in zip(
+            pipe.hmget(keys.task(run_id, tid), "state", "name", "family", "error", "attempts",
+                       "upstream")
+        for tid, (state, name, family, error, attempts, upstream) in zip(
                 runs.iter_task_ids(run["n_tasks"]), pipe.execute()):
-            if state != b"failed":
-                continue
+            if state != b"failed" or upstream:
+                continue  # (upstream: an ancestor of the task that failed; the cause is listed)
             text = codec.text(error)
-            if text.startswith("UpstreamFailed"):
-                continue  # an ancestor of the task that failed: the cause is listed
             total += 1
             if len(failed) < MAX_FAILED_TASKS:
                 failed.append({"id": tid, "name": codec.text(name),
