@@ -99,3 +99,22 @@ def flat(n: int = 1000) -> pk.Task:
     """``n`` leaves under one parent, by name: the user path of fanin-1000, wide-10k and
     scale-100k-flat (``Client.submit("flat", params={"n": n})``)."""
     return fanin(n)
+
+
+class BBusy(pk.Task):
+    """Works ``seconds`` in short naps (stop soak); one subclass per queue below, so the soak
+    can keep one chosen worker busy."""
+
+    seconds = pk.Param(float, default=1.0)
+
+    def run(self):
+        end = time.monotonic() + self.seconds
+        while time.monotonic() < end:
+            time.sleep(0.02)
+        return self.seconds
+
+
+STOP_QUEUES = 8
+for _i in range(STOP_QUEUES):
+    globals()[f"BBusy{_i}"] = type(f"BBusy{_i}", (BBusy,), {
+        "queue": f"stop{_i}", "__module__": __name__, "__qualname__": f"BBusy{_i}"})

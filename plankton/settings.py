@@ -46,6 +46,10 @@ class Settings:
     leader_lease_ms: int = 5_000
     #: Grace after a timeout or cancel before the worker process restarts itself (s).
     kill_grace: float = 2.0
+    #: Bound on a clean stop (SIGTERM) of a worker, scheduler or ``plankton up`` (s): running
+    #: tasks get this long to finish; then they are handed back for an immediate retry
+    #: elsewhere and the process exits. An idle process exits at once.
+    stop_grace: float = 10.0
     #: How many tasks a worker runs at once (tasks waiting on a channel do not count).
     concurrency: int = 1
     #: Connect attempts before a command gives up on an unreachable Redis.
@@ -88,6 +92,7 @@ _ENV: dict[str, str] = {
     "retry_cap": "PLANKTON_RETRY_CAP",
     "leader_lease_ms": "PLANKTON_LEADER_LEASE_MS",
     "kill_grace": "PLANKTON_KILL_GRACE",
+    "stop_grace": "PLANKTON_STOP_GRACE",
     "concurrency": "PLANKTON_CONCURRENCY",
     "connect_attempts": "PLANKTON_CONNECT_ATTEMPTS",
     "claim_parents": "PLANKTON_CLAIM_PARENTS",

@@ -13,6 +13,7 @@ from plankton import settings as settings_mod
 from plankton.alerts import Outbox, Sender
 from plankton.errors import PlanktonError
 from plankton.registry import Registry
+from plankton.stopping import StopDeadline
 
 from .cron import CronFirer
 from .loop import Scheduler
@@ -35,8 +36,13 @@ def main(url: str | None, imports: tuple[str, ...], name: str | None = None,
     sched.outbox = Outbox(sched.conn, settings, registry)
     sender = Sender(sched.outbox, lambda: sched.epoch).start()
 
+    # A stop ends the loop at its next turn (at most one tick); the deadline bounds the
+    # rest (a tick stuck on an unreachable Redis, the webhook sender's POST).
+    deadline = StopDeadline(settings.stop_grace, f"scheduler {sched.name}")
+
     def stop(signum: int, frame: object) -> None:
         sched.stop_requested = True
+        deadline.arm()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -44,4 +50,5 @@ def main(url: str | None, imports: tuple[str, ...], name: str | None = None,
              ", ".join(registry.modules) or "none")
     sched.run_forever()
     sender.stop()
+    log.info("scheduler %s stopped", sched.name)
     return 0

@@ -121,6 +121,8 @@ class Executor:
         self.held: set[tuple[str, str, int]] = set()
         self.active_lock = threading.Lock()
         self.stopping = threading.Event()
+        #: Set by the first SIGTERM: no new leaf starts; see :meth:`shutdown`.
+        self.stop_asked = threading.Event()
         self.parent_pid = os.getppid()
         self._kill_at: dict[tuple[str, str, int], float] = {}
         self.monitor = threading.Thread(target=self._monitor, name="monitor", daemon=True)
@@ -166,7 +168,12 @@ class Executor:
             finisher = Finisher(self.engine)
             hold = SlotHold(self.slots)
             try:
-                for claim in leaves:
+                for i, claim in enumerate(leaves):
+                    if self.stop_asked.is_set():
+                        # a warm stop runs no new leaf: the rest of the batch is handed
+                        # back now, for another worker to retry at once
+                        self._hand_back(leaves[i:], "worker stopped")
+                        break
                     hold.acquire()
                     self._execute(claim, hold, finisher)
                     finisher.flush_if_due()
@@ -388,6 +395,14 @@ class Executor:
             try:
                 self.engine.fail(run_id, task_id, attempt, "handback", reason, 0,
                                  self.settings.max_lost)
+            except redis.RedisError:
+                pass
+
+    def _hand_back(self, claims: Sequence[Claimed], reason: str) -> None:
+        for claim in claims:
+            try:
+                self.engine.fail(claim.run_id, claim.task_id, claim.attempt, "handback",
+                                 reason, 0, self.settings.max_lost)
             except redis.RedisError:
                 pass
 

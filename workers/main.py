@@ -16,6 +16,7 @@ from plankton import settings as settings_mod
 from plankton.connection import connect, redact
 from plankton.errors import PlanktonError
 from plankton.registry import Registry
+from plankton.stopping import StopDeadline
 from plankton.transport import rq_queue
 
 from .executor import EXIT_RESTART, Executor
@@ -73,12 +74,22 @@ def main(argv: list[str] | None = None) -> int:
     worker.log_result_lifespan = False
     log.info("worker %s serving %s from %s (imports: %s)", name, args.queues,
              redact(settings.url), ", ".join(registry.modules) or "none")
+    # The bound on a stop: running tasks get stop_grace to finish (Executor.shutdown), and
+    # two seconds later the deadline ends the process whatever still blocks it.
+    deadline = StopDeadline(settings.stop_grace + 2.0, f"worker {name}",
+                            lambda: executor.hand_back_all("worker stop deadline"))
+    worker.stop_deadline = deadline
     stopped = False
     try:
         worker.work(burst=args.burst, logging_level="WARNING")
         stopped = worker._stop_requested or args.burst
     finally:
-        executor.shutdown()
+        if not (stopped or worker._stop_requested):
+            deadline.code = EXIT_RESTART
+        deadline.arm()
+        left = deadline.remaining()
+        executor.shutdown(wait=max(0.0, (left or 0.0) - 2.0))
+    log.info("worker %s stopped", name)
     return 0 if stopped or args.burst else EXIT_RESTART
 
 

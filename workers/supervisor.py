@@ -22,7 +22,8 @@ from .executor import EXIT_RESTART
 log = logging.getLogger("plankton.worker")
 
 
-def supervise(argv: list[str]) -> int:
+def supervise(argv: list[str], stopped_early: list[int] | None = None) -> int:
+    """Run and restart the worker process until a signal stops it; the exit code."""
     cmd = [sys.executable, "-m", "workers.main", *argv]
     try:
         logsetup.configure("worker")
@@ -40,9 +41,16 @@ def supervise(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    if stopped_early:
+        return 0   # asked to stop before a worker process started: nothing to stop
     restarts = 0
-    while True:
+    while not stopping:
+        # Same process group: killing the group (a host or container going away) takes the
+        # worker with it. A Ctrl-C thus reaches the worker twice, directly and forwarded; the
+        # worker counts signals less than a second apart as one.
         child = subprocess.Popen(cmd)
+        if stopping:  # the signal came while the child was being started
+            child.send_signal(signal.SIGTERM)
         code = _wait(child)
         if stopping or code == 0:
             return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
@@ -51,6 +59,7 @@ def supervise(argv: list[str]) -> int:
         restarts += 1
         log.warning("worker process exited with %s; restarting (restart %d)", code, restarts)
         time.sleep(min(0.2 * restarts, 2.0) if code != EXIT_RESTART else 0.05)
+    return 0
 
 
 def _wait(child: subprocess.Popen) -> int:

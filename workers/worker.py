@@ -16,12 +16,14 @@ import time
 from typing import Any
 
 from rq import worker_registration
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.utils import current_timestamp, now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
 from plankton import transport
+from plankton.stopping import StopDeadline
 from plankton.transitions import Transitions
 from plankton.transport import MsgpackSerializer, RefusedJob, entry_args, inflate_job
 
@@ -147,9 +149,13 @@ class PlanktonWorker(SimpleWorker):
             pass
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
-        """RQ's dequeue, but a job whose hash cannot even be loaded is refused, not fatal."""
+        """RQ's dequeue, but a job whose hash cannot even be loaded is refused, not fatal,
+        and a stop asked for before it blocks returns at once (see :attr:`_in_dequeue`)."""
         while True:
             try:
+                self._in_dequeue = True
+                if self._stop_requested:
+                    return None
                 return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
             except Exception as exc:  # noqa: BLE001
                 job_id = getattr(exc, "job_id", None)
@@ -163,6 +169,8 @@ class PlanktonWorker(SimpleWorker):
                 pipe.execute()
                 if self._stop_requested:
                     return None
+            finally:
+                self._in_dequeue = False
 
     def run_maintenance_tasks(self) -> None:
         """RQ's periodic maintenance, minus every step that acts on what a job hash names.
@@ -194,12 +202,51 @@ class PlanktonWorker(SimpleWorker):
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGTERM, self.request_stop)
 
+    # -- stopping ------------------------------------------------------------------------
+    #: True only while the main thread waits in RQ's blocking dequeue: the one place a
+    #: signal handler may raise StopRequested. RQ raises it wherever the main thread is
+    #: when idle, which can land inside a Redis call or a lock of the executor.
+    _in_dequeue: bool = False
+    stop_deadline: StopDeadline | None = None
+    _stop_asked_at: float = float("-inf")
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """First SIGTERM/SIGINT: a warm stop, bounded by ``PLANKTON_STOP_GRACE``.
+
+        No new job is taken and no new leaf of the current batch starts (the rest of the
+        batch is handed back); running tasks may finish within the grace; then
+        :meth:`Executor.shutdown` hands back what is left and the process exits. The
+        deadline armed here ends the process at the bound whatever blocks it."""
+        log.info("worker %s: warm stop requested (signal %d)", self.name, signum)
+        self._shutdown_requested_date = now()
+        signal.signal(signal.SIGINT, self.request_force_stop)
+        signal.signal(signal.SIGTERM, self.request_force_stop)
+        self._stop_requested = True
+        self._stop_asked_at = time.monotonic()
+        self.executor.stop_asked.set()
+        if self.stop_deadline is not None:
+            self.stop_deadline.arm()
+        if self._in_dequeue:
+            raise StopRequested()
+
+    def subscribe(self) -> None:
+        """No RQ pub/sub thread. It only serves RQ's remote commands (shutdown, kill-horse,
+        stop-job), which Plankton does not use (stop with SIGTERM, cancel with
+        ``plankton cancel``), and stopping it was the hang of rq/rq#1613: redis-py's
+        ``PubSubWorkerThread.stop()`` joins a thread blocked in ``get_message(timeout=60)``.
+        It also cost one Redis connection and one thread per worker."""
+
+    def unsubscribe(self) -> None:
+        """Nothing to undo: see :meth:`subscribe`."""
+
     def request_force_stop(self, signum: int, frame: Any) -> None:
         """Second signal: hand every attempt back for an immediate retry, then exit now.
 
         Tasks are threads of this process, so only leaving the process stops them: a
         SystemExit would be caught by the leaf running on this thread, or leave the process
         waiting on its pool threads until their tasks end."""
+        if time.monotonic() - self._stop_asked_at < 1.0:
+            return  # the same request twice (the process group's signal and the forwarded one)
         log.warning("worker %s: cold shutdown, handing back running attempts", self.name)
         self.executor.hand_back_all("worker cold shutdown")
         try:

@@ -22,8 +22,10 @@ from pathlib import Path
 import click
 
 from .. import logsetup
+from .. import settings as settings_mod
 from ..client import Client
 from ..connection import connect
+from ..errors import PlanktonError
 from ..registry import Registry
 from .common import parse_params
 from .follow import follow
@@ -97,7 +99,9 @@ class Stack:
         for _, proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        # each process bounds its own stop (PLANKTON_STOP_GRACE + 2 s); a second more,
+        # then whatever is left is killed
+        deadline = time.monotonic() + _stop_grace() + 3
         for _, proc in reversed(self.procs):
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
@@ -165,6 +169,13 @@ def up(imports: tuple[str, ...], n_workers: int, port: int, run_dag: str | None,
         return 130 if run_dag else 0
     finally:
         stack.stop()
+
+
+def _stop_grace() -> float:
+    try:
+        return settings_mod.load().stop_grace
+    except PlanktonError:
+        return settings_mod.Settings.stop_grace
 
 
 def _has_api() -> bool:
