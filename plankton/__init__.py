@@ -9,10 +9,12 @@ from .errors import (
     DagError,
     ParamError,
     PlanktonError,
+    SecretError,
     SerializationError,
     UpstreamFailed,
 )
 from .params import Param
+from .secret import Secret
 from .task import Task
 
 __version__ = "0.1.0"
@@ -27,6 +29,7 @@ __all__ = [
     # authoring
     "Task",
     "Param",
+    "Secret",
     "dag",
     "Dag",
     # running
@@ -36,6 +39,7 @@ __all__ = [
     "PlanktonError",
     "ParamError",
     "DagError",
+    "SecretError",
     "SerializationError",
     "UpstreamFailed",
 ]

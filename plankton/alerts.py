@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import threading
 import time
 import urllib.error
@@ -39,6 +38,7 @@ from typing import Any
 import redis
 
 from . import codec, keys, logsetup, metrics, runs, scripts
+from . import redact as redaction
 from .connection import redact
 from .dag import Dag
 from .errors import Fenced
@@ -99,19 +99,9 @@ def delivery_id(run_id: str, dest: str) -> str:
     return hashlib.sha256(f"{run_id}\n{dest}".encode()).hexdigest()[:32]
 
 
-#: ``scheme://user:password@`` in any URL (a DSN in a param, say).
-_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^@/\s]*@")
-
-
 def _redact(value: Any) -> Any:
-    """Params as a receiver may see them: passwords in URLs (DSNs) hidden."""
-    if isinstance(value, str):
-        return _URL_PASSWORD.sub(r"\1:***@", redact(value))
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact(v) for k, v in value.items()}
-    return value
+    """Params and errors as a receiver may see them: passwords in URLs and DSNs hidden."""
+    return redaction.value(value)
 
 
 def payload(conn: redis.Redis, run_id: str, console_url: str = "") -> dict[str, Any] | None:

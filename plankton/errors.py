@@ -9,6 +9,7 @@
     ├── ConfigError           a setting (flag or PLANKTON_* variable) has a bad value
     ├── ConnectionFailed      Redis could not be reached after bounded retries
     ├── RunTimeout            waiting on a run took longer than asked
+    ├── SecretError           a secret param's reference cannot be read where the task runs
     └── Fenced                a superseded writer's write was refused (internal: an attempt
                               of a task, or a scheduler whose leader epoch moved on)
 
@@ -108,6 +109,15 @@ class RunTimeout(PlanktonError):
     def __init__(self, run_id: str, timeout: float) -> None:
         self.run_id, self.timeout = run_id, timeout
         super().__init__(f"run {run_id} did not end within {timeout}s")
+
+
+class SecretError(PlanktonError):
+    """A secret param's reference (``env:NAME``, ``file:PATH``) cannot be read on the host
+    running the task. Fields: ``reference`` and ``reason``; never the secret."""
+
+    def __init__(self, reference: str, reason: str) -> None:
+        self.reference, self.reason = reference, reason
+        super().__init__(f"secret {reference}: {reason}")
 
 
 class Fenced(PlanktonError):

@@ -128,12 +128,15 @@ class Param:
             return self._kind.check(default)
         except Invalid as exc:
             owner = f"Param({self._kind.name})"
-            raise ParamError(owner, "default", default, self._reason(exc)) from None
+            shown = "***" if self._kind.masks_values else default
+            raise ParamError(owner, "default", shown, self._reason(exc)) from None
 
     def _guard(self, owner: str, shown: Any, fn: Callable[[Any], Any], arg: Any) -> Any:
         try:
             return fn(arg)
         except Invalid as exc:
+            if self._kind.masks_values:
+                shown = "***"
             raise ParamError(owner, self.name, shown, self._reason(exc)) from None
 
     def _reason(self, exc: Invalid) -> str:

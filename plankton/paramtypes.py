@@ -22,6 +22,9 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from .secret import FORMS as secret_forms
+from .secret import Secret
+
 __all__ = ["INT_MAX", "INT_MIN", "MAX_DEPTH", "SUPPORTED", "Invalid", "Kind", "kind_for",
            "short", "type_repr"]
 
@@ -65,6 +68,8 @@ class Kind:
     name = "?"
     #: What a good text looks like, for parse errors.
     example = ""
+    #: Errors must not echo a value given for this type (a secret given by mistake).
+    masks_values = False
 
     def check(self, value: Any) -> Any:
         raise NotImplementedError
@@ -144,6 +149,42 @@ class _Str(Kind):
 
     def schema(self) -> dict[str, Any]:
         return {"type": "string"}
+
+
+class _Secret(Kind):
+    """A reference to a secret (plankton.secret): stored and shown as the reference."""
+
+    name, example = "secret", "env:VARIABLE or file:/path"
+    masks_values = True
+
+    def check(self, value: Any) -> Secret:
+        if isinstance(value, Secret):
+            return value
+        if not isinstance(value, str):
+            raise Invalid(f"expected a secret reference ({secret_forms}), "
+                          f"got {type(value).__name__}", "***")
+        try:
+            return Secret(value)
+        except ValueError as exc:
+            raise Invalid(str(exc), "***") from None
+
+    def parse(self, text: str) -> Secret:
+        return self.check(text)
+
+    def from_json(self, value: Any) -> Any:
+        return self.check(value)
+
+    def to_wire(self, value: Any) -> str:
+        return str.__str__(value)
+
+    def from_wire(self, data: Any) -> Any:
+        return Secret(data.decode() if isinstance(data, bytes) else data)
+
+    def to_json(self, value: Any) -> str:
+        return str.__str__(value)
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "format": "secret-reference", "pattern": "^(env|file):.+"}
 
 
 class _Bool(Kind):
@@ -430,6 +471,7 @@ _DATA_CHECKS: dict[type, Kind] = {
 class _Optional(Kind):
     def __init__(self, inner: Kind) -> None:
         self.inner, self.name = inner, f"{inner.name} | None"
+        self.masks_values = inner.masks_values
 
     def check(self, value: Any) -> Any:
         return None if value is None else self.inner.check(value)
@@ -465,10 +507,12 @@ _SCALARS: dict[Any, type[Kind]] = {
     bytes: _Bytes,
     _dt.date: _Date,
     _dt.datetime: _DateTime,
+    Secret: _Secret,
 }
 #: The declared types a Param accepts, as error messages list them.
 SUPPORTED = (
-    "int, float, str, bool, bytes, datetime.date, datetime.datetime, an enum.Enum subclass, "
+    "int, float, str, bool, bytes, datetime.date, datetime.datetime, plankton.Secret, "
+    "an enum.Enum subclass, "
     "list, dict, list[T], dict[str, T] or T | None"
 )
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable, cast
 
 import redis
 
-from . import codec, keys, scripts, states
+from . import codec, keys, redact, scripts, states
 from .errors import Fenced
 from .hashing import tree_hash
 from .states import RunStatus, TaskState
@@ -264,7 +264,7 @@ def _run_view(run_id: str, r: dict[str, Any]) -> dict[str, Any]:
         "run_id": run_id,
         "dag": _s(r.get("dag")),
         "status": _s(r.get("status")),
-        "params": jsonable(_value(r.get("params"))),
+        "params": redact.value(jsonable(_value(r.get("params")))),
         "since": _s(r.get("since")) or None,
         "to": _s(r.get("to")) or None,
         "submitted_at": _ms_iso(r.get("submitted_at")),
@@ -276,7 +276,7 @@ def _run_view(run_id: str, r: dict[str, Any]) -> dict[str, Any]:
         "root": _s(r.get("root")),
         "n_tasks": _int(r.get("n_tasks")) or 0,
         "result": jsonable(_value(r.get("result"))),
-        "error": _s(r.get("error")) or None,
+        "error": redact.text(_s(r.get("error"))) or None,
     }
 
 
@@ -326,7 +326,7 @@ def task_view(tid: str, r: dict[str, Any]) -> dict[str, Any]:
         "family": _s(r.get("family")),
         "parent": _s(r.get("parent")) or None,
         "children": _value(r.get("children")) or [],
-        "params": jsonable(_value(r.get("params"))),
+        "params": redact.value(jsonable(_value(r.get("params")))),
         "param_hash": _s(r.get("param_hash")),
         "tree_hash": _s(r.get("tree_hash")),
         "priority": _int(r.get("priority")),
@@ -341,7 +341,7 @@ def task_view(tid: str, r: dict[str, Any]) -> dict[str, Any]:
         "processed": {"emitted": _int(r.get("emitted")) or 0,
                       "consumed": _int(r.get("consumed")) or 0},
         "result": jsonable(_value(r.get("result"))) if state == TaskState.SUCCEEDED else None,
-        "error": _s(r.get("error")) or None,
+        "error": redact.text(_s(r.get("error"))) or None,
     }
 
 

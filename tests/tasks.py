@@ -224,3 +224,31 @@ class EmitBadScalar(pk.Task):
     def run(self):
         self.emit("fine")
         self.emit("\ud800" if self.kind == "surrogate" else 2**64)
+
+
+class UsesSecret(pk.Task):
+    """Reads a secret param where it runs; returns only a digest of it, never the value."""
+
+    dsn = pk.Param(pk.Secret)
+    note = pk.Param(str, default="")
+
+    def run(self):
+        import hashlib
+
+        value = self.dsn.reveal()
+        print(f"connecting with {self.dsn!r}")
+        return hashlib.sha256(value.encode()).hexdigest()
+
+
+@pk.dag
+def secret_dag(dsn: pk.Secret = pk.Secret("env:PK_TEST_DSN")):
+    return UsesSecret(dsn=dsn)
+
+
+class FailWith(pk.Task):
+    """Fails with its own ``msg`` as the error text."""
+
+    msg = pk.Param(str)
+
+    def run(self):
+        raise ValueError(self.msg)
