@@ -21,6 +21,7 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.queue import Queue
 from rq.utils import now, utcformat
+from rq.worker import Worker
 
 from . import codec, keys, scripts
 from .errors import PlanktonError
@@ -39,6 +40,11 @@ RQ_QUEUES = Queue.redis_queues_keys
 def rq_job(jid: str) -> str:
     """Key of RQ's hash for job ``jid``."""
     return Job.redis_job_namespace_prefix + jid
+
+
+def rq_worker(name: str) -> str:
+    """Key of RQ's hash for worker ``name`` (hostname, pid, queues, ...)."""
+    return str(Worker.redis_worker_namespace_prefix) + name
 
 
 def rq_intermediate(queue_key: str) -> str:

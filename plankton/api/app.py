@@ -8,8 +8,9 @@ alone would leave the schema and the validation to be written, and kept in step,
 Routes are plain ``def`` functions, run in FastAPI's thread pool, so they use the same
 blocking redis-py client as the rest of Plankton.
 
-A request passes, outermost first: the bearer-token check (:class:`~.middleware.BearerAuth`,
-when a token is set), the body-size limit (:class:`~.middleware.BodyLimit`), FastAPI's
+A request passes, outermost first: the token check (:class:`~.console.TokenAuth`, when a
+token is set: the bearer header, or the console's cookie), the cross-site check
+(:class:`~.console.OriginCheck`), the body-size limit (:class:`~.middleware.BodyLimit`), FastAPI's
 validation, then the route, which validates params and the tree before it writes anything. So
 no 4xx writes to Redis. This module builds the app and its routes; errors become responses in
 :mod:`.handlers`, Idempotency-Key records live in :mod:`.idempotency`, and :mod:`.openapi`
@@ -36,9 +37,10 @@ from ..settings import Settings, load
 from ..states import RunStatus
 from ..transitions import Transitions
 from . import models
+from .console import OriginCheck, TokenAuth, add_console
 from .handlers import add_error_handlers, invalid, param_error
 from .idempotency import Idempotency, IdempotencyKey
-from .middleware import MAX_BODY_BYTES, BearerAuth, BodyLimit
+from .middleware import MAX_BODY_BYTES, BodyLimit
 from .openapi import document
 
 #: Path segments a DAG name may use to get its own typed route (others use the generic one).
@@ -81,10 +83,12 @@ def create_app(settings: Settings | str | None = None, imports: Iterable[str] = 
     add_error_handlers(app, settings.url)
     Routes(app, client, auth=bool(token)).add()
     add_metrics(app, client)
+    add_console(app, client, token)
     document(app, bool(token))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
-    if token:
-        app.add_middleware(BearerAuth, token=token)  # added last: runs first
+    app.add_middleware(OriginCheck)
+    if token:  # the bearer header, or the console's session cookie
+        app.add_middleware(TokenAuth, token=token)  # added last: runs first
     return app
 
 

@@ -1,0 +1,49 @@
+"""Task code for the console's browser tests (``--import tests.console.console_tasks``)."""
+
+from __future__ import annotations
+
+import time
+
+import plankton as pk
+
+
+class Sleeper(pk.Task):
+    """Logs, waits ``delay`` seconds, emits its index."""
+
+    i = pk.Param(int)
+    delay = pk.Param(float, default=0.0)
+    tag = pk.Param(str, default="")
+
+    def run(self):
+        self.log.info("leaf %d starts (tag %r)", self.i, self.tag)
+        deadline = time.monotonic() + self.delay
+        while time.monotonic() < deadline:  # short steps: a cancel stops it promptly
+            time.sleep(0.05)
+        self.emit(self.i)
+        self.log.info("leaf %d done", self.i)
+
+
+class Total(pk.Task):
+    """Sums what its children emit."""
+
+    def run(self):
+        return sum(self.results())
+
+
+class Broken(pk.Task):
+    """Fails: the run page shows its traceback."""
+
+    def run(self):
+        raise ValueError("the input file has no header row")
+
+
+@pk.dag(schedule="0 3 * * *", timezone="Europe/Paris", catchup=False, max_active_runs=20)
+def console_demo(n: int = 3, delay: float = 0.0, tag: str = ""):
+    """n sleeping leaves under one total."""
+    return Total().add_children(*(Sleeper(i=i, delay=delay, tag=tag) for i in range(n)))
+
+
+@pk.dag(max_active_runs=20)
+def console_broken():
+    """A total over a leaf that fails."""
+    return Total().add_children(Broken(), Sleeper(i=0))

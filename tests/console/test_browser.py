@@ -1,0 +1,199 @@
+"""The console in a real browser against a real stack (see conftest.py): open the runs page,
+trigger a run from the form and watch it live, a bad param refused beside its field, a task's
+log, cancel, rerun with an override, log in with the token."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.console.conftest import TOKEN
+from tests.servers import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def by_css(browser, css):
+    from selenium.webdriver.common.by import By
+
+    return browser.find_element(By.CSS_SELECTOR, css)
+
+
+def all_css(browser, css):
+    from selenium.webdriver.common.by import By
+
+    return browser.find_elements(By.CSS_SELECTOR, css)
+
+
+def text_of(browser, css) -> str:
+    found = all_css(browser, css)
+    return found[0].text if found else ""
+
+
+def wait_text(browser, css, wanted, timeout=20.0):
+    return wait_for(lambda: wanted in text_of(browser, css), timeout, 0.05,
+                    f"{wanted!r} in {css} (has {text_of(browser, css)!r})")
+
+
+def test_runs_page_lists_runs_newest_first_with_links_and_filters(stack, browser, shot):
+    with stack.client() as client:
+        first = client.submit("console_demo", {"n": 2})
+        client.wait(first, timeout=30)
+        broken = client.submit("console_broken")
+        client.wait(broken, timeout=30)
+    browser.get(stack.base + "/")
+    rows = all_css(browser, "#runs tr.run")
+    ids = [r.get_attribute("data-run") for r in rows]
+    assert ids.index(broken) < ids.index(first)  # newest first
+    link = by_css(browser, f'#runs tr[data-run="{first}"] a.run-link')
+    assert link.get_attribute("href").endswith(f"/ui/runs/{first}")
+    assert all_css(browser, f'#strips a.cell.s-failed[href="/ui/runs/{broken}"]')
+    shot("runs")
+
+    from selenium.webdriver.support.ui import Select
+
+    Select(by_css(browser, "#filter-status")).select_by_value("failed")
+    wait_for(lambda: "status=failed" in browser.current_url, 10, 0.05, "the filtered page")
+    assert [r.get_attribute("data-run") for r in all_css(browser, "#runs tr.run")] == [broken]
+
+    browser.get(f"{stack.base}/ui/runs/{broken}")  # a failed task shows its traceback
+    wait_text(browser, "#run-status", "failed")
+    by_css(browser, "#tree-body a.task-link").click()  # the root's details
+    broken_link = [a for a in all_css(browser, "#tree-body a.task-link") if "Broken" in a.text][0]
+    broken_link.click()
+    wait_text(browser, "#tree-body pre.traceback", "ValueError: the input file has no header row")
+    assert "Traceback" in text_of(browser, "#tree-body pre.traceback")
+    shot("run-failed")
+
+
+def test_trigger_from_the_form_then_follow_the_run_live_and_read_a_log(stack, browser, shot):
+    browser.get(stack.base + "/ui/dags")
+    shot("dags")
+    form = "#trigger-console_demo"
+    n = by_css(browser, f"{form} input[data-param=n]")
+    n.clear()
+    n.send_keys("12")  # 12 leaves: one grouped row
+    delay = by_css(browser, f"{form} input[data-param=delay]")
+    delay.clear()
+    delay.send_keys("0.8")
+    by_css(browser, f"{form} button[type=submit]").click()
+    wait_for(lambda: "/ui/runs/" in browser.current_url, 10, 0.05, "the new run's page")
+    run_id = browser.current_url.rsplit("/", 1)[1]
+    browser.execute_script("window.notReloaded = true")
+
+    wait_text(browser, "#run-status", "running")
+    group = wait_for(lambda: all_css(browser, "#tree-body tr.group"), 10, 0.05, "a group row")
+    assert "Sleeper" in group[0].text and "× 12" in group[0].text
+    shot("run-live")
+    wait_text(browser, "#run-status", "succeeded", 30)
+    assert browser.execute_script("return window.notReloaded") is True  # live, no reload
+    assert text_of(browser, "#run-result") == "66"  # sum(range(12))
+    wait_text(browser, "#tree-body tr.group", "succeeded 12")
+
+    by_css(browser, "#tree-body [data-toggle]").click()  # expand the group on demand
+    leaves = wait_for(lambda: [a for a in all_css(browser, "#tree-body a.task-link")
+                               if a.text.startswith("Sleeper")], 5, 0.05, "expanded leaves")
+    assert len(leaves) == 12
+    leaves[3].click()
+    by_css(browser, "#tree-body button[data-log]").click()
+    wait_text(browser, "#log-lines", "leaf 3 done")
+    assert "leaf 4" not in text_of(browser, "#log-lines")  # that task's lines only
+    shot("run")
+    with stack.client() as client:
+        assert client.status(run_id)["status"] == "succeeded"
+
+
+def test_a_bad_param_is_refused_beside_its_field_and_nothing_runs(stack, browser):
+    with stack.client() as client:
+        before = len(client.runs(limit=200))
+    browser.get(stack.base + "/ui/dags")
+    form = "#trigger-console_demo"
+    n = by_css(browser, f"{form} input[data-param=n]")
+    n.clear()
+    n.send_keys("three")
+    by_css(browser, f"{form} button[type=submit]").click()
+    wait_text(browser, f'{form} [data-error="n"]',
+              "console_demo: parameter 'n' = 'three': expected int, got str")
+    assert text_of(browser, f'{form} [data-error="delay"]') == ""
+    assert browser.current_url.endswith("/ui/dags")
+    with stack.client() as client:
+        assert len(client.runs(limit=200)) == before
+
+
+def test_cancel_a_running_run(stack, browser):
+    with stack.client() as client:
+        run_id = client.submit("console_demo", {"n": 2, "delay": 30.0})
+    browser.get(f"{stack.base}/ui/runs/{run_id}")
+    wait_text(browser, "#run-status", "running")
+    by_css(browser, "#cancel").click()
+    wait_text(browser, "#run-status", "cancelled", 20)
+    with stack.client() as client:
+        assert client.run_status(run_id) == "cancelled"
+
+
+def test_rerun_with_an_override_shows_the_diff_first(stack, browser, shot):
+    with stack.client() as client:
+        old = client.submit("console_demo", {"n": 2})
+        client.wait(old, timeout=30)
+    browser.get(f"{stack.base}/ui/runs/{old}")
+    wait_text(browser, "#run-status", "succeeded")
+    by_css(browser, "#overrides").send_keys("Sleeper.tag=again")
+    by_css(browser, "#rerun-preview").click()
+    wait_text(browser, "#rerun-summary", "3 task(s) change")  # two leaves and their total
+    rows = [r.text for r in all_css(browser, "#rerun-diff tbody tr")]
+    assert sum("same (a child changed)" in r for r in rows) == 1
+    shot("rerun")
+    with stack.client() as client:
+        before = {r["run_id"] for r in client.runs(limit=200)}
+    by_css(browser, "#rerun-confirm").click()
+    wait_for(lambda: old not in browser.current_url, 10, 0.05, "the new run's page")
+    new = browser.current_url.rsplit("/", 1)[1]
+    assert new not in before
+    assert by_css(browser, "#rerun-of").text == old
+    wait_text(browser, "#run-status", "succeeded", 30)
+    with stack.client() as client:
+        tags = {t["params"].get("tag") for t in client.status(new)["tasks"]
+                if t["name"] == "Sleeper"}
+    assert tags == {"again"}
+
+
+def test_bad_override_is_refused_with_the_api_message(stack, browser):
+    with stack.client() as client:
+        old = client.submit("console_demo", {"n": 1})
+        client.wait(old, timeout=30)
+    browser.get(f"{stack.base}/ui/runs/{old}")
+    by_css(browser, "#overrides").send_keys("Sleeper.i=one")
+    by_css(browser, "#rerun-preview").click()
+    wait_text(browser, "#err-overrides", "expected int")
+    assert by_css(browser, "#rerun-plan").get_attribute("hidden") is not None
+
+
+def test_workers_page_shows_workers_queues_and_the_leader(stack, browser, shot):
+    browser.get(stack.base + "/ui/workers")
+    names = {r.find_element("css selector", "td").text for r in all_css(browser, "tr.worker")}
+    assert {"console-w1", "console-w2"} <= names
+    assert "epoch" in by_css(browser, "#leader").text.lower()
+    wait_for(lambda: by_css(browser, "#leader code").text, 5, 0.05, "the leader's token")
+    shot("workers")
+
+
+def test_with_a_token_the_console_asks_for_it_once(stack, browser, shot):
+    base = stack.api(PLANKTON_API_TOKEN=TOKEN)
+    browser.delete_all_cookies()
+    browser.get(base + "/")
+    assert "/ui/login" in browser.current_url  # no run data without the token
+    assert not all_css(browser, "#runs")
+    shot("login")
+    by_css(browser, "#token").send_keys("not-the-token")
+    by_css(browser, "#login-form button").click()
+    wait_text(browser, "#login-error", "wrong token")
+    by_css(browser, "#token").send_keys(TOKEN)
+    by_css(browser, "#login-form button").click()
+    wait_for(lambda: all_css(browser, "#runs"), 10, 0.05, "the runs page after logging in")
+    cookie = browser.get_cookie("plankton_session")
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+    assert TOKEN not in cookie["value"]
+    browser.get(base + "/ui/dags")  # actions work with the cookie: trigger a run
+    by_css(browser, "#trigger-console_demo button[type=submit]").click()
+    wait_for(lambda: "/ui/runs/" in browser.current_url, 10, 0.05, "the new run's page")
+    wait_text(browser, "#run-status", "succeeded", 30)
+    browser.delete_all_cookies()
