@@ -86,7 +86,8 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, url: str | None = 
 
 def _announce(client: Client, host: str, port: int, auth: bool) -> None:
     dags = ", ".join(sorted(client.registry.dags)) or "none (give --import MODULE)"
-    log.info("Plankton API on http://%s:%s (auth: %s), Redis %s, DAGs: %s", host, port,
+    log.info("Plankton API and web console on http://%s:%s/ (auth: %s), Redis %s, DAGs: %s",
+             host, port,
              "bearer token" if auth else "off, loopback only", redact(client.settings.url), dags)
     try:
         client.conn.ping()

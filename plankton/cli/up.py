@@ -151,11 +151,7 @@ def up(imports: tuple[str, ...], n_workers: int, port: int, run_dag: str | None,
         if port and _has_api():
             stack.start("api", ["-m", "plankton.api", *imp, "--port", str(port)], quiet)
         if run_dag is None:
-            _say(f"plankton up: Redis {url.split('@')[-1]} (URL in {data_dir}/url), "
-                 f"scheduler, {n_workers} workers" + (f", API on :{port}" if port and
-                                                      _has_api() else ""))
-            _say(f"  export PLANKTON_REDIS_URL=$(cat {data_dir}/url)")
-            _say("Ctrl-C stops everything.")
+            _banner(url, data_dir, n_workers, port if port and _has_api() else 0)
             while all(p.poll() is None for _, p in stack.procs):
                 time.sleep(0.5)
             for label, proc in stack.procs:
@@ -176,6 +172,18 @@ def _stop_grace() -> float:
         return settings_mod.load().stop_grace
     except PlanktonError:
         return settings_mod.Settings.stop_grace
+
+
+def _banner(url: str, data_dir: str, n_workers: int, api_port: int) -> None:
+    """What ``plankton up`` prints once everything started: where Redis is, and the URL of
+    the web console (``api_port`` 0: no API)."""
+    _say(f"plankton up: Redis {url.split('@')[-1]} (URL in {data_dir}/url), "
+         f"scheduler, {n_workers} workers" + (f", API on :{api_port}" if api_port else ""))
+    if api_port:
+        _say(f"  web console: http://127.0.0.1:{api_port}/  (JSON API beside it, "
+             f"docs at http://127.0.0.1:{api_port}/docs)")
+    _say(f"  export PLANKTON_REDIS_URL=$(cat {data_dir}/url)")
+    _say("Ctrl-C stops everything.")
 
 
 def _has_api() -> bool:

@@ -26,7 +26,10 @@ function banner(text) {
 }
 
 async function poll() {
-  const reply = await Plankton.call("GET", `/runs/${encodeURIComponent(RUN)}?since=${cursor ?? 0}`);
+  // the first (full) read from the console's unvalidated copy of the route, then the API's
+  const url = cursor === null ? `/ui/runs/${encodeURIComponent(RUN)}/changes?since=0`
+    : `/runs/${encodeURIComponent(RUN)}?since=${cursor}`;
+  const reply = await Plankton.call("GET", url);
   if (!reply.ok) {
     banner(`Cannot refresh: ${Plankton.message(reply.data)} (retrying)`);
     setTimeout(poll, 2000);
