@@ -110,10 +110,17 @@ class Client:
         enqueuer = self.enqueuer
         # The first enqueue rides in the transaction that creates the run (one round trip
         # for the lot, whatever the size: its tasks were written before, or in it).
-        replies = runs.write_run(
-            self.conn, rid, root, order, dag=name, params=wire, since=since, to=to,
-            version=code_version(module), rerun_of=rerun_of, extra=extra, notify=False,
-            then=lambda tx: enqueuer.enqueue_many_in(tx, rid, items, size))
+        try:
+            replies = runs.write_run(
+                self.conn, rid, root, order, dag=name, params=wire, since=since, to=to,
+                version=code_version(module), rerun_of=rerun_of, extra=extra, notify=False,
+                then=lambda tx: enqueuer.enqueue_many_in(tx, rid, items, size))
+        except redis.exceptions.NoScriptError:
+            # Redis lost its scripts (a restart, or a failover to a replica: SCRIPT LOAD is
+            # not replicated). EXEC ran every other command, so the run is written; only
+            # its first enqueue is missing, which the fallback below does.
+            enqueuer.reload()
+            replies = [redis.exceptions.NoScriptError()]
         if any(isinstance(r, Exception) or (isinstance(r, list) and r and r[0] != b"OK")
                for r in replies or []):
             # Put the first ready tasks on their queues now, saving a hop through the

@@ -156,7 +156,12 @@ class Enqueuer:
         self.conn = conn
         self._script = conn.register_script(scripts.ENQUEUE)
         # Loaded now, so that pipelines can EVALSHA it without a SCRIPT EXISTS round trip.
-        self._script.sha = conn.script_load(scripts.ENQUEUE)
+        self.reload()
+
+    def reload(self) -> None:
+        """Load the script again: Redis forgets scripts when it restarts, and a replica
+        promoted by a failover never had them (SCRIPT LOAD is not replicated)."""
+        self._script.sha = self.conn.script_load(scripts.ENQUEUE)
 
     def enqueue(self, run_id: str, queue: str, tasks: Sequence[tuple[str, int]]) -> list[str]:
         """Enqueue ``tasks`` (task id, attempt) as one RQ job; returns the tasks enqueued.
