@@ -17,7 +17,7 @@ from typing import Any
 
 from rq import worker_registration
 from rq.exceptions import StopRequested
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.utils import current_timestamp, now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
@@ -30,6 +30,9 @@ from plankton.transport import MsgpackSerializer, RefusedJob, entry_args, inflat
 from .executor import Executor
 
 log = logging.getLogger(__name__)
+
+#: How long a refused job stays in RQ's failed registry (s).
+REFUSED_TTL = 7 * 86400
 
 
 class PlanktonJob(Job):
@@ -130,13 +133,17 @@ class PlanktonWorker(SimpleWorker):
 
     def _refuse(self, job: Job, queue: Any, reason: str) -> None:
         """Record a refused job as failed (RQ's failed registry and, if it names Plankton
-        tasks, those tasks) and carry on serving."""
+        tasks, those tasks) and carry on serving. The registry's add() saves the whole job
+        hash from the Job object, so the object must say failed too (it said queued, and RQ's
+        own tools showed a refused job as queued)."""
         log.error("worker %s refused job %s: %s", self.name, job.id, reason)
+        job._status = JobStatus.FAILED
         pipe = self.connection.pipeline(transaction=False)
         pipe.lrem(queue.intermediate_queue_key, 1, job.id)
         pipe.hset(job.key, mapping={"status": "failed", "exc_info": reason.encode()})
+        FailedJobRegistry(queue=queue).add(job, ttl=REFUSED_TTL, exc_string=reason,
+                                           pipeline=pipe)
         pipe.execute()
-        FailedJobRegistry(queue=queue).add(job, ttl=7 * 86400, exc_string=reason)
         self._fail_named_tasks(job, reason)
 
     def _fail_named_tasks(self, job: Job, reason: str) -> None:
@@ -166,6 +173,8 @@ class PlanktonWorker(SimpleWorker):
                 pipe = self.connection.pipeline(transaction=False)
                 pipe.lrem(queue.intermediate_queue_key, 1, job_id)
                 pipe.hset(transport.rq_job(job_id), "status", "failed")
+                pipe.zadd(FailedJobRegistry(queue=queue).key,
+                          {job_id: current_timestamp() + REFUSED_TTL})
                 pipe.execute()
                 if self._stop_requested:
                     return None

@@ -53,8 +53,9 @@ class Evil:
 
 
 def _recorded_failed(r, jid: str) -> bool:
+    """Failed in its job hash (what RQ's own tools show) and in RQ's failed registry."""
     return r.hget(f"rq:job:{jid}", "status") == b"failed" \
-        or r.zscore("rq:failed:default", jid) is not None
+        and r.zscore("rq:failed:default", jid) is not None
 
 
 def test_forged_jobs_are_refused_recorded_failed_and_the_worker_keeps_serving(
