@@ -3,7 +3,7 @@ chromedriver (nothing is downloaded), against a real stack: redis-server, a sche
 workers and the API server (``python -m plankton.api``), each its own OS process.
 
 One stack and one browser serve the whole module (starting them is most of the cost).
-``PLANKTON_SCREENSHOTS=DIR`` saves a screenshot of each page the tests name into DIR
+``CONSOLE_SCREENSHOTS=DIR`` saves a screenshot of each page the tests name into DIR
 (``docs/img`` for the README: see docs/console.md).
 """
 
@@ -103,8 +103,8 @@ def browser():
 
 @pytest.fixture
 def shot(browser):
-    """``shot(name)``: with PLANKTON_SCREENSHOTS=DIR, save the page as DIR/console-NAME.png."""
-    where = os.environ.get("PLANKTON_SCREENSHOTS")
+    """``shot(name)``: with CONSOLE_SCREENSHOTS=DIR, save the page as DIR/console-NAME.png."""
+    where = os.environ.get("CONSOLE_SCREENSHOTS")
 
     def take(name: str) -> None:
         if where:

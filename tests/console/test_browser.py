@@ -47,7 +47,6 @@ def test_runs_page_lists_runs_newest_first_with_links_and_filters(stack, browser
     link = by_css(browser, f'#runs tr[data-run="{first}"] a.run-link')
     assert link.get_attribute("href").endswith(f"/ui/runs/{first}")
     assert all_css(browser, f'#strips a.cell.s-failed[href="/ui/runs/{broken}"]')
-    shot("runs")
 
     from selenium.webdriver.support.ui import Select
 
@@ -56,10 +55,10 @@ def test_runs_page_lists_runs_newest_first_with_links_and_filters(stack, browser
     assert [r.get_attribute("data-run") for r in all_css(browser, "#runs tr.run")] == [broken]
 
     browser.get(f"{stack.base}/ui/runs/{broken}")  # a failed task shows its traceback
-    wait_text(browser, "#run-status", "failed")
-    by_css(browser, "#tree-body a.task-link").click()  # the root's details
-    broken_link = [a for a in all_css(browser, "#tree-body a.task-link") if "Broken" in a.text][0]
-    broken_link.click()
+    links = wait_for(lambda: all_css(browser, "#tree-body a.task-link"), 10, 0.05, "the tree")
+    links[0].click()  # the root's details: its error names the failed child
+    wait_text(browser, "#tree-body pre.traceback", "UpstreamFailed")
+    [a for a in all_css(browser, "#tree-body a.task-link") if "Broken" in a.text][0].click()
     wait_text(browser, "#tree-body pre.traceback", "ValueError: the input file has no header row")
     assert "Traceback" in text_of(browser, "#tree-body pre.traceback")
     shot("run-failed")
@@ -83,6 +82,7 @@ def test_trigger_from_the_form_then_follow_the_run_live_and_read_a_log(stack, br
     wait_text(browser, "#run-status", "running")
     group = wait_for(lambda: all_css(browser, "#tree-body tr.group"), 10, 0.05, "a group row")
     assert "Sleeper" in group[0].text and "× 12" in group[0].text
+    wait_text(browser, "#tree-body tr.group", "succeeded")  # part-way: some leaves done
     shot("run-live")
     wait_text(browser, "#run-status", "succeeded", 30)
     assert browser.execute_script("return window.notReloaded") is True  # live, no reload
@@ -93,11 +93,13 @@ def test_trigger_from_the_form_then_follow_the_run_live_and_read_a_log(stack, br
     leaves = wait_for(lambda: [a for a in all_css(browser, "#tree-body a.task-link")
                                if a.text.startswith("Sleeper")], 5, 0.05, "expanded leaves")
     assert len(leaves) == 12
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot("run")
     leaves[3].click()
     by_css(browser, "#tree-body button[data-log]").click()
     wait_text(browser, "#log-lines", "leaf 3 done")
     assert "leaf 4" not in text_of(browser, "#log-lines")  # that task's lines only
-    shot("run")
+    shot("run-log")
     with stack.client() as client:
         assert client.status(run_id)["status"] == "succeeded"
 
@@ -197,3 +199,13 @@ def test_with_a_token_the_console_asks_for_it_once(stack, browser, shot):
     wait_for(lambda: "/ui/runs/" in browser.current_url, 10, 0.05, "the new run's page")
     wait_text(browser, "#run-status", "succeeded", 30)
     browser.delete_all_cookies()
+
+
+def test_the_history_strip_shows_the_session(stack, browser, shot):
+    """Last (tests run in file order): the runs page after all the runs above."""
+    browser.get(stack.base + "/")
+    cells = all_css(browser, "#strips tr:last-child a.cell")  # console_demo, by name order
+    statuses = {c.get_attribute("class").split()[-1] for c in cells}
+    assert len(cells) >= 6 and {"s-succeeded", "s-cancelled"} <= statuses
+    assert all(c.get_attribute("href").split("/ui/runs/")[1] for c in cells)
+    shot("runs")

@@ -28,10 +28,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from ... import __version__, runs
+from ... import __version__, redact, runs
 from ...catalog import describe_dags
 from ...client import Client
-from ...connection import redact
+from ...connection import redact as redact_url
 from ...errors import ConnectionFailed, NotFoundError, PlanktonError
 from ...states import RunStatus
 from .. import models
@@ -106,10 +106,10 @@ class Console:
         try:
             context = build()
         except (redis.RedisError, ConnectionFailed) as exc:
-            reason = redact(str(exc))
+            reason = redact_url(str(exc))
             log.warning("console %s: Redis unavailable: %s", request.url.path, reason)
             return self.render(request, "error.html", 503, nav=nav, title="Redis is unavailable",
-                               message=f"Redis at {redact(self.client.settings.url)} cannot "
+                               message=f"Redis at {redact_url(self.client.settings.url)} cannot "
                                f"be reached ({reason}). The page will work again once Redis "
                                "is back; reload it then.")
         except NotFoundError as exc:
@@ -247,7 +247,7 @@ class Console:
             try:
                 self.client.backfill(dag, window["since"], window["to"], force=force)
             except (PlanktonError, redis.RedisError) as exc:
-                log.warning("backfill of %s failed: %s", dag, redact(str(exc)))
+                log.warning("backfill of %s failed: %s", dag, redact_url(str(exc)))
 
         threading.Thread(target=work, name=f"backfill-{dag}", daemon=True).start()
         return JSONResponse({"dag": dag, "intervals": n}, status_code=202)
@@ -262,6 +262,7 @@ def _form_text(value: Any) -> str:
     """A default as the text a form field shows (strings as they are, the rest as JSON)."""
     if value is None:
         return ""
+    value = redact.value(value)
     return value if isinstance(value, str) else json.dumps(value)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from ... import codec, keys, runs
+from ... import codec, keys, redact, runs
 from ...transport import rq_worker
 
 #: Runs shown in each DAG's history strip.
@@ -92,7 +92,7 @@ def tail_logs(conn: redis.Redis, run_id: str, task: str | None, after: int
         if tid not in names:
             names[tid] = codec.text(conn.hget(keys.task(run_id, tid), "name"))
         lines.append({"task": tid, "name": names[tid], "at": runs._ms_iso(ms),
-                      "level": level, "line": line})
+                      "level": level, "line": redact.text(str(line))})
     return {"lines": lines, "next": after + len(raw)}
 
 

@@ -45,7 +45,7 @@ const Plankton = {
 
   clock(iso) {
     if (!iso) return "";
-    return iso.replace("T", " ").replace(/\.\d+/, "").replace("+00:00", "");
+    return iso.replace("T", " ").replace(/\.\d+/, "").replace(/(\+00:00|Z)$/, "");
   },
 
   duration(seconds) {

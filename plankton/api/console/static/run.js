@@ -37,7 +37,7 @@ async function poll() {
   }
   banner("");
   const d = reply.data;
-  if (d.full) tasks.clear();
+  if (d.full) { tasks.clear(); setTimeout(examples, 0); }
   for (const t of d.tasks) tasks.set(t.id, t);
   const changed = d.full || d.tasks.length > 0 || !run || run.status !== d.status;
   cursor = d.cursor;
@@ -45,8 +45,19 @@ async function poll() {
   polls += 1;
   if (changed) render();
   else renderTimes();
-  if (!ENDED.has(d.status)) setTimeout(poll, POLL_MS);
-  else if (changed) setTimeout(poll, POLL_MS);  // one more read after the end, then stop
+  if (settled()) return;  // the run ended and every task is final: nothing more can change
+  setTimeout(poll, ENDED.has(d.status) ? 2 * POLL_MS : POLL_MS);
+}
+
+/* The run ended and its tasks too (the scheduler settles a cancelled run's tasks just after
+   the run's status changes), or it ended over a minute ago and some never will. */
+let endedSeen = null;
+function settled() {
+  if (!ENDED.has(run.status)) return false;
+  endedSeen = endedSeen ?? Date.now();
+  if (Date.now() - endedSeen > 60000) return true;
+  for (const t of tasks.values()) if (!FINAL.has(t.state)) return false;
+  return true;
 }
 
 // -- the run's own fields --------------------------------------------------------------
@@ -271,7 +282,22 @@ async function tailLog() {
   box.dataset.empty = box.textContent ? "no" : "yes";
 }
 $("log-all").addEventListener("click", () => followLog(null));
-setInterval(() => { if (!run || !ENDED.has(run.status) || polls < 3) tailLog(); }, 1000);
+setInterval(() => { if (!run || !settled() || polls < 3) tailLog(); }, 1000);
+
+/* The overrides box's placeholder names params this run really has. */
+function examples() {
+  const seen = new Set(), lines = [];
+  for (const t of tasks.values()) {
+    for (const [k, v] of Object.entries(t.params || {})) {
+      const key = `${t.name}.${k}`;
+      if (k === "since" || k === "to" || seen.has(key) || lines.length >= 3) continue;
+      seen.add(key);
+      lines.push(`${key}=${typeof v === "string" ? v : JSON.stringify(v)}`);
+    }
+    if (lines.length >= 3) break;
+  }
+  if (lines.length) $("overrides").placeholder = lines.join("\n");
+}
 
 // -- actions: the API's own routes ------------------------------------------------------
 function overrides() {
