@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import enum
 import time
 
 import plankton as pk
@@ -47,3 +49,16 @@ def console_demo(n: int = 3, delay: float = 0.0, tag: str = ""):
 def console_broken():
     """A total over a leaf that fails."""
     return Total().add_children(Broken(), Sleeper(i=0))
+
+
+class Color(enum.Enum):
+    RED = "r"
+    BLUE = "b"
+
+
+@pk.dag(max_active_runs=20)
+def console_typed(color: Color = Color.RED, sizes: list[int] = [1, 2],  # noqa: B006
+                  note: str | None = None, when: datetime.date = datetime.date(2024, 1, 31)):
+    """Params of several types, for the trigger form."""
+    return Total().add_children(*(Sleeper(i=s, tag=f"{color.name} {note} {when}")
+                                  for s in sizes))

@@ -201,11 +201,38 @@ def test_with_a_token_the_console_asks_for_it_once(stack, browser, shot):
     browser.delete_all_cookies()
 
 
+def test_the_trigger_form_sends_typed_params(stack, browser):
+    """An enum is a choice, a list is JSON, an optional left empty keeps its default."""
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(stack.base + "/ui/dags")
+    form = "#trigger-console_typed"
+    Select(by_css(browser, f"{form} select[data-param=color]")).select_by_value("BLUE")
+    sizes = by_css(browser, f"{form} input[data-param=sizes]")
+    assert sizes.get_attribute("value") == "[1, 2]"
+    sizes.clear()
+    sizes.send_keys("[3, 4, 5]")
+    by_css(browser, f"{form} button[type=submit]").click()
+    wait_for(lambda: "/ui/runs/" in browser.current_url, 10, 0.05, "the new run's page")
+    run_id = browser.current_url.rsplit("/", 1)[1]
+    with stack.client() as client:
+        run = client.status(run_id)
+    assert run["params"] == {"color": "BLUE", "sizes": [3, 4, 5], "note": None,
+                             "when": "2024-01-31"}
+
+
 def test_the_history_strip_shows_the_session(stack, browser, shot):
-    """Last (tests run in file order): the runs page after all the runs above."""
+    """Last in the file (tests run in file order): the runs page after the runs above."""
+    with stack.client() as client:
+        done = client.submit("console_demo", {"n": 1})
+        stopped = client.submit("console_demo", {"n": 1, "delay": 30.0})
+        client.cancel(stopped)
+        client.wait(done, timeout=30)
+        client.wait(stopped, timeout=30)
     browser.get(stack.base + "/")
-    cells = all_css(browser, "#strips tr:last-child a.cell")  # console_demo, by name order
+    row = [r for r in all_css(browser, "#strips tr") if r.text.startswith("console_demo")][0]
+    cells = row.find_elements("css selector", "a.cell")
     statuses = {c.get_attribute("class").split()[-1] for c in cells}
-    assert len(cells) >= 6 and {"s-succeeded", "s-cancelled"} <= statuses
-    assert all(c.get_attribute("href").split("/ui/runs/")[1] for c in cells)
+    assert {"s-succeeded", "s-cancelled"} <= statuses
+    assert cells[-1].get_attribute("href").endswith(f"/ui/runs/{stopped}")  # newest right
     shot("runs")

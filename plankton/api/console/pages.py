@@ -161,6 +161,7 @@ class Console:
                 for name, param in info["params"].items():
                     param["json_schema"] = models.param_schema(dag, name)
                     param["shown_default"] = _form_text(param.get("default"))
+                    param["form_kind"] = _form_kind(param["json_schema"])
             strips = views.history(self.client.conn, [d["name"] for d in found], 15)
             return {"dags": found, "strips": strips}
 
@@ -256,6 +257,13 @@ class Console:
 def _field_error(field: str, msg: str) -> JSONResponse:
     return JSONResponse({"detail": [{"type": "value_error", "loc": ["body", field],
                                      "msg": msg}]}, status_code=422)
+
+
+def _form_kind(schema: dict[str, Any]) -> str:
+    """How the page sends a field: ``text`` as typed (a string param, or one that may be a
+    string), else ``json`` (parsed as JSON when it parses: 3, true, [1, 2])."""
+    kinds = [schema, *schema.get("anyOf", [])]
+    return "text" if any(k.get("type") == "string" for k in kinds) else "json"
 
 
 def _form_text(value: Any) -> str:

@@ -72,7 +72,8 @@ function wireTrigger(form) {
     event.preventDefault();
     const params = {};
     form.querySelectorAll("[data-param]").forEach(input => {
-      if (input.value === "" && input.dataset.required !== "yes" && input.dataset.kind !== "text") return;
+      // left empty where the default shows empty (None or ""): the API applies the default
+      if (input.value === "" && input.defaultValue === "" && input.dataset.required !== "yes") return;
       params[input.dataset.param] = formValue(input);
     });
     const body = {params};
