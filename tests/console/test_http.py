@@ -4,12 +4,14 @@ In-process (Starlette's TestClient) against the session's real Redis."""
 
 from __future__ import annotations
 
+import html
+import re
 import warnings
 
 import pytest
 
 from plankton.api import create_app
-from tests.servers import free_port
+from tests.servers import free_port, wait_for
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette 1.x asks for httpx2; httpx works (tests/api)
@@ -130,3 +132,32 @@ def test_backfill_form_validates_and_starts(console, client):
     ok = console.post("/ui/dags/console_demo/backfill",
                       json={"since": "2024-01-01T00:00:00Z", "to": "2024-01-03T00:00:00Z"})
     assert ok.status_code == 202 and ok.json()["intervals"] == 2
+    runs = wait_for(lambda: len(client.runs(dag="console_demo")) == 2 and
+                    client.runs(dag="console_demo"), 10, 0.05, "the backfill's two runs")
+    # 03:00 in Paris is 02:00 UTC in January: the intervals ending in the range
+    assert sorted(r["to"] for r in runs) == ["2024-01-01T02:00:00+00:00",
+                                             "2024-01-02T02:00:00+00:00"]
+
+
+def test_runs_are_paged_newest_first_without_repeats(console, client):
+    made = [client.submit("console_demo", {"n": 1}) for _ in range(30)]
+    first = console.get("/").text
+    older = re.search(r'id="older" href="([^"]+)"', first)
+    assert older, "a link to the older runs"
+    second = console.get(html.unescape(older.group(1))).text
+    shown = [re.findall(r'data-run="([^"]+)"', page) for page in (first, second)]
+    assert len(shown[0]) == 25 and len(shown[1]) == 5
+    assert shown[0] + shown[1] == made[::-1]
+    assert 'id="older"' not in second
+
+
+def test_the_workers_page_names_the_task_a_worker_runs(console, client, cluster):
+    cluster.imports = IMPORTS
+    cluster.worker("w-busy")
+    cluster.scheduler()
+    run_id = client.submit("console_demo", {"n": 1, "delay": 20.0})
+    wait_for(lambda: client.status(run_id)["tasks"][0]["state"] == "running", 20, 0.05,
+             "the leaf running")
+    page = console.get("/ui/workers").text
+    assert "w-busy" in page and f'href="/ui/runs/{run_id}#task-0"' in page
+    client.cancel(run_id)
