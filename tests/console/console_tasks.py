@@ -62,3 +62,9 @@ def console_typed(color: Color = Color.RED, sizes: list[int] = [1, 2],  # noqa: 
     """Params of several types, for the trigger form."""
     return Total().add_children(*(Sleeper(i=s, tag=f"{color.name} {note} {when}")
                                   for s in sizes))
+
+
+class Parked(Sleeper):
+    """On a queue no test worker serves: its tasks stay queued (a big tree to look at)."""
+
+    queue = "nobody"

@@ -221,6 +221,27 @@ def test_the_trigger_form_sends_typed_params(stack, browser):
                              "when": "2024-01-31"}
 
 
+def test_a_family_of_250_siblings_is_one_row_that_expands_100_at_a_time(stack, browser):
+    from tests.console.console_tasks import Parked, Total
+
+    with stack.client() as client:
+        run_id = client.submit(Total().add_children(*(Parked(i=i) for i in range(250))))
+    try:
+        browser.get(f"{stack.base}/ui/runs/{run_id}")
+        group = wait_for(lambda: all_css(browser, "#tree-body tr.group"), 10, 0.05, "a group")
+        assert len(all_css(browser, "#tree-body tr")) == 2  # the root and one group row
+        assert "× 250" in group[0].text and "queued 250" in group[0].text
+        by_css(browser, "#tree-body [data-toggle]").click()
+        assert len(all_css(browser, "#tree-body tr.task")) == 1 + 100
+        by_css(browser, "#tree-body [data-more]").click()
+        assert len(all_css(browser, "#tree-body tr.task")) == 1 + 200
+        browser.get(f"{stack.base}/ui/runs/{run_id}#task-240")  # a link into the group
+        wait_for(lambda: all_css(browser, "#task-240.open"), 10, 0.05, "task 240 opened")
+    finally:
+        with stack.client() as client:
+            client.cancel(run_id)
+
+
 def test_the_history_strip_shows_the_session(stack, browser, shot):
     """Last in the file (tests run in file order): the runs page after the runs above."""
     with stack.client() as client:
