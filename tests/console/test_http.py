@@ -116,7 +116,7 @@ def test_logs_tail_from_an_index(console, client, cluster):
     run_id = client.submit("console_demo", {"n": 2})
     client.wait(run_id, timeout=30)
     first = console.get(f"/ui/runs/{run_id}/logs").json()
-    assert len(first["lines"]) == 4 and first["ended"] is True
+    assert len(first["lines"]) == 4 and first["ended"] is True and first["more"] is False
     again = console.get(f"/ui/runs/{run_id}/logs?after={first['next']}").json()
     assert again["lines"] == []
     one = console.get(f"/ui/runs/{run_id}/logs?task=0").json()

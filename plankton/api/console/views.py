@@ -82,9 +82,13 @@ _STRIP_FIELDS = ("status", "submitted_at", "started_at", "ended_at")
 def tail_logs(conn: redis.Redis, run_id: str, task: str | None, after: int
               ) -> dict[str, Any]:
     """Log lines of the run (of ``task``, an id, if given) from list index ``after`` on:
-    ``{"lines": [...], "next": index to ask from next time}``. A live tail asks again with
-    ``next``, so each poll reads only lines it has not seen."""
-    raw = conn.lrange(keys.logs(run_id), after, after + LOG_CHUNK - 1)
+    ``{"lines": [...], "next": index to ask from next time, "more": whether lines past this
+    chunk exist}``. A live tail asks again with ``next`` (at once while ``more``), so each
+    poll reads only lines it has not seen."""
+    pipe = conn.pipeline(transaction=False)
+    pipe.lrange(keys.logs(run_id), after, after + LOG_CHUNK - 1)
+    pipe.llen(keys.logs(run_id))
+    raw, total = pipe.execute()
     names: dict[str, str] = {}
     lines = []
     for blob in raw:
@@ -96,7 +100,7 @@ def tail_logs(conn: redis.Redis, run_id: str, task: str | None, after: int
             names[tid] = codec.text(conn.hget(keys.task(run_id, tid), "name"))
         lines.append({"task": tid, "name": names[tid], "at": runs._ms_iso(ms),
                       "level": level, "line": redact.text(str(line))})
-    return {"lines": lines, "next": after + len(raw)}
+    return {"lines": lines, "next": after + len(raw), "more": after + len(raw) < total}
 
 
 def workers(conn: redis.Redis, heartbeat: float) -> dict[str, Any]:

@@ -32,7 +32,7 @@ async function poll() {
   const reply = await Plankton.call("GET", url);
   if (!reply.ok) {
     banner(`Cannot refresh: ${Plankton.message(reply.data)} (retrying)`);
-    setTimeout(poll, 2000);
+    schedule(2000);
     return;
   }
   banner("");
@@ -46,8 +46,17 @@ async function poll() {
   if (changed) render();
   else renderTimes();
   if (settled()) return;  // the run ended and every task is final: nothing more can change
-  setTimeout(poll, ENDED.has(d.status) ? 2 * POLL_MS : POLL_MS);
+  // a tab in the background polls every 5 s; it catches up at once when shown again
+  schedule(document.hidden ? 10 * POLL_MS : ENDED.has(d.status) ? 2 * POLL_MS : POLL_MS);
 }
+
+let pollTimer = null;
+function schedule(ms) {
+  pollTimer = setTimeout(() => { pollTimer = null; poll(); }, ms);
+}
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && pollTimer !== null) { clearTimeout(pollTimer); pollTimer = null; poll(); }
+});
 
 /* The run ended and its tasks too (the scheduler settles a cancelled run's tasks just after
    the run's status changes), or it ended over a minute ago and some never will. */
@@ -278,8 +287,8 @@ async function tailLog() {
   if (text) box.append(document.createTextNode(text));
   if (atBottom) box.scrollTop = box.scrollHeight;
   logAfter = reply.data.next;
-  if (!box.textContent) box.textContent = "";
   box.dataset.empty = box.textContent ? "no" : "yes";
+  if (reply.data.more) tailLog();  // catching up on a long log: the next chunk at once
 }
 $("log-all").addEventListener("click", () => followLog(null));
 setInterval(() => { if (!run || !settled() || polls < 3) tailLog(); }, 1000);
