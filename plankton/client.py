@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import redis
 
-from . import codec, keys, runs
+from . import codec, keys, resume, runs, skip
 from .connection import check, connect
 from .dag import Dag
 from .errors import DagError, NotFoundError, RunTimeout
@@ -105,7 +105,8 @@ class Client:
         wire = self._wire_params(dag, typed)
         rid = run_id or runs.new_run_id()
         plan = runs.Plan.of(order)
-        items = [(plan.tid(t), 1, type(t).queue) for t in plan.enqueue_order()]
+        finished = skip.check(plan)  # complete(), top-down (skip.py)
+        items = [(plan.tid(t), 1, type(t).queue) for t in plan.enqueue_order(finished)]
         size = batch_size(len(items), self._workers_alive())
         enqueuer = self.enqueuer
         # The first enqueue rides in the transaction that creates the run (one round trip
@@ -114,7 +115,8 @@ class Client:
             replies = runs.write_run(
                 self.conn, rid, root, order, dag=name, params=wire, since=since, to=to,
                 version=code_version(module), rerun_of=rerun_of, extra=extra, notify=False,
-                then=lambda tx: enqueuer.enqueue_many_in(tx, rid, items, size))
+                then=lambda tx: enqueuer.enqueue_many_in(tx, rid, items, size),
+                finished=finished)
         except redis.exceptions.NoScriptError:
             # Redis lost its scripts (a restart, or a failover to a replica: SCRIPT LOAD is
             # not replicated). EXEC ran every other command, so the run is written; only
@@ -150,25 +152,35 @@ class Client:
         return self.submit(d, d.parse_params(texts), since, to)
 
     def rerun(self, run_id: str, overrides: Mapping[str, str] | None = None, *,
-              dry_run: bool = False) -> str | dict[str, Any]:
+              dry_run: bool = False, from_failure: bool = False) -> str | dict[str, Any]:
         """Re-create ``run_id`` from its metadata with today's code and submit it.
 
         ``overrides`` maps ``"TASK.PARAM"`` (TASK: a task name or id) to a value as text.
         With ``dry_run`` nothing is submitted; returns what would change instead.
+        With ``from_failure`` (resume, docs/resume.md): only the tasks that failed, were
+        cancelled or never finished, their ancestors and tasks whose subtree changed run;
+        every other task is reused (``reused_from``), its values handed to its parent as if
+        it had just run. ResumeError if the run succeeded, is still live, or the values to
+        reuse are no longer kept; ``dry_run`` then returns the plan (``resume.describe``).
         """
         rec = recreate(self.conn, self.registry, run_id, overrides)
         module = type(rec.root).__module__
+        plan = resume.plan(self.conn, rec) if from_failure else None
         if dry_run:
-            return diff(rec, code_version(module))
+            return resume.describe(rec, plan) if plan is not None \
+                else diff(rec, code_version(module))
         run = rec.run
         since = _dt.datetime.fromisoformat(run["since"]) if run.get("since") else None
         to = _dt.datetime.fromisoformat(run["to"]) if run.get("to") else None
         params = codec.loads(run["params"]) if run.get("params") else {}
+        order = runs.Plan.of(rec.order)
+        finished = skip.check(order, plan.finished if plan is not None else None)
         rid = runs.new_run_id()
         runs.write_run(self.conn, rid, rec.root, rec.order, dag=run.get("dag", ""),
                        params=params, since=since, to=to, version=code_version(module),
                        rerun_of=run_id,
-                       extra={"overrides": codec.dumps(dict(overrides or {}))})
+                       extra={"overrides": codec.dumps(dict(overrides or {}))},
+                       finished=finished)
         return rid
 
     def backfill(self, dag: str, since: _dt.datetime, to: _dt.datetime, *, force: bool = False,

@@ -10,6 +10,7 @@
     ├── ConnectionFailed      Redis could not be reached after bounded retries
     ├── RunTimeout            waiting on a run took longer than asked
     ├── SecretError           a secret param's reference cannot be read where the task runs
+    ├── ResumeError           a run cannot be resumed from failure (succeeded, live, values gone)
     └── Fenced                a superseded writer's write was refused (internal: an attempt
                               of a task, or a scheduler whose leader epoch moved on)
 
@@ -118,6 +119,15 @@ class SecretError(PlanktonError):
     def __init__(self, reference: str, reason: str) -> None:
         self.reference, self.reason = reference, reason
         super().__init__(f"secret {reference}: {reason}")
+
+
+class ResumeError(PlanktonError):
+    """``rerun --from-failure`` of ``run_id`` is refused; ``reason`` says why and what to do
+    instead (the run succeeded or is still live, or the values to reuse expired)."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        self.run_id, self.reason = run_id, reason
+        super().__init__(f"cannot resume run {run_id}: {reason}")
 
 
 class Fenced(PlanktonError):

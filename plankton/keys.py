@@ -46,7 +46,9 @@ plankton:waiting                set     queue names that have a waiting zset
 plankton:outbox                 zset    webhook delivery (JSON) -> next try, ms (alerts)
 ==============================  ======  ==============================================
 
-Run and task records expire ``PLANKTON_KEEP_DAYS`` after their run ends.
+Run and task records expire ``PLANKTON_KEEP_DAYS`` after their run ends. The results
+channels of a run that did not succeed are kept ``PLANKTON_RESUME_KEEP_DAYS`` (resume from
+failure reuses the values in them); those of a succeeded run are dropped when it ends.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ TASK_FIELDS: dict[str, str] = {
     "timeout": "seconds ('' if none)",
     "retries": "retries allowed after a failed attempt",
     "state": "pending | ready | queued | running | retrying | succeeded | failed | cancelled "
-             "(states.TaskState)",
+             "| skipped (states.TaskState)",
     "attempt": "the current attempt number (fencing: writes of other attempts are refused)",
     "attempts": "attempts started",
     "fails": "attempts that failed (counted against retries)",
@@ -119,6 +121,7 @@ TASK_FIELDS: dict[str, str] = {
     "result": "msgpack: the return value",
     "error": "why the last attempt failed (type, message, traceback)",
     "upstream": "name of the child whose failure for good failed this task",
+    "reused_from": "run whose values this task reuses (resume from failure; it did not run)",
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable, cast
 
 import redis
 
-from . import codec, keys, redact, scripts, states
+from . import codec, keys, prefill, redact, scripts, skip, states
 from .errors import Fenced
 from .hashing import tree_hash
 from .states import RunStatus, TaskState
@@ -73,10 +73,11 @@ class Plan:
     def tid(self, task: Task) -> str:
         return self.ids[id(task)]
 
-    def enqueue_order(self) -> list[Task]:
-        """Leaves first by priority (higher first), then depth-first post-order."""
-        return sorted((t for t in self.tasks if not t.children),
-                      key=lambda t: -(type(t).priority or 0))
+    def enqueue_order(self, finished: "dict[str, prefill.Finished] | None" = None
+                      ) -> list[Task]:
+        """Leaves first by priority (higher first), then depth-first post-order; with
+        ``finished`` (tasks written finished), the tasks whose children all are."""
+        return prefill.first_tasks(self, finished or {})
 
 
 def task_record(plan: Plan, task: Task, order: int) -> dict[str, Any]:
@@ -146,6 +147,15 @@ class FencedPipe:
     def sadd(self, key: str, member: str) -> None:
         self._add("SADD", key, member)
 
+    def xadd(self, key: str, fields: dict[str, Any]) -> None:
+        flat: list[Any] = []
+        for k, v in fields.items():
+            flat += [k, v]
+        self._add("XADD", key, "*", *flat)
+
+    def hincrby(self, key: str, name: str, amount: int = 1) -> None:
+        self._add("HINCRBY", key, name, amount)
+
     def rpush(self, key: str, value: str) -> None:
         self._add("RPUSH", key, value)
 
@@ -167,15 +177,19 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
               params: dict[str, Any], since: _dt.datetime | None, to: _dt.datetime | None,
               version: str = "", rerun_of: str = "", extra: dict[str, Any] | None = None,
               chunk: int = 2000, fence: tuple[str, int] | None = None,
-              notify: bool = True, then: Any = None) -> list[Any]:
+              notify: bool = True, then: Any = None,
+              finished: dict[str, prefill.Finished] | None = None) -> list[Any]:
     """Write every task hash, then the run hash and indexes in one transaction.
 
     With ``fence`` (leader-epoch key, epoch), every write is checked against the epoch and
     against the run not existing yet (cron runs: exactly once per fire time).
+    ``finished``: tasks written already finished (``prefill``: reused by a resume, skipped
+    by ``complete()``); None evaluates ``complete()`` here (``skip.check``).
     """
     plan = Plan.of(order)
     hashes = tree_hashes(plan)
-    leaves = plan.enqueue_order()
+    finished = skip.check(plan, finished, run_complete=finished is None)
+    leaves = prefill.first_tasks(plan, finished)
     rank = {id(t): i for i, t in enumerate(leaves)}
     small = fence is None and len(order) <= chunk
     tx: Any
@@ -192,8 +206,9 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
         tid = plan.tid(task)
         record = task_record(plan, task, i)
         record["tree_hash"] = hashes[tid]
+        record.update(prefill.task_fields(plan, task, finished))
         pipe.hset(keys.task(run_id, tid), mapping=record)
-        if not task.children:
+        if id(task) in rank:
             ready[tid] = rank[id(task)]
         if len(ready) >= chunk or (not small and len(pipe) >= chunk):
             pipe.zadd(keys.ready(run_id), ready)  # one ZADD per chunk of leaves
@@ -214,6 +229,7 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
     run.update(extra or {})
     if not small:
         tx = FencedPipe(conn, run_id, fence) if fence else conn.pipeline(transaction=True)
+    run.update(prefill.write_extras(tx, run_id, plan, finished, dag, submitted))
     tx.hset(keys.run(run_id), mapping=run)
     tx.zadd(keys.RUNS, {run_id: submitted})
     tx.zadd(keys.dag_runs(dag), {run_id: submitted})
@@ -313,7 +329,7 @@ def _read_chunk(conn: redis.Redis, run_id: str, part: list[str]) -> list[dict[st
 #: reads must be listed here (tests/test_changes.py checks it).
 VIEW_FIELDS = ("name", "family", "parent", "children", "params", "param_hash", "tree_hash",
                "priority", "queue", "state", "attempts", "worker", "host", "started_at",
-               "ended_at", "emitted", "consumed", "result", "error")
+               "ended_at", "emitted", "consumed", "result", "error", "reused_from")
 _VIEW_SCRIPT = scripts.hmget_script(VIEW_FIELDS)
 
 
@@ -342,6 +358,7 @@ def task_view(tid: str, r: dict[str, Any]) -> dict[str, Any]:
                       "consumed": _int(r.get("consumed")) or 0},
         "result": jsonable(_value(r.get("result"))) if state == TaskState.SUCCEEDED else None,
         "error": redact.text(_s(r.get("error"))) or None,
+        "reused_from": _s(r.get("reused_from")) or None,
     }
 
 

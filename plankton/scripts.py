@@ -10,7 +10,8 @@ every other key (a results channel, an RQ job) is passed as a further KEYS argum
 ``keys`` (or ``transport`` for RQ's own keys).
 
 Task states: pending (waits for its children to start) -> ready -> queued -> running ->
-succeeded | failed | retrying (-> ready) | cancelled.
+succeeded | failed | retrying (-> ready) | cancelled; ``skipped`` (and reused ``succeeded``)
+tasks are written so when the run is created (``prefill``) and no script moves them.
 
 Contents, in order:
 
@@ -518,7 +519,8 @@ local n = 0
 for i = 1, #ARGV do
   local k = tkey(ARGV[i])
   local s = redis.call('HMGET', k, 'state', 'queue')
-  if s[1] ~= 'succeeded' and s[1] ~= 'failed' and s[1] ~= 'cancelled' then
+  if s[1] ~= 'succeeded' and s[1] ~= 'failed' and s[1] ~= 'cancelled' and s[1] ~= 'skipped'
+  then
     redis.call('HSET', k, 'state', 'cancelled')
     if s[1] == 'queued' then waiting_del(ARGV[i], s[2]) end
     task_ended(k, 'cancelled', 0, false)

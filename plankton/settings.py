@@ -37,6 +37,10 @@ class Settings:
     max_value_bytes: int = 64 * 1024 * 1024
     #: Days a run's records are kept after it ends.
     keep_days: float = 30.0
+    #: Days the results channels of a run that did not succeed are kept after it ends, so that
+    #: ``rerun --from-failure`` can reuse the values of its succeeded tasks (0: drop them at
+    #: once, like a succeeded run's; a resume then needs a full rerun). See docs/resume.md.
+    resume_keep_days: float = 7.0
     #: Attempts a task may lose to worker loss, on top of its own ``retries``.
     max_lost: int = 3
     #: Exponential backoff of retries: first delay and cap (s).
@@ -87,6 +91,7 @@ _ENV: dict[str, str] = {
     "channel_cap": "PLANKTON_CHANNEL_CAP",
     "max_value_bytes": "PLANKTON_MAX_VALUE_BYTES",
     "keep_days": "PLANKTON_KEEP_DAYS",
+    "resume_keep_days": "PLANKTON_RESUME_KEEP_DAYS",
     "max_lost": "PLANKTON_MAX_LOST",
     "retry_base": "PLANKTON_RETRY_BASE",
     "retry_cap": "PLANKTON_RETRY_CAP",

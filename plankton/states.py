@@ -6,7 +6,9 @@ conversion to be compared. The Lua scripts (``scripts``) write the same strings;
 value here is a contract change (``plankton show --json``, the API, stored runs).
 
 Task states: pending (waits for its children to start) -> ready -> queued -> running ->
-succeeded | failed | retrying (-> ready) | cancelled.
+succeeded | failed | retrying (-> ready) | cancelled. A task whose ``complete()`` said True
+when its run was written, and every task below it, is written ``skipped`` and never runs
+(``plankton.skip``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class TaskState(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: ``complete()`` of the task or of an ancestor was True when the run was written.
+    SKIPPED = "skipped"
 
 
 #: Contract status strings of a run, in the contract's order.
@@ -44,4 +48,4 @@ RUN_ENDED: frozenset[RunStatus] = frozenset(
     {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
 #: States a task does not leave.
 TASK_FINAL: frozenset[TaskState] = frozenset(
-    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED})

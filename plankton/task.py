@@ -245,6 +245,20 @@ class Task:
         """The task's work; its return value is the task's result."""
         raise NotImplementedError(f"{self.task_name} must define run()")
 
+    def complete(self) -> bool:
+        """True if this task's work is already done, so neither it nor its subtree must run
+        (Luigi's contract). Override it; the default is False (always run).
+
+        Called once per run, top-down, by the process that writes the run (the client of a
+        script, CLI or API call, the scheduler for a cron run) before anything is enqueued,
+        and never for a task below one that is complete: a complete task and its whole subtree
+        end ``skipped``, emit nothing, and the parent runs on without their values. An
+        exception fails the task as an exception in ``run()`` would (without retries). Keep
+        it quick (one query): it runs before the run starts; params, ``since`` and ``to`` are
+        set, ``emit()``/``results()`` are not available. See docs/resume.md.
+        """
+        return False
+
     def _require_ctx(self) -> TaskContext:
         if self._ctx is None:
             raise PlanktonError(f"{self.task_name}: emit()/results() work only while the task "

@@ -24,7 +24,7 @@ from plankton.connection import connect
 from plankton.leader import Leadership
 from plankton.registry import Registry
 from plankton.settings import Settings
-from plankton.states import RUN_ENDED, TaskState
+from plankton.states import RUN_ENDED, RunStatus, TaskState
 from plankton.transitions import Transitions, backoff_ms
 from plankton.transport import Enqueuer, batch_size
 
@@ -254,11 +254,20 @@ class Scheduler:
         for i in range(0, n, 500):
             self.engine.settle(run_id, ids[i:i + 500])
         ttl = max(1, int(self.settings.keep_days * 86400))
+        # A run that did not succeed keeps its channels a while: a resume reuses the values
+        # of its succeeded tasks from them (plankton/resume.py, docs/resume.md).
+        keep = int(self.settings.resume_keep_days * 86400)
+        if keep > 0 and _s(self.conn.hget(keys.run(run_id), "status")) == RunStatus.SUCCEEDED:
+            keep = 0
         pipe = self.conn.pipeline(transaction=False)
         pipe.delete(keys.leases(run_id), keys.retries(run_id), keys.ready(run_id))
         for chunk_start in range(0, n, 1000):
             for tid in ids[chunk_start:chunk_start + 1000]:
-                pipe.unlink(keys.channel(run_id, tid), keys.took(run_id, tid))
+                if keep > 0:
+                    pipe.expire(keys.channel(run_id, tid), min(keep, ttl))
+                    pipe.unlink(keys.took(run_id, tid))
+                else:
+                    pipe.unlink(keys.channel(run_id, tid), keys.took(run_id, tid))
                 pipe.expire(keys.task(run_id, tid), ttl)
             pipe.execute()
         for key in (keys.run(run_id), keys.logs(run_id), keys.done(run_id),

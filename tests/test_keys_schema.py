@@ -21,6 +21,7 @@ NOT_EXERCISED: dict[str, str] = {
     "trigger": "cron and backfill runs only (tests/test_cron.py)",
     "fire_time": "cron and backfill runs only (tests/test_cron.py)",
     "alerted": "with webhooks configured only (tests/test_alerts.py)",
+    "reused_from": "resumed runs only (tests/test_resume.py)",
     "restarts": "a child failing after its parent read its values "
                 "(tests/reliability/test_channels.py)",
 }

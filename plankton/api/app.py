@@ -32,7 +32,7 @@ from ..catalog import describe_dags
 from ..client import Client
 from ..connection import connect
 from ..dag import Dag
-from ..errors import DagError, NotFoundError, ParamError, SerializationError
+from ..errors import DagError, NotFoundError, ParamError, ResumeError, SerializationError
 from ..settings import Settings, load
 from ..states import RunStatus
 from ..transitions import Transitions
@@ -268,22 +268,26 @@ class Routes:
                                              "submit nothing.")] = False,
               idempotency_key: IdempotencyKey = None) -> Any:
         self.client.run_status(run_id)  # 404 before anything else
-        overrides = (body or models.RerunRequest()).params
+        req = body or models.RerunRequest()
+        overrides, resume = req.params, req.from_failure
         texts = {name: _as_text(value) for name, value in overrides.items()}
         if dry_run:
-            return JSONResponse(self._rerun(run_id, texts, True), status_code=200)
+            return JSONResponse(self._rerun(run_id, texts, True, resume), status_code=200)
 
         def submit() -> str:
-            new_id: str = self._rerun(run_id, texts, False)
+            new_id: str = self._rerun(run_id, texts, False, resume)
             return new_id
 
-        request = {"rerun_of": run_id, "params": overrides}
+        request = {"rerun_of": run_id, "params": overrides, "from_failure": resume}
         new_id, replayed = self.idem.once(idempotency_key, request, submit)
         return _created(response, new_id, replayed)
 
-    def _rerun(self, run_id: str, texts: dict[str, str], dry_run: bool) -> Any:
+    def _rerun(self, run_id: str, texts: dict[str, str], dry_run: bool,
+               from_failure: bool = False) -> Any:
         try:
-            return self.client.rerun(run_id, texts, dry_run=dry_run)
+            return self.client.rerun(run_id, texts, dry_run=dry_run, from_failure=from_failure)
+        except ResumeError as exc:  # succeeded, live, or values expired: the run's state
+            raise HTTPException(409, str(exc)) from None
         except ParamError as exc:
             named = [f for f in (f"{exc.task}.{exc.param}", exc.param) if f in texts]
             raise param_error(exc, named[0] if named else None) from None

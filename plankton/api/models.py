@@ -104,6 +104,11 @@ class RerunRequest(BaseModel):
         description='Overrides keyed "TASK.PARAM" (TASK: a task name or id), as JSON values; '
                     "every task of that name gets the new value.",
         examples=[{"Multiplier.n": 3}])
+    from_failure: bool = Field(
+        default=False,
+        description="Resume: run only the tasks that failed, were cancelled or never finished, "
+                    "their ancestors and tasks whose subtree changed; reuse the others' values "
+                    "(docs/resume.md). 409 if the run succeeded, is live, or its values expired.")
 
 
 # -- per-DAG request models -----------------------------------------------------------------
@@ -249,6 +254,8 @@ class TaskView(_Open):
     processed: Processed
     result: Any = None
     error: str | None = None
+    reused_from: str | None = Field(default=None, description="Set on a task a resume "
+                                    "reused: the run whose values it hands on (it did not run).")
 
 
 class RunSummary(_Open):
@@ -295,8 +302,11 @@ class CancelResult(BaseModel):
 
 
 class RerunPlan(_Open):
-    """What a rerun would change (``dry_run=true``); nothing is submitted."""
+    """What a rerun would change (``dry_run=true``); nothing is submitted. With
+    ``from_failure``: ``tasks`` (each ``id``, ``name``, ``action`` run | reuse, ``reason``) and
+    the counts ``run`` and ``reuse`` instead of ``changed``/``unchanged``."""
 
     run_id: str
-    changed: list[dict[str, Any]]
-    unchanged: int
+    changed: list[dict[str, Any]] | None = None
+    unchanged: int | None = None
+    tasks: list[dict[str, Any]] | None = None

@@ -19,22 +19,27 @@ from .follow import follow
 @click.argument("run_id")
 @click.option("--param", "params", multiple=True, metavar="TASK.PARAM=V",
               help="Override a param of every task named TASK (or the task with id TASK).")
-@click.option("--dry-run", is_flag=True, help="Show which tasks' hashes would change; "
-              "submit nothing.")
+@click.option("--from-failure", is_flag=True, help="Resume: run only the tasks that failed, "
+              "were cancelled or never finished (and their ancestors, and tasks whose subtree "
+              "changed); reuse the values of the others.")
+@click.option("--dry-run", is_flag=True, help="Show which tasks' hashes would change (with "
+              "--from-failure: which tasks run and which are reused, and why); submit nothing.")
 @click.option("--wait", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 @url_option
 @import_option
-def rerun_cmd(run_id: str, params: tuple[str, ...], dry_run: bool, wait: bool, as_json: bool,
-              url: str | None, imports: tuple[str, ...]) -> None:
+def rerun_cmd(run_id: str, params: tuple[str, ...], from_failure: bool, dry_run: bool,
+              wait: bool, as_json: bool, url: str | None, imports: tuple[str, ...]) -> None:
     """Re-create a past run from its metadata with today's code, then submit it."""
     client = Client(url, imports=imports)
     overrides = parse_params(params)
-    result = client.rerun(run_id, overrides, dry_run=dry_run)
+    result = client.rerun(run_id, overrides, dry_run=dry_run, from_failure=from_failure)
     if dry_run:
         assert isinstance(result, dict)
         if as_json:
             render.print_json(result)
+        elif from_failure:
+            _print_resume(result)
         else:
             _print_diff(result)
         return
@@ -48,6 +53,14 @@ def rerun_cmd(run_id: str, params: tuple[str, ...], dry_run: bool, wait: bool, a
     if as_json:  # one JSON document on stdout; the progress went to stderr
         render.print_json(final)
     sys.exit(0 if final and final.get("status") == "succeeded" else EXIT_RUN_FAILED)
+
+
+def _print_resume(result: dict[str, Any]) -> None:
+    click.echo(f"resume of {result['run_id']}: {result['run']} task(s) run, "
+               f"{result['reuse']} reused")
+    for t in result["tasks"]:
+        click.echo(f"  {t['action']:<5}  {t['name']}#{t['id']}: {t['reason']}")
+    click.echo("nothing submitted (--dry-run)")
 
 
 def _print_diff(result: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from rich.tree import Tree
 STATE_STYLE = {
     "succeeded": "green", "failed": "bold red", "running": "yellow", "queued": "cyan",
     "ready": "cyan", "pending": "dim", "retrying": "magenta", "cancelled": "dim red",
+    "skipped": "blue",
 }
 
 
@@ -35,6 +36,8 @@ def _label(task: dict[str, Any]) -> Text:
     text.append(f"{task['name']}({shown}) ", style="bold")
     text.append(f"#{task['id']} ", style="dim")
     text.append(state, style=STATE_STYLE.get(state, ""))
+    if task.get("reused_from"):
+        text.append(f" (reused from {task['reused_from']})", style="green")
     extra = f"  emitted {p['emitted']} consumed {p['consumed']}"
     if task.get("attempts", 0) > 1:
         extra += f"  attempts {task['attempts']}"
@@ -130,7 +133,8 @@ def plain_changes(run: dict[str, Any], seen: dict[str, str]) -> list[str]:
         if seen.get(key) != mark:
             seen[key] = mark
             p = task["processed"]
-            lines.append(f"task {task['id']} {task['name']} {task['state']} "
+            reused = f" reused_from={task['reused_from']}" if task.get("reused_from") else ""
+            lines.append(f"task {task['id']} {task['name']} {task['state']}{reused} "
                          f"attempts={task['attempts']} emitted={p['emitted']} "
                          f"consumed={p['consumed']}")
     return lines
