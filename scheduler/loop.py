@@ -256,7 +256,8 @@ class Scheduler:
         ttl = max(1, int(self.settings.keep_days * 86400))
         # A run that did not succeed keeps its channels a while: a resume reuses the values
         # of its succeeded tasks from them (plankton/resume.py, docs/resume.md).
-        keep = int(self.settings.resume_keep_days * 86400)
+        keep = max(1, int(self.settings.resume_keep_days * 86400)) \
+            if self.settings.resume_keep_days > 0 else 0
         if keep > 0 and _s(self.conn.hget(keys.run(run_id), "status")) == RunStatus.SUCCEEDED:
             keep = 0
         pipe = self.conn.pipeline(transaction=False)

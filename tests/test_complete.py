@@ -1,0 +1,109 @@
+"""``Task.complete()``: evaluated top-down when a run is written; a complete task and its
+subtree end ``skipped``; an exception fails the task. Real Redis, scheduler and worker;
+executions counted in Redis outside the tasks (``tests.resume_tasks``)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections import Counter
+
+import pytest
+
+import plankton as pk
+from plankton import keys, metrics
+from tests.resume_tasks import RAN, tree
+
+
+@pk.dag(schedule="0 * * * *")
+def hourly():
+    """A scheduled DAG for the cron path (only this module knows it: no scheduler fires it)."""
+    return tree(fail_flag="")
+
+
+@pytest.fixture
+def cc(cluster, redis_url, monkeypatch):
+    monkeypatch.setenv("PLANKTON_REDIS_URL", redis_url)
+    cluster.imports = ["tests.resume_tasks"]
+    cluster.scheduler()
+    cluster.worker()
+    c = pk.Client(redis_url, imports=["tests.resume_tasks"])
+    c.conn.set("flag", 1)
+    yield c
+    c.close()
+
+
+def _ran(c: pk.Client) -> Counter:
+    return Counter({k.decode(): int(v) for k, v in c.conn.hgetall(RAN).items()})
+
+
+def _states(run: dict) -> dict:
+    return {t["params"]["key"]: t["state"] for t in run["tasks"]}
+
+
+def test_complete_at_the_root_skips_the_whole_tree(cc, cluster):
+    cc.conn.set("done:top", 1)
+    run = cc.wait(cc.submit("three_level"), timeout=30)
+    assert run["status"] == "succeeded" and run["result"] is None
+    assert set(_states(run).values()) == {"skipped"}
+    assert _ran(cc) == Counter({"Top.complete": 1})  # nothing below a complete task is asked
+    shown = cluster.cli("show", run["run_id"])
+    assert shown.stdout.count("skipped") == 7, shown.stdout
+
+
+def test_complete_at_a_mid_task_skips_just_its_subtree(cc, cluster):
+    cc.conn.set("done:A", 1)
+    done = cluster.cli("run", "three_level", "--wait", "--json", "--import",
+                       "tests.resume_tasks")
+    assert done.returncode == 0, done.stderr
+    import json
+
+    run = json.loads(done.stdout)
+    assert _states(run) == {"a1": "skipped", "a2": "skipped", "A": "skipped",
+                            "b1": "succeeded", "b2": "succeeded", "B": "succeeded",
+                            "top": "succeeded"}
+    skipped = [t for t in run["tasks"] if t["state"] == "skipped"]
+    assert all(t["processed"]["emitted"] == 0 and t["result"] is None and t["ended_at"]
+               for t in skipped)
+    assert sorted(run["result"]) == sorted(f"B/b{i}" for i in ["1-0", "1-1", "1-2", "2-0",
+                                                                "2-1", "2-2", "2-3"])
+    ran = _ran(cc)
+    assert ran["Src:a1"] == ran["Src:a2"] == ran["Mid:A"] == 0
+    assert ran["Mid:B"] == ran["Top:top"] == ran["Src:b2"] == 1
+    assert ran["Mid.complete:A"] == ran["Mid.complete:B"] == ran["Top.complete"] == 1
+    counted = cc.conn.hget(keys.METRICS, metrics.field("tasks_ended",
+                                                       "tests.resume_tasks:Src", "skipped"))
+    assert int(counted) == 2
+
+
+def test_an_exception_in_complete_fails_the_task_and_a_resume_goes_on(cc):
+    cc.conn.set("raise:B", 1)
+    rid = cc.submit("three_level")
+    run = cc.wait(rid, timeout=30)
+    assert run["status"] == "failed"
+    tasks = {t["params"]["key"]: t for t in run["tasks"]}
+    assert tasks["B"]["state"] == "failed"
+    assert "ValueError: cannot tell whether B is done (raised by complete())" in \
+        tasks["B"]["error"]
+    assert tasks["top"]["state"] == "failed" and "UpstreamFailed" in tasks["top"]["error"]
+    assert "raised by complete()" in run["error"]
+    assert not [k for k in _ran(cc) if "." not in k.split(":")[0]]  # no run() executed
+    cc.conn.delete("raise:B")
+    resumed = cc.wait(cc.rerun(rid, from_failure=True), timeout=30)
+    assert resumed["status"] == "succeeded" and len(resumed["result"]) == 12
+
+
+def test_a_cron_run_asks_complete_when_the_scheduler_writes_it(redis_url, monkeypatch, r):
+    from scheduler.cron import create_run
+
+    monkeypatch.setenv("PLANKTON_REDIS_URL", redis_url)
+    r.set("done:B", 1)
+    fire = _dt.datetime(2026, 12, 5, 9, tzinfo=_dt.timezone.utc)
+    assert create_run(r, hourly, fire, run_id="cron-hourly-test", fence=None)
+    with pk.Client(redis_url, imports=["tests.resume_tasks"]) as c:
+        run = c.status("cron-hourly-test")
+    assert _states(run) == {"a1": "ready", "a2": "ready", "A": "pending", "b1": "skipped",
+                            "b2": "skipped", "B": "skipped", "top": "pending"}
+    top = next(t["id"] for t in run["tasks"] if t["params"]["key"] == "top")
+    assert int(r.hget(keys.task("cron-hourly-test", top), "n_started")) == 1
+    ends = r.xrange(keys.channel("cron-hourly-test", top))
+    assert [(e[1][b"k"], e[1][b"n"]) for e in ends] == [(b"end", b"0")]
