@@ -12,8 +12,8 @@ never called on a task below a complete one, nor for tasks whose class keeps the
 A complete task and its whole subtree are written ``skipped`` (no result, nothing emitted;
 their parent's channel gets their end entries, so the parent runs on). An exception in
 ``complete()`` fails that task (``error`` says it came from ``complete()``), its ancestors
-fail as upstream casualties, and the run is written ``failed``; nothing runs, and
-``rerun --from-failure`` resumes it.
+fail as upstream casualties, every other task is written ``cancelled``, and the run is
+written ``failed``; nothing runs, and ``rerun --from-failure`` resumes it.
 """
 
 from __future__ import annotations
@@ -73,3 +73,5 @@ def _fail(plan: "Plan", task: Task, out: dict[str, Finished], exc: Exception, no
             "error": f"UpstreamFailed: child task {child.task_name} failed: {err}",
             "upstream": child.task_name, "ended_at": now})
         child, parent = parent, parent.parent
+    for other in plan.tasks:  # nothing else will run: as the scheduler would settle them
+        out.setdefault(plan.tid(other), Finished(TaskState.CANCELLED, {"ended_at": now}))

@@ -86,6 +86,8 @@ def test_an_exception_in_complete_fails_the_task_and_a_resume_goes_on(cc):
         tasks["B"]["error"]
     assert tasks["top"]["state"] == "failed" and "UpstreamFailed" in tasks["top"]["error"]
     assert "raised by complete()" in run["error"]
+    assert {k: t["state"] for k, t in tasks.items() if k not in ("B", "top")} == dict.fromkeys(
+        ["a1", "a2", "A", "b1", "b2"], "cancelled")
     assert not [k for k in _ran(cc) if "." not in k.split(":")[0]]  # no run() executed
     cc.conn.delete("raise:B")
     resumed = cc.wait(cc.rerun(rid, from_failure=True), timeout=30)
