@@ -167,7 +167,7 @@ class Client:
         module = type(rec.root).__module__
         plan = resume.plan(self.conn, rec) if from_failure else None
         if dry_run:
-            return resume.describe(rec, plan) if plan is not None \
+            return resume.describe(rec, plan, code_version(module)) if plan is not None \
                 else diff(rec, code_version(module))
         run = rec.run
         since = _dt.datetime.fromisoformat(run["since"]) if run.get("since") else None

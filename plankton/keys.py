@@ -15,7 +15,9 @@ plankton:{R}:t:{T}              hash    one task: fields in TASK_FIELDS below   
                                                                                         scripts
 plankton:{R}:ch:{T}             stream  results channel of parent T: entries with       emit /
                                         c (child), a (attempt), k (kind v|end),          finish
-                                        v (msgpack batch), n (count)                    scripts
+                                        v (msgpack batch), n (count); kept              scripts,
+                                        PLANKTON_RESUME_KEEP_DAYS if the run fails      client
+                                                                                        (prefill)
 plankton:{R}:leases             zset    "T" -> lease deadline, ms of Redis TIME         scripts
 plankton:{R}:retry              zset    "T" -> due time of the next attempt, ms         scripts
 plankton:{R}:logs               list    msgpack [task, ms, level, line]                 workers

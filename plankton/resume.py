@@ -165,9 +165,14 @@ def _load_values(conn: redis.Redis, rec: Recreated, old: dict[str, dict[str, Any
             finished[new.tid(rec.tasks_by_id[c])].batches = got[c]
 
 
-def describe(rec: Recreated, p: ResumePlan) -> dict[str, Any]:
-    """The ``--dry-run`` document: each task's action and reason."""
-    return {"run_id": rec.run_id, "from_failure": True,
+def describe(rec: Recreated, p: ResumePlan, code_version: str = "") -> dict[str, Any]:
+    """The ``--dry-run`` document: each task's action and reason, and ``code_changed`` when
+    today's code version differs from the run's (reused values were made by the old code:
+    hashes cover params, not code)."""
+    recorded = rec.run.get("version", "")
+    code = {"recorded": recorded, "today": code_version} \
+        if recorded and code_version and recorded != code_version else None
+    return {"run_id": rec.run_id, "from_failure": True, "code_changed": code,
             "run": sum(1 for s in p.steps if s.action == RUN),
             "reuse": sum(1 for s in p.steps if s.action == REUSE),
             "tasks": [{"id": s.id, "name": s.name, "action": s.action, "reason": s.reason}

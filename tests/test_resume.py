@@ -113,7 +113,9 @@ def test_an_override_of_a_sibling_reruns_it_and_a_resumed_run_resumes(rc):
         rc.rerun(third["run_id"], from_failure=True)
 
 
-def test_dry_run_lists_run_and_reuse_with_reasons_and_writes_nothing(rc, cluster, r):
+def test_dry_run_lists_run_and_reuse_with_reasons_and_writes_nothing(rc, cluster, r,
+                                                                     monkeypatch):
+    monkeypatch.setenv("PLANKTON_VERSION", "1.0")  # the code version the run records
     first = _failed_run(rc)
     a1 = _by_key(first)["a1"]["id"]
     wait_for(lambda: not r.sismember(keys.ACTIVE, first["run_id"]), what="run settled")
@@ -123,13 +125,18 @@ def test_dry_run_lists_run_and_reuse_with_reasons_and_writes_nothing(rc, cluster
         return {k: r.dump(k) for k in sorted(r.keys("*"))}
 
     before = snapshot()
-    text = cluster.cli("rerun", first["run_id"], "--from-failure", "--dry-run", *IMPORT)
+    text = cluster.cli("rerun", first["run_id"], "--from-failure", "--dry-run", *IMPORT,
+                       PLANKTON_VERSION="1.1")
     plan = json.loads(cluster.cli("rerun", first["run_id"], "--from-failure", "--dry-run",
-                                  "--json", "--param", f"{a1}.n=4", *IMPORT).stdout)
+                                  "--json", "--param", f"{a1}.n=4", *IMPORT,
+                                  PLANKTON_VERSION="1.0").stdout)
+    assert plan["code_changed"] is None
     assert snapshot() == before
     assert text.returncode == 0, text.stderr
     assert "resume of " + first["run_id"] + ": 3 task(s) run, 4 reused" in text.stdout
     assert "nothing submitted (--dry-run)" in text.stdout
+    assert "code version changed: 1.0 -> 1.1 (reused values were made by the recorded " \
+        "version)" in text.stdout
     actions = {t["id"]: (t["action"], t["reason"]) for t in plan["tasks"]}
     keyed = {t["params"]["key"]: actions[t["id"]] for t in first["tasks"]}
     assert keyed["a1"] == ("run", "params changed (tree_hash differs)")

@@ -60,6 +60,10 @@ def _print_resume(result: dict[str, Any]) -> None:
                f"{result['reuse']} reused")
     for t in result["tasks"]:
         click.echo(f"  {t['action']:<5}  {t['name']}#{t['id']}: {t['reason']}")
+    code = result.get("code_changed")
+    if code:
+        click.echo(f"code version changed: {code['recorded']} -> {code['today']} (reused "
+                   "values were made by the recorded version)")
     click.echo("nothing submitted (--dry-run)")
 
 
