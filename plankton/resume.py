@@ -162,6 +162,12 @@ def _load_values(conn: redis.Redis, rec: Recreated, old: dict[str, dict[str, Any
                                   "PLANKTON_RESUME_KEEP_DAYS after it ends); "
                                   f"`plankton rerun {rec.run_id}` (without --from-failure) "
                                   "runs everything again")
+            emitted = int(_s(old[c].get("emitted")) or 0)
+            if sum(n for n, _ in got[c]) != emitted:  # never seen; a damaged stream
+                raise ResumeError(rec.run_id, f"the kept values of task {old[c]['name']} "
+                                  f"({c}) are incomplete ({sum(n for n, _ in got[c])} of "
+                                  f"{emitted}); `plankton rerun {rec.run_id}` (without "
+                                  "--from-failure) runs everything again")
             finished[new.tid(rec.tasks_by_id[c])].batches = got[c]
 
 
