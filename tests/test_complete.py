@@ -109,3 +109,26 @@ def test_a_cron_run_asks_complete_when_the_scheduler_writes_it(redis_url, monkey
     assert int(r.hget(keys.task("cron-hourly-test", top), "n_started")) == 1
     ends = r.xrange(keys.channel("cron-hourly-test", top))
     assert [(e[1][b"k"], e[1][b"n"]) for e in ends] == [(b"end", b"0")]
+
+
+def test_a_big_tree_written_in_chunks_skips_the_same_way(redis_url, monkeypatch, r):
+    """Over 2,000 tasks, write_run writes task hashes in chunks before the run's transaction:
+    the skipped subtree, the parents' counters and the ready set are the same."""
+    from tests.resume_tasks import Mid, Src, Top
+
+    monkeypatch.setenv("PLANKTON_REDIS_URL", redis_url)
+    r.set("done:A", 1)
+    root = Top().add_children(Mid(key="A").add_children(*(Src(key=f"a{i}") for i in range(1500))),
+                              Mid(key="B").add_children(*(Src(key=f"b{i}") for i in range(1500))))
+    with pk.Client(redis_url, imports=["tests.resume_tasks"]) as c:
+        rid = c.submit(root)
+        run = c.status(rid)
+    states = Counter((t["name"], t["state"]) for t in run["tasks"])
+    assert states == Counter({("Src", "skipped"): 1500, ("Mid", "skipped"): 1,
+                              ("Src", "queued"): 1500, ("Mid", "pending"): 1,
+                              ("Top", "pending"): 1})
+    top = run["root"]
+    assert int(r.hget(keys.task(rid, top), "n_started")) == 1
+    assert [e[1][b"k"] for e in r.xrange(keys.channel(rid, top))] == [b"end"]
+    skipped = {t["id"] for t in run["tasks"] if t["state"] == "skipped"}
+    assert not skipped & {m.decode() for m in r.zrange(keys.ready(rid), 0, -1)}
