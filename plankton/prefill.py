@@ -50,7 +50,7 @@ class Finished:
 def first_tasks(plan: "Plan", finished: dict[str, Finished]) -> list["Task"]:
     """The tasks to make ready when the run is written: those not finished whose children
     are all finished (every leaf, with nothing finished), higher priority first, then in
-    depth-first post-order. None if the root is finished (the run ends at once)."""
+    depth-first post-order; none if the root is finished (the run ends at once)."""
     if not finished:
         out = [t for t in plan.tasks if not t.children]
     elif plan.tid(plan.tasks[-1]) in finished:
