@@ -132,3 +132,21 @@ def test_a_big_tree_written_in_chunks_skips_the_same_way(redis_url, monkeypatch,
     assert [e[1][b"k"] for e in r.xrange(keys.channel(rid, top))] == [b"end"]
     skipped = {t["id"] for t in run["tasks"] if t["state"] == "skipped"}
     assert not skipped & {m.decode() for m in r.zrange(keys.ready(rid), 0, -1)}
+
+
+def test_a_run_started_through_the_api_asks_complete(redis_url, monkeypatch, r):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from plankton.api import create_app
+
+    monkeypatch.setenv("PLANKTON_REDIS_URL", redis_url)
+    r.set("done:A", 1)
+    with TestClient(create_app(redis_url, ["tests.resume_tasks"])) as api:
+        made = api.post("/dags/three_level/runs", json={"params": {}})
+        assert made.status_code == 201, made.text
+        run = api.get(f"/runs/{made.json()['run_id']}").json()
+    assert {k: v for k, v in _states(run).items() if v == "skipped"} == dict.fromkeys(
+        ["a1", "a2", "A"], "skipped")
