@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime
 import enum
+import os
 import time
+
+import redis
 
 import plankton as pk
 
@@ -68,3 +71,22 @@ class Parked(Sleeper):
     """On a queue no test worker serves: its tasks stay queued (a big tree to look at)."""
 
     queue = "nobody"
+
+
+class Flaky(pk.Task):
+    """Fails until the Redis key ``console:flag`` is set, then emits 10."""
+
+    def run(self):
+        conn = redis.Redis.from_url(os.environ["PLANKTON_REDIS_URL"])
+        try:
+            if not conn.exists("console:flag"):
+                raise RuntimeError("the upstream file is not there yet")
+        finally:
+            conn.close()
+        self.emit(10)
+
+
+@pk.dag(max_active_runs=20)
+def console_flaky():
+    """Two leaves and a leaf that fails until a flag is set."""
+    return Total().add_children(Sleeper(i=1), Sleeper(i=2), Flaky())

@@ -242,6 +242,30 @@ def test_a_family_of_250_siblings_is_one_row_that_expands_100_at_a_time(stack, b
             client.cancel(run_id)
 
 
+def test_resume_a_failed_run_from_its_failure(stack, browser, shot):
+    import redis
+
+    with stack.client() as client:
+        failed = client.submit("console_flaky")
+        client.wait(failed, timeout=30)
+        assert client.run_status(failed) == "failed"
+    redis.Redis.from_url(stack.redis.url).set("console:flag", 1)  # the input is there now
+    browser.get(f"{stack.base}/ui/runs/{failed}")
+    by_css(browser, "#resume").click()  # first the plan, nothing submitted
+    wait_text(browser, "#resume-summary", "2 task(s) run again, 2 reused")
+    plan = {r.text.split()[0]: r.text for r in all_css(browser, "#resume-tasks tbody tr")}
+    assert "reuse" in plan["Sleeper#0"] and "run" in plan["Flaky#2"]
+    shot("resume")
+    by_css(browser, "#resume-confirm").click()
+    wait_for(lambda: failed not in browser.current_url, 10, 0.05, "the resumed run's page")
+    assert by_css(browser, "#rerun-of").text == failed
+    wait_text(browser, "#run-status", "succeeded", 30)
+    assert text_of(browser, "#run-result") == "13"  # 1 + 2 reused, 10 from the re-run
+    reused = wait_for(lambda: [r for r in all_css(browser, "#tree-body tr.task")
+                               if "reused" in r.text], 5, 0.05, "reused rows")
+    assert sorted(r.text.split()[0] for r in reused) == ["Sleeper#0", "Sleeper#1"]
+
+
 def test_the_history_strip_shows_the_session(stack, browser, shot):
     """Last in the file (tests run in file order): the runs page after the runs above."""
     with stack.client() as client:

@@ -83,7 +83,7 @@ function renderRun() {
   const cancel = $("cancel");
   if (cancel) cancel.disabled = ENDED.has(run.status);
   const resume = $("resume");
-  if (resume) resume.disabled = run.status !== "failed";
+  if (resume) resume.disabled = !["failed", "cancelled"].includes(run.status);
   const counts = {};
   for (const t of tasks.values()) counts[t.state] = (counts[t.state] || 0) + 1;
   $("run-counts").innerHTML = `${tasks.size} ` + stateBadges(counts);
@@ -166,8 +166,10 @@ function details(t) {
 function groupRow(key, name, members, depth, window, out) {
   const counts = {};
   let emitted = 0, consumed = 0, lo = null, hi = null, running = false, attempts = 0;
+  let reused = 0;
   for (const t of members) {
     counts[t.state] = (counts[t.state] || 0) + 1;
+    if (t.reused_from) reused += 1;
     emitted += t.processed.emitted; consumed += t.processed.consumed;
     attempts = Math.max(attempts, t.attempts);
     const s = ms(t.started_at);
@@ -181,7 +183,7 @@ function groupRow(key, name, members, depth, window, out) {
   const state = counts.failed ? "failed" : (running ? "running" : (counts.succeeded === members.length ? "succeeded" : "queued"));
   out.push(`<tr class="group${open ? " open" : ""}" data-group="${esc(key)}"><td style="padding-left:${0.4 + depth * 1.1}em">` +
     `<button type="button" class="toggle" data-toggle="${esc(key)}">${open ? "▾" : "▸"}</button> ${esc(name)} <span class="muted">× ${members.length}</span></td>` +
-    `<td colspan="2">${stateBadges(counts)}</td><td>${esc(Plankton.clock(lo === null ? null : new Date(lo).toISOString()).slice(11))}</td>` +
+    `<td colspan="2">${stateBadges(counts)}${reused ? ` <span class="muted">(${reused} reused)</span>` : ""}</td><td>${esc(Plankton.clock(lo === null ? null : new Date(lo).toISOString()).slice(11))}</td>` +
     `<td>${running || hi === null ? "" : esc(Plankton.clock(new Date(hi).toISOString()).slice(11))}</td>` +
     `<td>${lo === null ? "" : esc(Plankton.duration((hi - lo) / 1000))}</td><td>${emitted}</td><td>${consumed}</td><td>max att. ${attempts}</td>` +
     `<td class="timeline">${bar(lo, running ? null : hi, state, window)}</td></tr>`);
@@ -327,8 +329,26 @@ $("cancel").addEventListener("click", async () => {
 });
 
 if ($("resume")) {
+  // first the dry run: what runs and what is reused, and why; then the resume itself
+  let resumeParams = null;
   $("resume").addEventListener("click", async () => {
-    const reply = await Plankton.call("POST", `/runs/${encodeURIComponent(RUN)}/rerun`, {from_failure: true});
+    $("resume-msg").textContent = "";
+    let params;
+    try { params = overrides(); } catch (e) { $("resume-msg").textContent = e.message; return; }
+    const reply = await Plankton.call("POST", `/runs/${encodeURIComponent(RUN)}/rerun?dry_run=true`, {params, from_failure: true});
+    if (!reply.ok) { $("resume-msg").textContent = Plankton.message(reply.data); return; }
+    resumeParams = params;
+    const plan = reply.data;
+    $("resume-summary").textContent = `${plan.run} task(s) run again, ${plan.reuse} reused` +
+      (plan.code_changed ? `; code version ${plan.code_changed.recorded} → ${plan.code_changed.today} (reused values were made by the old code)` : "") + ".";
+    $("resume-tasks").tBodies[0].innerHTML = (plan.tasks || []).map(t =>
+      `<tr class="resume-${esc(t.action)}"><td><a href="#task-${esc(t.id)}" data-open="${esc(t.id)}">${esc(t.name)}#${esc(t.id)}</a></td>` +
+      `<td>${esc(t.action)}</td><td>${esc(t.reason)}</td></tr>`).join("");
+    $("resume-plan").hidden = false;
+  });
+  $("resume-back").addEventListener("click", () => { $("resume-plan").hidden = true; });
+  $("resume-confirm").addEventListener("click", async () => {
+    const reply = await Plankton.call("POST", `/runs/${encodeURIComponent(RUN)}/rerun`, {params: resumeParams || {}, from_failure: true});
     if (reply.ok) location.href = `/ui/runs/${encodeURIComponent(reply.data.run_id)}`;
     else $("resume-msg").textContent = Plankton.message(reply.data);
   });
