@@ -148,10 +148,11 @@ def up(imports: tuple[str, ...], n_workers: int, port: int, run_dag: str | None,
         for i in range(n_workers):
             stack.start(f"worker-{i}", ["-m", "workers", *imp, "--name",
                                         f"{socket.gethostname()}-up-{i}"], quiet)
-        if port and _has_api():
+        with_api = bool(port) and _has_api()
+        if with_api:
             stack.start("api", ["-m", "plankton.api", *imp, "--port", str(port)], quiet)
         if run_dag is None:
-            _banner(url, data_dir, n_workers, port if port and _has_api() else 0)
+            _banner(url, data_dir, n_workers, port if with_api else 0)
             while all(p.poll() is None for _, p in stack.procs):
                 time.sleep(0.5)
             for label, proc in stack.procs:
@@ -192,7 +193,9 @@ def _has_api() -> bool:
         import uvicorn  # noqa: F401
 
         from .. import api  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
+        _say(f"plankton up: no API or web console: {exc} (reinstall with pip install -e .)",
+             err=True)
         return False
     return True
 
