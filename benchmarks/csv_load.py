@@ -261,7 +261,7 @@ def received(pipe: Connection) -> Iterator[Batch]:
 def load_from(pipe: Connection, dsn: str, table: str, columns: list[list[str]],
               run_id: str) -> None:
     """Process 2: what the LoadTable task does."""
-    load_table(dsn, table, columns_from_message(columns), run_id, received(pipe))
+    load_table(dsn, table, columns_from_message(columns), run_id, received(pipe), run_id=run_id)
 
 
 def library_load(dsn: str, directory: Path, total: int) -> bool:
@@ -278,7 +278,7 @@ def library_load(dsn: str, directory: Path, total: int) -> bool:
     for proc in procs:
         proc.join(RUN_TIMEOUT_S)
     ok = [p.exitcode for p in procs] == [0, 0]
-    return ok and loaded_rows(dsn, spec.name, run_id) == total == table_count(dsn, spec.name)
+    return ok and loaded_rows(dsn, run_id) == total == table_count(dsn, spec.name)
 
 
 def extract_only(spec: TableSpec, total: int) -> bool:
@@ -365,16 +365,29 @@ def run_plankton(url: str, directory: Path, dsn: str, total: int) -> bool:
 
     client = pk.Client(url, imports=["examples.csv_to_postgres"])
     try:
-        run_id = client.submit("csv_to_postgres",
-                               params={"directory": str(directory), "dsn": dsn})
+        run_id = client.submit("csv_to_postgres", params={
+            "directory": str(directory), "dsn": f"env:{DSN_VAR}", "reload": True})
         run = client.wait(run_id, timeout=RUN_TIMEOUT_S)
     finally:
         client.close()
     return (run["status"] == "succeeded"
-            and loaded_rows(dsn, TABLE, run_id) == total == table_count(dsn, TABLE))
+            and run_rows(dsn, run_id) == total == table_count(dsn, TABLE))
+
+
+def run_rows(dsn: str, run_id: str) -> int | None:
+    """Rows the loads of ``run_id`` recorded in the load log, or None if none did."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        found = conn.execute("SELECT sum(rows) FROM plankton_loads WHERE run = %s",
+                             [run_id]).fetchone()
+    return None if found is None or found[0] is None else int(found[0])
 
 
 # ----------------------------------------------------------------------------- running
+
+#: The environment variable holding the DSN for the DAG's secret param (workers inherit it).
+DSN_VAR = "CSV_BENCH_DSN"
 
 LINES = {
     "floor": "psql \\copy, 1 session (floor)",
@@ -464,13 +477,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dsn is None:
             server = ThrowawayPostgres().start()
             meter.watch(lambda: server.postmaster_pid if server else None)
+        base = args.dsn or server.dsn
+        dsn, total = bench_dsn(base), args.files * args.rows
+        os.environ[DSN_VAR] = dsn  # the DAG's dsn is a secret reference: env:CSV_BENCH_DSN
         url = args.url
         if url is None and "plankton" in args.lines:
             stack = PlanktonStack(workers=2).start()
             meter.watch(lambda: stack.pid if stack else None)
             url = stack.url
-        base = args.dsn or server.dsn
-        dsn, total = bench_dsn(base), args.files * args.rows
         load = os.getloadavg()
         figures = measure(dsn, directory, total, args.repeat, args.lines, url, meter)
         print_table(figures, f"csv_load: {args.files} files x {args.rows:,} rows = {total:,} "

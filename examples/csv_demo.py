@@ -160,12 +160,15 @@ def plankton_up(directory: Path, dsn: str, workers: int, state_dir: Path) -> int
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env.pop("PLANKTON_REDIS_URL", None)  # up starts its own Redis
+    env["CSV_DEMO_DSN"] = dsn  # the dsn param is a secret reference, read by the workers
     args = [sys.executable, "-m", "plankton.cli", "up", "--import", "examples.csv_to_postgres",
             "--workers", str(workers), "--port", "0", "--dir", str(state_dir),
             "--run", "csv_to_postgres",
-            "--param", f"directory={directory}", "--param", f"dsn={dsn}"]
-    print("$ plankton up --import examples.csv_to_postgres --run csv_to_postgres "
-          f"--param directory={directory} --param dsn={dsn}", flush=True)
+            "--param", f"directory={directory}", "--param", "dsn=env:CSV_DEMO_DSN",
+            "--param", "reload=true"]
+    print(f"$ CSV_DEMO_DSN={dsn} plankton up --import examples.csv_to_postgres --run "
+          f"csv_to_postgres --param directory={directory} --param dsn=env:CSV_DEMO_DSN "
+          "--param reload=true", flush=True)
     proc = subprocess.Popen(args, cwd=ROOT, env=env)
     try:
         return proc.wait()
@@ -188,12 +191,12 @@ def print_tables(dsn: str) -> None:
         if exists is None:
             print("no table was loaded")
             return
-        loads = conn.execute("SELECT table_name, rows, run FROM plankton_loads "
+        loads = conn.execute("SELECT table_name, rows, run, load_key FROM plankton_loads "
                              "ORDER BY table_name").fetchall()
         print(f"\n{'table':<12} {'rows':>10}  loaded by run")
-        for table, rows, run in loads:
-            counted = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE _plankton_run = %s")
-                                   .format(sql.Identifier(table)), [run]).fetchone()[0]
+        for table, rows, run, key in loads:
+            counted = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE _plankton_load = %s")
+                                   .format(sql.Identifier(table)), [key]).fetchone()[0]
             note = "" if counted == rows else f"  (log says {rows:,})"
             print(f"{table:<12} {counted:>10,}  {run}{note}")
 

@@ -1,8 +1,14 @@
 """Example DAG: many CSV files into their PostgreSQL tables, streaming, safe to retry.
 
     python examples/make_csvs.py data/ --files 3 --rows 100000
+    export PG_DSN=postgresql://user@localhost/db     # read where the tasks run
     plankton up --import examples.csv_to_postgres --workers 2 --run csv_to_postgres \\
-        --param directory=data --param dsn=postgresql://user@localhost/db
+        --param directory=data --param dsn=env:PG_DSN
+
+With ``--param time_column=at`` a run loads only the rows of its ``[since, to)`` window
+(``--since/--to``, a cron interval of ``csv_to_postgres_daily``, or a ``plankton backfill``
+step) and replaces that window of the table. Missing-value markers (``NA``, ``NaN``,
+``NULL``, ``\\N``...) load as NULL; see docs/etl-example.md.
 
 or all of it, with a throwaway PostgreSQL: ``python examples/csv_demo.py``.
 
@@ -32,11 +38,16 @@ from typing import Any
 import plankton as pk
 from examples.csvload import (
     DEFAULT_BATCH_BYTES,
+    DEFAULT_NULL_MARKERS,
     Batch,
     RejectFile,
     TableSpec,
+    Window,
     columns_from_message,
     columns_to_message,
+    content_hash,
+    is_loaded,
+    load_key,
     load_table,
     plan_tables,
     read_batches,
@@ -56,6 +67,8 @@ class ExtractCsv(pk.Task):
     columns = pk.Param(list)  # [[name, type], ...] from the plan
     skip_bad_rows = pk.Param(bool, default=False)
     batch_bytes = pk.Param(int, default=DEFAULT_BATCH_BYTES)
+    null_markers = pk.Param(list, default=list(DEFAULT_NULL_MARKERS))
+    markers_in_text = pk.Param(bool, default=False)
 
     retries = 0
     timeout = 3600
@@ -68,7 +81,8 @@ class ExtractCsv(pk.Task):
         with rejects if rejects is not None else nullcontext():
             on_bad_row = rejects.write if rejects is not None else None
             for batch in read_batches(path, columns, batch_bytes=self.batch_bytes,
-                                      on_bad_row=on_bad_row):
+                                      on_bad_row=on_bad_row, markers=self.null_markers,
+                                      markers_in_text=self.markers_in_text):
                 self.emit(batch.to_message())
                 rows += batch.rows
         rejected = rejects.count if rejects is not None else 0
@@ -80,24 +94,47 @@ class ExtractCsv(pk.Task):
 class LoadTable(pk.Task):
     """COPY every batch its extractors emit into one table, in one transaction.
 
-    Emits ``{"table": ..., "rows": ...}`` after commit. A retry, or a restart after an
-    extractor failed mid-stream, replaces this run's rows instead of adding to them.
-    Retried on errors, as most of them here are the server's (restart, lock timeout); the
-    rare value that passed the extractor's checks but not PostgreSQL's is retried too, in
-    vain, as a task cannot yet tell the engine that an error is permanent.
+    The load is keyed by what it loads (the table and its files, or with ``time_column``
+    the table and the run's ``[since, to)`` window), not by the run: a retry, a rerun, a
+    resume or a fresh run replaces what the same load wrote before, in the same transaction.
+    ``complete()`` is true when the same load of the same bytes is already committed, so an
+    unchanged file is not read at all. Emits ``{"table": ..., "rows": ...}`` after commit.
+    Retried on errors, as most of them here are the server's (restart, lock timeout).
     """
 
     table = pk.Param(str)
-    dsn = pk.Param(str)
+    dsn = pk.Param(pk.Secret)  # env:PG_DSN or file:/run/secrets/pg_dsn, read where it runs
     columns = pk.Param(list)
+    files = pk.Param(list)  # the source files, for the load's identity and content hash
+    time_column = pk.Param(str, default="")
+    null_markers = pk.Param(list, default=list(DEFAULT_NULL_MARKERS))
+    markers_in_text = pk.Param(bool, default=False)
+    reload = pk.Param(bool, default=False)  # load even when complete() would say it is there
 
     retries = 2
     timeout = 3600
 
+    def window(self) -> Window | None:
+        """The rows this load replaces: a window of ``time_column``, or None (its files)."""
+        if not self.time_column:
+            return None
+        return Window(self.time_column, self.since, self.to)
+
+    def key(self) -> str:
+        return load_key(self.table, self.files, self.window())
+
+    def digest(self) -> str:
+        return content_hash(self.files, columns_from_message(self.columns),
+                            [self.null_markers, self.markers_in_text, self.key()])
+
+    def complete(self) -> bool:
+        return not self.reload and is_loaded(self.dsn.reveal(), self.key(), self.digest())
+
     def run(self) -> int:
         columns = columns_from_message(self.columns)
-        rows = load_table(self.dsn, self.table, columns, self.run_id, self.batches())
-        self.log.info("loaded %d rows into %s for run %s", rows, self.table, self.run_id)
+        rows = load_table(self.dsn.reveal(), self.table, columns, self.key(), self.batches(),
+                          run_id=self.run_id, window=self.window(), digest=self.digest())
+        self.log.info("loaded %d rows into %s (load %s)", rows, self.table, self.key())
         self.emit({"table": self.table, "rows": rows})
         return rows
 
@@ -115,16 +152,52 @@ class Report(pk.Task):
         return dict(sorted(loaded.items()))
 
 
-def loader_for(spec: TableSpec, dsn: str, skip_bad_rows: bool) -> LoadTable:
+def loader_for(spec: TableSpec, dsn: str, skip_bad_rows: bool, time_column: str = "",
+               null_markers: list[str] | None = None, markers_in_text: bool = False,
+               reload: bool = False) -> LoadTable:
     """A LoadTable for ``spec`` with one ExtractCsv per file."""
     columns = columns_to_message(spec.columns)
-    extractors = [ExtractCsv(path=str(path), columns=columns, skip_bad_rows=skip_bad_rows)
+    markers = list(DEFAULT_NULL_MARKERS) if null_markers is None else list(null_markers)
+    extractors = [ExtractCsv(path=str(path), columns=columns, skip_bad_rows=skip_bad_rows,
+                             null_markers=markers, markers_in_text=markers_in_text)
                   for path in spec.files]
-    return LoadTable(table=spec.name, dsn=dsn, columns=columns).add_children(*extractors)
+    names = [c.name for c in spec.columns]
+    if time_column and time_column not in names:
+        raise pk.ParamError(f"time_column {time_column!r}: table {spec.name!r} has no such "
+                            f"column (its columns: {names})")
+    return LoadTable(table=spec.name, dsn=dsn, columns=columns,
+                     files=[str(p) for p in spec.files], time_column=time_column,
+                     null_markers=markers, markers_in_text=markers_in_text, reload=reload
+                     ).add_children(*extractors)
+
+
+def build(directory: str, dsn: str, skip_bad_rows: bool, time_column: str,
+          null_markers: list[str] | None, markers_in_text: bool, reload: bool = False
+          ) -> pk.Task:
+    """The tree of both DAGs: plan the tables once, one loader per table."""
+    markers = list(DEFAULT_NULL_MARKERS) if null_markers is None else list(null_markers)
+    specs = plan_tables(Path(directory).resolve(), markers=markers)
+    return Report().add_children(*(
+        loader_for(spec, dsn, skip_bad_rows, time_column, markers, markers_in_text, reload)
+        for spec in specs))
 
 
 @pk.dag
-def csv_to_postgres(directory: str, dsn: str, skip_bad_rows: bool = False) -> pk.Task:
-    """Load every ``*.csv`` in ``directory`` into the table its name gives, on ``dsn``."""
-    specs = plan_tables(Path(directory).resolve())
-    return Report().add_children(*(loader_for(spec, dsn, skip_bad_rows) for spec in specs))
+def csv_to_postgres(directory: str, dsn: pk.Secret, skip_bad_rows: bool = False,
+                    time_column: str = "", null_markers: list | None = None,
+                    markers_in_text: bool = False, reload: bool = False) -> pk.Task:
+    """Load every ``*.csv`` in ``directory`` into the table its name gives, on ``dsn`` (a
+    secret reference such as ``env:PG_DSN``). ``null_markers`` replaces the missing-value
+    list; ``markers_in_text`` makes text columns take them as NULL too; ``time_column``
+    loads only the run's ``[since, to)`` window and replaces that window of the table;
+    ``reload`` loads even a load already present with the same content hash."""
+    return build(directory, dsn, skip_bad_rows, time_column, null_markers, markers_in_text,
+                 reload)
+
+
+@pk.dag(schedule="@daily")
+def csv_to_postgres_daily(directory: str = "data", dsn: pk.Secret = pk.Secret("env:PG_DSN"),
+                          time_column: str = "at", skip_bad_rows: bool = False) -> pk.Task:
+    """The scheduled variant: each day's run (and each ``plankton backfill`` step) loads the
+    rows of its day from ``directory`` and replaces that day of the table."""
+    return build(directory, dsn, skip_bad_rows, time_column, None, False)

@@ -5,16 +5,17 @@ kept apart from it so that each can be used, tested and benchmarked without Redi
 
 - ``schema``: which tables a directory makes, their columns and types;
 - ``reader``: a CSV file as validated batches of COPY text, bad rows raised or rejected;
-- ``loader``: batches into a table with COPY, one transaction per (table, run).
+- ``loader``: batches into a table with COPY, one transaction per load (table + files, or
+  table + time window), replacing what the same load wrote before.
 """
 
-from .columns import ColumnType
+from .columns import DEFAULT_NULL_MARKERS, ColumnType
 from .errors import BadRowError, CsvLoadError, SchemaError
-from .loader import load_table, loaded_rows
+from .loader import Window, content_hash, is_loaded, load_key, load_table, loaded_rows
 from .reader import DEFAULT_BATCH_BYTES, BadRow, Batch, RejectFile, read_batches
 from .schema import (
+    LOAD_COLUMN,
     LOADS_TABLE,
-    RUN_COLUMN,
     Column,
     TableSpec,
     columns_from_message,
@@ -25,11 +26,12 @@ from .schema import (
 __all__ = [
     # schema
     "Column", "ColumnType", "TableSpec", "plan_tables", "columns_to_message",
-    "columns_from_message", "RUN_COLUMN", "LOADS_TABLE",
+    "columns_from_message", "LOAD_COLUMN", "LOADS_TABLE",
     # reading
     "Batch", "BadRow", "RejectFile", "read_batches", "DEFAULT_BATCH_BYTES",
     # loading
-    "load_table", "loaded_rows",
+    "load_table", "loaded_rows", "load_key", "content_hash", "is_loaded", "Window",
+    "DEFAULT_NULL_MARKERS",
     # errors
     "CsvLoadError", "SchemaError", "BadRowError",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from enum import Enum
 
 
@@ -21,7 +21,9 @@ class ColumnType(str, Enum):
 
     BIGINT = "bigint"
     DOUBLE = "double precision"
+    NUMERIC = "numeric"
     BOOLEAN = "boolean"
+    DATE = "date"
     TIMESTAMPTZ = "timestamptz"
     TEXT = "text"
 
@@ -30,6 +32,7 @@ class ColumnType(str, Enum):
 ALIASES: dict[str, ColumnType] = {
     "int": ColumnType.BIGINT, "integer": ColumnType.BIGINT, "int8": ColumnType.BIGINT,
     "float": ColumnType.DOUBLE, "double": ColumnType.DOUBLE, "float8": ColumnType.DOUBLE,
+    "decimal": ColumnType.NUMERIC,
     "bool": ColumnType.BOOLEAN, "timestamp": ColumnType.TIMESTAMPTZ,
     "datetime": ColumnType.TIMESTAMPTZ, "string": ColumnType.TEXT, "str": ColumnType.TEXT,
 }
@@ -39,6 +42,10 @@ ALIASES: dict[str, ColumnType] = {
 _BIGINT = r"[+-]?+[0-9]{1,18}+"  # 19-digit values take the slow path (exact range check)
 _DOUBLE = (r"(?:[+-]?+(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:[eE][+-]?+[0-9]++)?+"
            r"|(?i:nan|[+-]?inf(?:inity)?))")
+_DOUBLE_NO_NAN = (r"(?:[+-]?+(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:[eE][+-]?+[0-9]++)?+"
+                  r"|(?i:[+-]?inf(?:inity)?))")
+_NUMERIC = r"[+-]?+[0-9]++(?:\.[0-9]++)?+"
+_DATE = r"(?P<y>[0-9]{4})-(?P<m>0[1-9]|1[0-2])-(?P<d>0[1-9]|[12][0-9]|3[01])"
 _BOOLEAN = r"(?i:true|false|t|f|yes|no|y|n|on|off|1|0)"
 _TIMESTAMP = (r"(?P<y>[0-9]{4})-(?P<m>0[1-9]|1[0-2])-(?P<d>0[1-9]|[12][0-9]|3[01])"
               r"(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,9})?)?)?"
@@ -46,7 +53,9 @@ _TIMESTAMP = (r"(?P<y>[0-9]{4})-(?P<m>0[1-9]|1[0-2])-(?P<d>0[1-9]|[12][0-9]|3[01
 _VALUE_RE = {
     ColumnType.BIGINT: re.compile(_BIGINT),
     ColumnType.DOUBLE: re.compile(_DOUBLE),
+    ColumnType.NUMERIC: re.compile(_NUMERIC),
     ColumnType.BOOLEAN: re.compile(_BOOLEAN),
+    ColumnType.DATE: re.compile(_DATE),
     ColumnType.TIMESTAMPTZ: re.compile(_TIMESTAMP),
 }
 _BIGINT_SLOW_RE = re.compile(r"[+-]?[0-9]+")
@@ -54,7 +63,14 @@ _INFERRED_BOOLEAN_RE = re.compile(r"(?i:true|false|t|f|yes|no)")
 
 #: Order in which inference tries types: the first that accepts every sampled value wins.
 #: Booleans are tried with the narrow spellings only, so that 0/1 columns stay integers.
-_INFERENCE_ORDER = (ColumnType.BIGINT, ColumnType.DOUBLE, ColumnType.TIMESTAMPTZ)
+_INFERENCE_ORDER = (ColumnType.BIGINT, ColumnType.NUMERIC, ColumnType.DOUBLE, ColumnType.DATE,
+                    ColumnType.TIMESTAMPTZ)
+_INTEGER_RE = re.compile(r"[+-]?[0-9]+")
+
+#: Values that mean "no value" in real exports: R writes NA, pandas NaN (and N/A on input),
+#: database dumps NULL or \N. They load as NULL in every column that is not text. ``NaN``
+#: among them means a float column's NaN is NULL, not IEEE NaN (see docs/etl-example.md).
+DEFAULT_NULL_MARKERS: tuple[str, ...] = ("NA", "N/A", "NaN", "NULL", "null", "\\N")
 
 
 def parse_type(spelling: str) -> ColumnType:
@@ -69,15 +85,27 @@ def parse_type(spelling: str) -> ColumnType:
     raise ValueError(f"unknown column type {spelling!r} (known: {', '.join(known)})")
 
 
-def value_pattern(column_type: ColumnType, *, optional: bool = True) -> str:
-    """Regex source matching one field of ``column_type``; empty too (NULL) if ``optional``.
+def nan_is_value(markers: Iterable[str]) -> bool:
+    """Whether a float column reads ``NaN`` as IEEE NaN: only when no marker spells it."""
+    return not any(m.lower() == "nan" for m in markers)
+
+
+def value_pattern(column_type: ColumnType, *, optional: bool = True,
+                  markers: Sequence[str] = (), nan: bool = True) -> str:
+    """Regex source matching one field of ``column_type``; empty too (NULL) if ``optional``,
+    or one of ``markers``. ``nan``: whether a double accepts NaN spellings.
 
     Not for TEXT, whose pattern depends on the escaping around it (see ``copytext``).
     Named groups are dropped so that the fragments can be joined into one row pattern.
     """
     if column_type is ColumnType.TEXT:
         raise ValueError("text fields have no value pattern of their own")
-    source = re.sub(r"\(\?P<\w+>", "(?:", _VALUE_RE[column_type].pattern)
+    raw = _VALUE_RE[column_type].pattern
+    if column_type is ColumnType.DOUBLE and not nan:
+        raw = _DOUBLE_NO_NAN
+    source = re.sub(r"\(\?P<\w+>", "(?:", raw)
+    if markers:
+        source += "|" + "|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True))
     return f"(?:{source})" + ("?+" if optional else "")
 
 
@@ -87,8 +115,8 @@ def value_problem(value: str, column_type: ColumnType) -> str | None:
         return _text_problem(value)
     if column_type is ColumnType.BIGINT:
         return _bigint_problem(value)
-    if column_type is ColumnType.TIMESTAMPTZ:
-        return _timestamp_problem(value)
+    if column_type in (ColumnType.TIMESTAMPTZ, ColumnType.DATE):
+        return _timestamp_problem(value, column_type)
     if _VALUE_RE[column_type].fullmatch(value) is None:
         return f"{_shown(value)} is not a valid {column_type.value}"
     return None
@@ -102,10 +130,11 @@ def _bigint_problem(value: str) -> str | None:
     return None
 
 
-def _timestamp_problem(value: str) -> str | None:
-    match = _VALUE_RE[ColumnType.TIMESTAMPTZ].fullmatch(value)
+def _timestamp_problem(value: str, column_type: ColumnType) -> str | None:
+    match = _VALUE_RE[column_type].fullmatch(value)
     if match is None:
-        return f"{_shown(value)} is not a valid ISO 8601 timestamp"
+        kind = "date" if column_type is ColumnType.DATE else "timestamp"
+        return f"{_shown(value)} is not a valid ISO 8601 {kind}"
     try:
         dt.date(int(match["y"]), int(match["m"]), int(match["d"]))
     except ValueError as exc:
@@ -127,23 +156,45 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 60 else value[:60] + "...")
 
 
-def infer_type(values: Iterable[str]) -> ColumnType:
-    """The narrowest type accepting every non-empty value; TEXT when there are none."""
-    sample = [v for v in values if v != ""]
+def infer_type(values: Iterable[str], markers: Iterable[str] = DEFAULT_NULL_MARKERS
+               ) -> ColumnType:
+    """The narrowest type accepting every value that is neither empty nor a missing-value
+    marker; TEXT when there are none."""
+    found = infer_present(values, markers)
+    return ColumnType.TEXT if found is None else found
+
+
+def infer_present(values: Iterable[str], markers: Iterable[str] = DEFAULT_NULL_MARKERS
+                  ) -> ColumnType | None:
+    """:func:`infer_type`, but None when every value is missing (nothing to widen with)."""
+    missing = {"", *markers}
+    sample = [v for v in values if v not in missing]
     if not sample:
-        return ColumnType.TEXT
+        return None
     if all(_INFERRED_BOOLEAN_RE.fullmatch(v) for v in sample):
         return ColumnType.BOOLEAN
     for candidate in _INFERENCE_ORDER:
+        if candidate is ColumnType.NUMERIC:
+            # Only integers too wide for bigint: decimals load as double precision.
+            if all(_INTEGER_RE.fullmatch(v) for v in sample):
+                return candidate
+            continue
         if all(value_problem(v, candidate) is None for v in sample):
             return candidate
     return ColumnType.TEXT
 
 
+_WIDER = {
+    frozenset({ColumnType.BIGINT, ColumnType.DOUBLE}): ColumnType.DOUBLE,
+    frozenset({ColumnType.BIGINT, ColumnType.NUMERIC}): ColumnType.NUMERIC,
+    frozenset({ColumnType.NUMERIC, ColumnType.DOUBLE}): ColumnType.DOUBLE,
+    frozenset({ColumnType.DATE, ColumnType.TIMESTAMPTZ}): ColumnType.TIMESTAMPTZ,
+}
+
+
 def widen(a: ColumnType, b: ColumnType) -> ColumnType:
-    """The narrowest type holding values of both ``a`` and ``b`` (for files of one table)."""
+    """The narrowest type holding values of both ``a`` and ``b`` (files of one table, or
+    a later part of a file that the first rows did not predict)."""
     if a is b:
         return a
-    if {a, b} == {ColumnType.BIGINT, ColumnType.DOUBLE}:
-        return ColumnType.DOUBLE
-    return ColumnType.TEXT
+    return _WIDER.get(frozenset({a, b}), ColumnType.TEXT)

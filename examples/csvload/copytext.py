@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .columns import ColumnType, value_pattern, value_problem
+from .columns import DEFAULT_NULL_MARKERS, ColumnType, nan_is_value, value_pattern, value_problem
 from .schema import Column
 
 # Characters that make CSV text need the csv module (quotes) or COPY escaping.
@@ -75,36 +75,50 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def row_pattern(columns: Sequence[Column], text: str, optional: bool, sep: str) -> str:
+def row_pattern(columns: Sequence[Column], text: str, optional: bool, sep: str,
+                markers: Sequence[str] = (), nan: bool = True) -> str:
     """Regex source of one row: fields of ``columns`` joined by ``sep``.
 
     No field pattern matches a separator, so a match has exactly one field per column.
     ``text`` is the character class of a text value; ``optional`` admits empty fields
-    (NULLs).
+    (NULLs); ``markers`` admits missing-value markers in the columns that are not text.
     """
     return sep.join(text + ("*+" if optional else "++") if c.type is ColumnType.TEXT
-                    else value_pattern(c.type, optional=optional) for c in columns)
+                    else value_pattern(c.type, optional=optional, markers=markers, nan=nan)
+                    for c in columns)
 
 
-Patterns = tuple[re.Pattern[str], re.Pattern[str]]
+Patterns = tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]
 
 
-def batch_patterns(columns: Sequence[Column], text: str, sep: str, end: str) -> Patterns:
+def batch_patterns(columns: Sequence[Column], text: str, sep: str, end: str,
+                   markers: Sequence[str], nan: bool) -> Patterns:
     """Patterns of a whole batch of rows, each followed by ``end``: without empty fields
-    (tried first: when it matches there is no NULL to mark), and with them."""
-    return (re.compile(f"(?:{row_pattern(columns, text, False, sep)}{end})*+"),
-            re.compile(f"(?:{row_pattern(columns, text, True, sep)}{end})*+"))
+    (tried first: when it matches there is no NULL to mark), with them, and with
+    missing-value markers too (which then need replacing)."""
+    return tuple(re.compile(f"(?:{row_pattern(columns, text, opt, sep, marks, nan)}{end})*+")
+                 for opt, marks in ((False, ()), (True, ()), (True, markers)))  # type: ignore
 
 
 class RowCodec:
     """Checks rows of one table's columns and encodes them as COPY text."""
 
-    def __init__(self, columns: Sequence[Column]) -> None:
+    def __init__(self, columns: Sequence[Column],
+                 markers: Sequence[str] = DEFAULT_NULL_MARKERS,
+                 markers_in_text: bool = False) -> None:
         self.columns = tuple(columns)
         self.width = len(self.columns)
-        self._row_re = re.compile(row_pattern(columns, _PLAIN_TEXT, True, "\t"))
-        self._text_res = batch_patterns(columns, _PLAIN_TEXT, "\t", "\n")
-        self._parsed_res = batch_patterns(columns, _PARSED_TEXT, _FIELD_SEP, _ROW_END)
+        self.markers = frozenset(m for m in markers if m)
+        nan = nan_is_value(self.markers)
+        listed = sorted(self.markers)
+        #: Columns whose markers become NULL: all but text, or every one.
+        self.nulled = [i for i, c in enumerate(self.columns)
+                       if markers_in_text or c.type is not ColumnType.TEXT]
+        self._row_re = re.compile(row_pattern(columns, _PLAIN_TEXT, True, "\t", (), nan))
+        self._text_res = batch_patterns(columns, _PLAIN_TEXT, "\t", "\n", listed, nan)
+        self._parsed_res = batch_patterns(columns, _PARSED_TEXT, _FIELD_SEP, _ROW_END,
+                                          listed, nan)
+        self._text_markers = markers_in_text and bool(self.markers)
 
     def encode_text(self, text: str) -> bytes | None:
         """Plain ``text`` (tab separated, every line ending in ``\\n``) as COPY data if good.
@@ -114,7 +128,29 @@ class RowCodec:
         nulls = _check(self._text_res, text)
         if nulls is None:
             return None
+        if nulls == 2 or self._text_markers:
+            rows = [line.split("\t") for line in text[:-1].split("\n")]
+            return self.encode_rows(rows)
         return _utf8(fill_nulls(text, self.width) if nulls else text)
+
+    def fits_text(self, text: str) -> bool:
+        """Whether plain ``text`` (as for :meth:`encode_text`) holds only good rows."""
+        return _check(self._text_res, text) is not None
+
+    def fits_rows(self, rows: list[list[str]]) -> bool:
+        """Whether parsed ``rows`` of the right width hold only good values."""
+        text = _ROW_END.join(map(_FIELD_SEP.join, rows)) + _ROW_END
+        return _check(self._parsed_res, text) is not None
+
+    def blank_markers(self, rows: list[list[str]]) -> list[list[str]]:
+        """``rows`` with missing-value markers emptied in the nulled columns (column-wise:
+        one comprehension per column instead of a Python step per field of every row)."""
+        markers = self.markers
+        columns = list(map(list, zip(*rows)))
+        for i in self.nulled:
+            if markers.intersection(columns[i]):
+                columns[i] = ["" if v in markers else v for v in columns[i]]
+        return list(map(list, zip(*columns)))
 
     def encode_rows(self, rows: list[list[str]]) -> bytes | None:
         """COPY data for rows parsed by the csv module if every one is good, else None."""
@@ -124,11 +160,19 @@ class RowCodec:
         nulls = _check(self._parsed_res, text)
         if nulls is None:
             return None
+        if nulls == 2 or self._text_markers:
+            rows = self.blank_markers(rows)
+            text = _ROW_END.join(map(_FIELD_SEP.join, rows)) + _ROW_END
+            nulls = 1
         text = escape_text(text).replace(_FIELD_SEP, "\t").replace(_ROW_END, "\n")
         return _utf8(fill_nulls(text, self.width) if nulls else text)
 
     def encode_row(self, row: list[str]) -> str | tuple[str | None, str]:
         """One row's COPY line (without NULL markers or newline), or (column, reason)."""
+        if len(row) == self.width and self.markers:
+            markers = self.markers
+            row = [("" if row[i] in markers else row[i]) if i in self.nulled else row[i]
+                   for i in range(self.width)] if markers.intersection(row) else row
         line = "\t".join(row)
         if (len(row) == self.width and self._row_re.fullmatch(line)
                 and (line.isascii() or _is_utf8(line))):
@@ -151,11 +195,12 @@ class RowCodec:
         return None
 
 
-def _check(patterns: Patterns, text: str) -> bool | None:
-    """None if ``text`` fails; else whether it has empty fields (the strict pattern failed)."""
-    if patterns[0].fullmatch(text) is not None:
-        return False
-    return True if patterns[1].fullmatch(text) is not None else None
+def _check(patterns: Patterns, text: str) -> int | None:
+    """None if ``text`` fails; else 0 (no empty field), 1 (empty fields) or 2 (markers too)."""
+    for level, pattern in enumerate(patterns):
+        if pattern.fullmatch(text) is not None:
+            return level
+    return None
 
 
 def _utf8(text: str) -> bytes | None:

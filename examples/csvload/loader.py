@@ -1,26 +1,34 @@
-"""Load a table's batches into PostgreSQL with COPY, so that a retried load never duplicates.
+"""Load a table's batches into PostgreSQL with COPY, so that a re-run never duplicates.
 
-One load is ONE transaction: take a lock on (table, run); if an earlier attempt of this run
-already committed rows for the table (it is in ``plankton_loads``), delete them; COPY every
-batch straight into the table; record the load in ``plankton_loads``; commit. A loader killed
-at any point (SIGKILL mid-COPY, lost worker) has its transaction rolled back by the server,
-and a retry finds either nothing or a complete earlier load that it replaces: exactly one
-copy of the run's rows is ever visible.
+The identity of a load is what it loads, not the run that does it: the table and its source
+files (:func:`load_key`), or, with a ``time_column``, the table and a ``[since, to)`` window.
+One load is ONE transaction: lock the table against other loads of it; delete what the same
+load wrote before (rows carrying its key in ``_plankton_load``, or for a window every row of
+the table in the window); COPY the batches (for a window with ``COPY ... WHERE``, so that
+only the rows in it are kept); record the load in ``plankton_loads`` with the content hash of
+its files; commit. A loader killed at any point has its transaction rolled back by the
+server, and a retry, a rerun, a resume or a fresh run of the same load replaces it: exactly
+one copy is ever visible. :func:`is_loaded` tells a loader's ``complete()`` that the same
+load of the same bytes is already there.
 
 Why not a staging table and a swap: copying into a staging table and then
 ``INSERT ... SELECT`` writes every row twice and measured ~2x slower, while a swap replaces
-the whole table and so cannot keep the rows of other runs. Why the lock: two live attempts
+the whole table and so cannot keep the rows of other loads. Why the lock: two live attempts
 of one task (a worker that was presumed lost but was not) would otherwise both commit.
 
-Each row carries the run id in ``_plankton_run``; COPY text is passed through unchanged, the
-run id appended to each line with one ``bytes.replace``.
+COPY text is passed through unchanged, the load key appended to each line with one
+``bytes.replace``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -28,7 +36,7 @@ from psycopg.copy import QueuedLibpqWriter
 
 from .errors import BadRowError, SchemaError
 from .reader import Batch
-from .schema import LOADS_TABLE, RUN_COLUMN, Column
+from .schema import LOAD_COLUMN, LOADS_TABLE, Column
 
 #: How long a load waits for another attempt of the same (table, run) to finish, in seconds.
 DEFAULT_LOCK_TIMEOUT_S = 600
@@ -36,9 +44,58 @@ DEFAULT_LOCK_TIMEOUT_S = 600
 _CONTEXT_RE = re.compile(r"line (\d+)(?:, column ([^:]+))?")
 
 _CREATE_LOADS = sql.SQL(
-    "CREATE TABLE IF NOT EXISTS {} (run text NOT NULL, table_name text NOT NULL, "
-    "rows bigint NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now(), "
-    "PRIMARY KEY (run, table_name))").format(sql.Identifier(LOADS_TABLE))
+    "CREATE TABLE IF NOT EXISTS {} (load_key text NOT NULL, table_name text NOT NULL, "
+    "run text NOT NULL, rows bigint NOT NULL, content_hash text NOT NULL, "
+    "time_column text, since timestamptz, \"to\" timestamptz, "
+    "loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, load_key))"
+).format(sql.Identifier(LOADS_TABLE))
+
+
+@dataclass(frozen=True)
+class Window:
+    """The ``[since, to)`` window of ``time_column`` that a load replaces; open ends None."""
+
+    time_column: str
+    since: dt.datetime | None = None
+    to: dt.datetime | None = None
+
+    def condition(self) -> sql.Composable:
+        """SQL selecting the window's rows (all rows when both ends are open)."""
+        column = sql.Identifier(self.time_column)
+        parts: list[sql.Composable] = []
+        if self.since is not None:
+            parts.append(sql.SQL("{} >= {}").format(column, sql.Literal(self.since)))
+        if self.to is not None:
+            parts.append(sql.SQL("{} < {}").format(column, sql.Literal(self.to)))
+        return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
+
+    def describe(self) -> list[str | None]:
+        return [self.time_column, _iso(self.since), _iso(self.to)]
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(dt.timezone.utc).isoformat()
+
+
+def load_key(table: str, files: Sequence[str | Path], window: Window | None = None) -> str:
+    """What a load is: the table and its files, or the table and its window."""
+    what: list[object] = [table]
+    what += [window.describe()] if window is not None else sorted(map(str, files))
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]
+
+
+def content_hash(files: Sequence[str | Path], columns: Sequence[Column],
+                 options: object = None) -> str:
+    """SHA-256 over the files' bytes, the columns and any other ``options`` (markers...)
+    that change what a load writes: equal hashes, equal rows."""
+    digest = hashlib.sha256(json.dumps([[[c.name, c.type.value] for c in columns],
+                                        options], default=str).encode())
+    for path in sorted(map(str, files)):
+        digest.update(f"\0{path}\0".encode())
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -74,7 +131,7 @@ def ensure_table(conn: psycopg.Connection, table: str, columns: Sequence[Column]
         if not existing:
             conn.execute(create_table_sql(table, columns))
             return
-    expected = [(c.name, c.type.value) for c in columns] + [(RUN_COLUMN, "text")]
+    expected = [(c.name, c.type.value) for c in columns] + [(LOAD_COLUMN, "text")]
     if existing != expected:
         raise SchemaError(f"table {table!r} exists with columns {existing}; this load needs "
                           f"{expected}: drop or rename the table, or declare the types "
@@ -82,10 +139,10 @@ def ensure_table(conn: psycopg.Connection, table: str, columns: Sequence[Column]
 
 
 def create_table_sql(table: str, columns: Sequence[Column]) -> sql.Composed:
-    """CREATE TABLE for ``columns`` plus the run column."""
+    """CREATE TABLE for ``columns`` plus the load column."""
     fields = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type.value))
               for c in columns]
-    fields.append(sql.SQL("{} text NOT NULL").format(sql.Identifier(RUN_COLUMN)))
+    fields.append(sql.SQL("{} text NOT NULL").format(sql.Identifier(LOAD_COLUMN)))
     return sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(table),
                                                   sql.SQL(", ").join(fields))
 
@@ -103,56 +160,70 @@ def _canonical(type_name: str) -> str:
     return "timestamptz" if type_name == "timestamp with time zone" else type_name
 
 
-def load_table(dsn: str, table: str, columns: Sequence[Column], run_id: str,
-               batches: Iterable[Batch], *,
-               lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> int:
-    """Load ``batches`` into ``table`` as run ``run_id``'s only copy; return the row count.
+def load_table(dsn: str, table: str, columns: Sequence[Column], key: str,
+               batches: Iterable[Batch], *, run_id: str = "", window: Window | None = None,
+               digest: str = "", lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> int:
+    """Load ``batches`` into ``table`` as the only copy of load ``key``; return rows loaded.
 
-    Creates the table if needed. Rows an earlier attempt of the same run committed are
-    replaced in the same transaction. A value PostgreSQL refuses raises BadRowError naming
-    the file, line and column it came from.
+    Creates the table if needed. What the same load (or, with ``window``, any load) wrote
+    before is replaced in the same transaction; with ``window`` only the rows inside it are
+    kept. ``digest`` (:func:`content_hash`) is recorded for :func:`is_loaded`. A value
+    PostgreSQL refuses raises BadRowError naming the file, line and column it came from.
     """
     with connect(dsn) as conn:
         ensure_table(conn, table, columns)
         conn.execute(sql.SQL("SET lock_timeout = {}").format(
             sql.Literal(f"{int(lock_timeout_s * 1000)}ms")))
         with conn.transaction():
-            lock_load(conn, table, run_id)
-            forget_earlier_load(conn, table, run_id)
-            rows = copy_batches(conn, table, columns, run_id, batches)
-            record_load(conn, table, run_id, rows)
+            lock_load(conn, table)
+            forget_earlier_load(conn, table, key, window)
+            rows = copy_batches(conn, table, columns, key, batches, window)
+            record_load(conn, table, key, run_id, rows, digest, window)
     return rows
 
 
-def lock_load(conn: psycopg.Connection, table: str, run_id: str) -> None:
-    """Wait (up to lock_timeout) until no other attempt loads ``table`` for ``run_id``."""
+def lock_load(conn: psycopg.Connection, table: str) -> None:
+    """Wait (up to lock_timeout) until no other load of ``table`` is under way.
+
+    One lock per table, not per load: a window and a whole-file load of one table may
+    overlap, and two attempts of one load must not both commit.
+    """
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                 [f"plankton:load:{table}:{run_id}"])
+                 [f"plankton:load:{table}"])
 
 
-def forget_earlier_load(conn: psycopg.Connection, table: str, run_id: str) -> int:
-    """Delete what an earlier, committed attempt of this run loaded; return its row count.
+def forget_earlier_load(conn: psycopg.Connection, table: str, key: str,
+                        window: Window | None) -> int:
+    """Delete what the same load wrote before (or a window's rows); return rows deleted.
 
-    The log row and the data commit together, so the log says exactly when there is
-    something to delete, and the common first attempt never scans the table.
+    The log row and the data commit together, so without a window the log says exactly when
+    there is something to delete, and the common first load never scans the table.
     """
     done = conn.execute(
-        sql.SQL("DELETE FROM {} WHERE run = %s AND table_name = %s RETURNING rows")
-        .format(sql.Identifier(LOADS_TABLE)), [run_id, table]).fetchone()
+        sql.SQL("DELETE FROM {} WHERE table_name = %s AND load_key = %s RETURNING rows")
+        .format(sql.Identifier(LOADS_TABLE)), [table, key]).fetchone()
+    if window is not None:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
+                sql.Identifier(table), window.condition()))
+            return cur.rowcount
     if done is None:
         return 0
     conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(
-        sql.Identifier(table), sql.Identifier(RUN_COLUMN)), [run_id])
+        sql.Identifier(table), sql.Identifier(LOAD_COLUMN)), [key])
     return int(done[0])
 
 
 def copy_batches(conn: psycopg.Connection, table: str, columns: Sequence[Column],
-                 run_id: str, batches: Iterable[Batch]) -> int:
-    """COPY every batch into ``table`` with ``run_id`` appended; return rows copied."""
-    names = [sql.Identifier(c.name) for c in columns] + [sql.Identifier(RUN_COLUMN)]
+                 key: str, batches: Iterable[Batch], window: Window | None = None) -> int:
+    """COPY every batch into ``table`` with ``key`` appended; return rows kept (only those
+    inside ``window`` when given: ``COPY ... WHERE``, PostgreSQL 12+)."""
+    names = [sql.Identifier(c.name) for c in columns] + [sql.Identifier(LOAD_COLUMN)]
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table),
                                                           sql.SQL(", ").join(names))
-    suffix = b"\t" + run_id_text(run_id) + b"\n"
+    if window is not None:
+        statement = sql.SQL("{} WHERE {}").format(statement, window.condition())
+    suffix = b"\t" + run_id_text(key) + b"\n"
     sent: list[_Sent] = []
     rows = 0
     try:
@@ -163,9 +234,18 @@ def copy_batches(conn: psycopg.Connection, table: str, columns: Sequence[Column]
                 sent.append(_Sent.of(rows, batch))
                 copy.write(batch.data.replace(b"\n", suffix))
                 rows += batch.rows
+            # (the COPY ends on leaving this block; rowcount is read after it)
     except psycopg.errors.DataError as exc:
         raise bad_row_from(exc, sent) from exc
-    return rows
+    # The rows COPY's WHERE kept: psycopg does not report COPY's own count.
+    return rows if window is None else copied_rows(conn, table, key)
+
+
+def copied_rows(conn: psycopg.Connection, table: str, key: str) -> int:
+    """Rows of ``table`` carrying load ``key`` (after a windowed COPY: the rows it kept)."""
+    found = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(
+        sql.Identifier(table), sql.Identifier(LOAD_COLUMN)), [key]).fetchone()
+    return int(found[0]) if found else 0
 
 
 def run_id_text(run_id: str) -> bytes:
@@ -188,16 +268,32 @@ def bad_row_from(exc: psycopg.errors.DataError, sent: Sequence[_Sent]) -> Except
     return exc
 
 
-def record_load(conn: psycopg.Connection, table: str, run_id: str, rows: int) -> None:
+def record_load(conn: psycopg.Connection, table: str, key: str, run_id: str, rows: int,
+                digest: str, window: Window | None) -> None:
     """Log the load; commits (or not) with the rows themselves."""
-    conn.execute(sql.SQL("INSERT INTO {} (run, table_name, rows) VALUES (%s, %s, %s)")
-                 .format(sql.Identifier(LOADS_TABLE)), [run_id, table, rows])
+    bounds = [window.time_column, window.since, window.to] if window else [None, None, None]
+    conn.execute(sql.SQL(
+        "INSERT INTO {} (load_key, table_name, run, rows, content_hash, time_column, since, "
+        "\"to\") VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(sql.Identifier(LOADS_TABLE)),
+        [key, table, run_id, rows, digest, *bounds])
 
 
-def loaded_rows(dsn: str, table: str, run_id: str) -> int | None:
-    """Rows a committed load of ``table`` recorded for ``run_id``, or None if none did."""
-    with connect(dsn) as conn:
-        found = conn.execute(
-            sql.SQL("SELECT rows FROM {} WHERE run = %s AND table_name = %s")
-            .format(sql.Identifier(LOADS_TABLE)), [run_id, table]).fetchone()
+def loaded_rows(dsn: str, key: str) -> int | None:
+    """Rows the committed load ``key`` recorded, or None if there is none."""
+    found = _load_row(dsn, key)
     return None if found is None else int(found[0])
+
+
+def is_loaded(dsn: str, key: str, digest: str) -> bool:
+    """Whether load ``key`` is committed with content hash ``digest`` (nothing to do)."""
+    found = _load_row(dsn, key)
+    return found is not None and found[1] == digest
+
+
+def _load_row(dsn: str, key: str) -> tuple | None:
+    with connect(dsn) as conn:
+        if conn.execute("SELECT to_regclass(%s)", [LOADS_TABLE]).fetchone() == (None,):
+            return None
+        return conn.execute(
+            sql.SQL("SELECT rows, content_hash FROM {} WHERE load_key = %s")
+            .format(sql.Identifier(LOADS_TABLE)), [key]).fetchone()

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from .columns import DEFAULT_NULL_MARKERS
 from .copytext import RowCodec, fill_nulls, plain_text
 from .errors import BadRowError, SchemaError
 from .schema import Column, column_names, open_csv
@@ -82,9 +83,11 @@ class BatchEncoder:
     """Turns blocks of one file's lines into Batches, reporting or raising on bad rows."""
 
     def __init__(self, path: Path, columns: Sequence[Column],
-                 on_bad_row: OnBadRow | None = None) -> None:
+                 on_bad_row: OnBadRow | None = None,
+                 markers: Sequence[str] = DEFAULT_NULL_MARKERS,
+                 markers_in_text: bool = False) -> None:
         self.source = str(path)
-        self.codec = RowCodec(columns)
+        self.codec = RowCodec(columns, markers, markers_in_text)
         self.on_bad_row = on_bad_row
 
     def encode_block(self, block: str, more: Iterator[str], first_line: int
@@ -218,14 +221,17 @@ def read_blocks(handle: IO[str], size: int) -> Iterator[str]:
 
 def read_batches(path: Path, columns: Sequence[Column], *,
                  batch_bytes: int = DEFAULT_BATCH_BYTES,
-                 on_bad_row: OnBadRow | None = None) -> Iterator[Batch]:
+                 on_bad_row: OnBadRow | None = None,
+                 markers: Sequence[str] = DEFAULT_NULL_MARKERS,
+                 markers_in_text: bool = False) -> Iterator[Batch]:
     """Stream ``path`` as Batches of the good rows of about ``batch_bytes`` of CSV each.
 
     A bad row raises BadRowError naming file, line and column, unless ``on_bad_row`` is
-    given: it then receives the row and reading goes on. A file that is not valid CSV
-    (say, a field over the csv module's size limit) always raises.
+    given: it then receives the row and reading goes on. ``markers`` (missing values) load
+    as NULL in the columns that are not text, and in text ones too if ``markers_in_text``.
+    A file that is not valid CSV (say, a field over the csv module's size limit) always raises.
     """
-    encoder = BatchEncoder(path, columns, on_bad_row)
+    encoder = BatchEncoder(path, columns, on_bad_row, markers, markers_in_text)
     with open_csv(path) as handle:
         line = read_header(path, handle, columns)
         more = iter(handle.readline, "")

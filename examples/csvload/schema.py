@@ -3,8 +3,12 @@
 A file's stem up to a trailing ``_N`` names its table (``ratings_1.csv`` and ``ratings_2.csv``
 both load ``ratings``); the header names the columns. Names are turned into plain lower-case
 SQL identifiers so that nobody has to quote them later. Types come from an optional
-``schema.json`` beside the files, else from a sample of each file's first rows, widened over
-the files of one table. Planning happens once, when the DAG is built: the extractors and the
+``schema.json`` beside the files, else from the whole of each file, widened over the files of
+one table: the first rows give a first guess, then every block of the file is checked against
+it by the reader's own one-match-per-block patterns, and only a block that does not fit is
+looked at value by value to widen the columns it breaks (a first ``NA``, decimal, or id
+beyond 64 bits at line 200,000 widens the column instead of failing the load there).
+Planning happens once, when the DAG is built: the extractors and the
 loader then all work from the same column list, so they can never disagree on types.
 """
 
@@ -19,15 +23,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from .columns import ColumnType, infer_type, parse_type, widen
-from .errors import SchemaError
+from .columns import (
+    DEFAULT_NULL_MARKERS,
+    ColumnType,
+    infer_present,
+    infer_type,
+    parse_type,
+    value_problem,
+    widen,
+)
+from .errors import CsvLoadError, SchemaError
 
 #: Optional file beside the CSVs: {"table": {"column": "type", ...}, ...}.
 SCHEMA_FILE = "schema.json"
-#: Column added to every loaded table: the id of the run that loaded the row.
-RUN_COLUMN = "_plankton_run"
-#: Table recording every committed load (run, table_name, rows, loaded_at).
+#: Column added to every loaded table: the key of the load that wrote the row (what was
+#: loaded: the table and its files, or the table and a time window; never the run).
+LOAD_COLUMN = "_plankton_load"
+#: Table recording every committed load (load_key, table_name, run, rows, content_hash, ...).
 LOADS_TABLE = "plankton_loads"
+#: Characters of a file read at a time by the whole-file type pass.
+INFERENCE_BLOCK = 1 << 20
 #: Rows per file read to infer column types.
 DEFAULT_SAMPLE_ROWS = 1000
 #: PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
@@ -126,11 +141,62 @@ def sample_rows(path: Path, width: int, limit: int) -> list[list[str]]:
     return rows[:limit]
 
 
-def infer_columns(path: Path, names: Sequence[str], limit: int) -> list[Column]:
-    """Columns of one file with types inferred from a sample of its rows."""
+def infer_columns(path: Path, names: Sequence[str], limit: int,
+                  markers: Sequence[str] = DEFAULT_NULL_MARKERS) -> list[Column]:
+    """Columns of one file with types that fit every row of it.
+
+    The first ``limit`` rows give a guess; the whole file is then checked against it a
+    block at a time and widened where a block does not fit (see the module docstring).
+    """
     rows = sample_rows(path, len(names), limit)
     values = list(zip(*rows)) if rows else [() for _ in names]
-    return [Column(name, infer_type(col)) for name, col in zip(names, values)]
+    columns = [Column(name, infer_type(col, markers)) for name, col in zip(names, values)]
+    return widen_to_file(path, columns, markers)
+
+
+def widen_to_file(path: Path, columns: list[Column], markers: Sequence[str]) -> list[Column]:
+    """``columns`` widened until every well-formed row of ``path`` fits them."""
+    from .copytext import RowCodec, plain_text  # copytext imports this module
+    from .reader import parse_rows
+
+    codec = RowCodec(columns, markers)
+    width = len(columns)
+    with open_csv(path) as handle:
+        handle.readline()
+        more = iter(handle.readline, "")
+        while block := handle.read(INFERENCE_BLOCK):
+            if not block.endswith("\n"):
+                block += handle.readline()
+            text = plain_text(block, width)
+            if text is not None and codec.fits_text(text.replace(",", "\t")):
+                continue
+            try:
+                rows, _, _ = parse_rows(str(path), block, more, 0)
+            except CsvLoadError:
+                return columns  # not valid CSV: the reader reports it with its line
+            rows = [row for row in rows if len(row) == width]
+            if not rows or codec.fits_rows(rows):
+                continue
+            widened = widen_columns(columns, rows, markers)
+            if widened != columns:
+                columns = widened
+                codec = RowCodec(columns, markers)
+    return columns
+
+
+def widen_columns(columns: list[Column], rows: list[list[str]], markers: Sequence[str]
+                  ) -> list[Column]:
+    """``columns`` widened to hold the values of ``rows`` too (a block that did not fit)."""
+    missing = {"", *markers}
+    out = []
+    for column, values in zip(columns, zip(*rows)):
+        kind = column.type
+        if kind is not ColumnType.TEXT and any(
+                v not in missing and value_problem(v, kind) is not None for v in values):
+            found = infer_present(values, markers)
+            kind = kind if found is None else widen(kind, found)
+        out.append(Column(column.name, kind))
+    return out
 
 
 def load_declared_types(directory: Path) -> dict[str, dict[str, ColumnType]]:
@@ -204,13 +270,14 @@ def group_by_table(files: Sequence[Path]) -> Iterator[tuple[str, list[Path]]]:
         yield name, tables[name]
 
 
-def plan_tables(directory: Path, sample_rows_per_file: int = DEFAULT_SAMPLE_ROWS
-                ) -> list[TableSpec]:
+def plan_tables(directory: Path, sample_rows_per_file: int = DEFAULT_SAMPLE_ROWS,
+                markers: Sequence[str] = DEFAULT_NULL_MARKERS) -> list[TableSpec]:
     """Every table that ``directory``'s CSV files load, with columns, types and files."""
     declared = load_declared_types(directory)
     specs = []
     for name, files in group_by_table(find_csv_files(directory)):
-        per_file = {p: infer_columns(p, read_header(p), sample_rows_per_file) for p in files}
+        per_file = {p: infer_columns(p, read_header(p), sample_rows_per_file, markers)
+                    for p in files}
         columns = apply_declared(name, merge_columns(name, per_file), declared.pop(name, {}))
         specs.append(TableSpec(name, columns, tuple(files)))
     if declared:

@@ -10,6 +10,7 @@ reject file.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from tests.examples.test_csvload import copied_so_far, file_rows, sort_key, tabl
 from tests.servers import wait_for
 
 DAG_MODULE = "examples.csv_to_postgres"
+DSN_REF = "env:CSV_TEST_DSN"
 KILL_ROWS = 2 * 300_000  # rows of the table whose loader is killed: seconds of COPY
 
 
@@ -43,8 +45,11 @@ def dsn(postgres_server) -> Iterator[str]:
 
 
 @pytest.fixture
-def workers(cluster):
-    """A scheduler and 2 workers running the example; {worker name: process}."""
+def workers(cluster, dsn, monkeypatch):
+    """A scheduler and 2 workers running the example; {worker name: process}. The DSN is
+    passed as the secret reference env:CSV_TEST_DSN, set here and in every process."""
+    monkeypatch.setenv("CSV_TEST_DSN", dsn)  # complete() runs where the run is written
+    cluster.env_extra["CSV_TEST_DSN"] = dsn
     cluster.imports = [DAG_MODULE]
     cluster.scheduler()
     return {name: cluster.worker(name) for name in ("csv-w1", "csv-w2")}
@@ -99,15 +104,15 @@ def test_every_table_holds_its_files_rows_each_traced_to_the_run(
     make_csvs.write_files(tmp_path, files=2, rows=3000, shape="ratings")
     make_csvs.write_files(tmp_path, files=1, rows=2000, shape="users")
     make_csvs.write_files(tmp_path, files=2, rows=1500, shape="events")
-    run_id = client.submit("csv_to_postgres", params={"directory": str(tmp_path), "dsn": dsn})
+    run_id = client.submit("csv_to_postgres", params={"directory": str(tmp_path), "dsn": DSN_REF})
     run = client.wait(run_id, timeout=60)
     assert run["status"] == "succeeded", run["error"]
     assert run["result"] == {"events": 3000, "ratings": 6000, "users": 2000}
     for spec in plan_tables(tmp_path):
         expected = sorted(file_rows(spec), key=sort_key)
         assert sorted(table_rows(dsn, spec), key=sort_key) == expected, spec.name
-        assert query(dsn, f"SELECT _plankton_run, count(*) FROM {spec.name} GROUP BY 1") == [
-            (run_id, len(expected))]
+        assert query(dsn, f"SELECT count(DISTINCT _plankton_load), count(*) FROM {spec.name}"
+                     ) == [(1, len(expected))]
     assert query(dsn, f"SELECT table_name, rows FROM {LOADS_TABLE} WHERE run = %s "
                       "ORDER BY 1", run_id) == [("events", 3000), ("ratings", 6000),
                                                 ("users", 2000)]
@@ -136,7 +141,7 @@ def file_sums(directory: Path) -> tuple:
 
 def test_a_loader_killed_mid_copy_is_retried_and_leaves_exactly_one_copy(
         workers, client, dsn, big_dir: Path) -> None:
-    run_id = client.submit("csv_to_postgres", params={"directory": str(big_dir), "dsn": dsn})
+    run_id = client.submit("csv_to_postgres", params={"directory": str(big_dir), "dsn": DSN_REF})
 
     def loader_copying() -> tuple[str, int] | None:
         (loader,) = tasks_named(client.status(run_id), "LoadTable")
@@ -159,8 +164,8 @@ def test_a_loader_killed_mid_copy_is_retried_and_leaves_exactly_one_copy(
     # Exactly one copy: every row once, all of this run, one load recorded.
     assert query(dsn, "SELECT count(*), sum(user_id), sum(movie_id), sum(rating), "
                       "sum(timestamp) FROM ratings")[0] == file_sums(big_dir)
-    assert query(dsn, "SELECT _plankton_run, count(*) FROM ratings GROUP BY 1") == [
-        (run_id, KILL_ROWS)]
+    assert query(dsn, "SELECT count(DISTINCT _plankton_load), count(*) FROM ratings") == [
+        (1, KILL_ROWS)]
     assert query(dsn, f"SELECT run, rows FROM {LOADS_TABLE}") == [(run_id, KILL_ROWS)]
 
 
@@ -171,7 +176,7 @@ def test_a_malformed_row_fails_the_run_at_once_naming_file_line_and_column(
         workers, client, dsn, tmp_path: Path) -> None:
     path = typed_dir(tmp_path, BAD_BODY)
     run = client.wait(client.submit("csv_to_postgres",
-                                    params={"directory": str(tmp_path), "dsn": dsn}),
+                                    params={"directory": str(tmp_path), "dsn": DSN_REF}),
                       timeout=60)
     assert run["status"] == "failed"
     (extractor,) = tasks_named(run, "ExtractCsv")
@@ -194,7 +199,7 @@ def test_skip_bad_rows_writes_the_rejects_file_and_loads_the_rest(
         workers, cluster, dsn, tmp_path: Path) -> None:
     typed_dir(tmp_path, BAD_BODY)
     done = cluster.cli("run", "csv_to_postgres", "--param", f"directory={tmp_path}",
-                       "--param", f"dsn={dsn}", "--param", "skip_bad_rows=true", "--wait",
+                       "--param", f"dsn={DSN_REF}", "--param", "skip_bad_rows=true", "--wait",
                        "--import", DAG_MODULE)
     assert done.returncode == 0, done.stdout + done.stderr
     assert query(dsn, "SELECT id, note FROM m ORDER BY id") == [
@@ -211,3 +216,54 @@ def test_skip_bad_rows_writes_the_rejects_file_and_loads_the_rest(
     assert run["result"] == {"m": 3}
     (extractor,) = tasks_named(run, "ExtractCsv")
     assert extractor["result"] == {"rows": 3, "rejected": 2}
+
+
+# ----------------------------------------------------------------------------- idempotence
+
+
+def test_reruns_never_duplicate_and_an_unchanged_file_is_skipped_by_complete(
+        workers, client, dsn, tmp_path: Path) -> None:
+    make_csvs.write_files(tmp_path, files=2, rows=1000, shape="ratings")
+    params = {"directory": str(tmp_path), "dsn": DSN_REF}
+    first = client.wait(client.submit("csv_to_postgres", params=params), timeout=60)
+    assert first["status"] == "succeeded", first["error"]
+    sums = file_sums(tmp_path)
+    # A fresh run over the same bytes: complete() says the load is there; nothing runs.
+    again = client.wait(client.submit("csv_to_postgres", params=params), timeout=60)
+    assert again["status"] == "succeeded", again["error"]
+    assert {t["state"] for t in again["tasks"] if t["name"] != "Report"} == {"skipped"}
+    # A forced fresh run, and a rerun of it, replace the load: still exactly one copy.
+    forced = client.wait(client.submit("csv_to_postgres", params={**params, "reload": True}),
+                         timeout=60)
+    assert forced["status"] == "succeeded" and forced["result"] == {"ratings": 2000}
+    rerun = client.wait(client.rerun(forced["run_id"]), timeout=60)
+    assert rerun["status"] == "succeeded" and rerun["result"] == {"ratings": 2000}
+    assert query(dsn, "SELECT count(*), sum(user_id), sum(movie_id), sum(rating), "
+                      "sum(timestamp) FROM ratings")[0] == sums
+    assert query(dsn, f"SELECT run FROM {LOADS_TABLE}") == [(rerun["run_id"],)]
+    # A changed file is loaded again (its content hash differs), replacing the old rows.
+    make_csvs.write_files(tmp_path, files=2, rows=1500, shape="ratings")
+    changed = client.wait(client.submit("csv_to_postgres", params=params), timeout=60)
+    assert changed["result"] == {"ratings": 3000}
+    assert query(dsn, "SELECT count(*), sum(user_id), sum(movie_id), sum(rating), "
+                      "sum(timestamp) FROM ratings")[0] == file_sums(tmp_path)
+
+
+def test_a_windowed_run_loads_and_replaces_only_its_window(
+        workers, client, dsn, tmp_path: Path) -> None:
+    path = tmp_path / "obs_1.csv"
+    path.write_text("id,at,v\n" + "".join(
+        f"{i},2024-{1 + i % 12:02d}-15T12:00:00Z,{i}\n" for i in range(600)))
+    params = {"directory": str(tmp_path), "dsn": DSN_REF, "time_column": "at"}
+    utc = dt.timezone.utc
+    # March, April, March again (complete(): skipped), March forced (replaced, not doubled).
+    for month, reload, result in ((3, False, 50), (4, False, 50), (3, False, None),
+                                  (3, True, 50)):
+        since = dt.datetime(2024, month, 1, tzinfo=utc)
+        to = dt.datetime(2024, month + 1, 1, tzinfo=utc)
+        run = client.wait(client.submit("csv_to_postgres", params={**params, "reload": reload},
+                                        since=since, to=to), timeout=60)
+        assert run["status"] == "succeeded", run["error"]
+        assert run["result"] == ({} if result is None else {"obs": result})
+    assert query(dsn, "SELECT extract(month FROM at)::int, count(*) FROM obs "
+                      "GROUP BY 1 ORDER BY 1") == [(3, 50), (4, 50)]

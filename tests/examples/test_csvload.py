@@ -32,6 +32,8 @@ from examples.csvload import (
     RejectFile,
     SchemaError,
     TableSpec,
+    Window,
+    load_key,
     load_table,
     loaded_rows,
     plan_tables,
@@ -68,10 +70,11 @@ def batches_of(spec: TableSpec, **options) -> Iterator[Batch]:
             yield Batch.from_message(message)
 
 
-def load_directory(dsn: str, directory: Path, run_id: str, **options) -> dict[str, int]:
-    """The DAG's work without the engine: plan, then extract and load each table."""
-    return {spec.name: load_table(dsn, spec.name, spec.columns, run_id,
-                                  batches_of(spec, **options))
+def load_directory(dsn: str, directory: Path, key: str, **options) -> dict[str, int]:
+    """The DAG's work without the engine: plan, then extract and load each table (as load
+    ``key``, recorded as run ``key`` too)."""
+    return {spec.name: load_table(dsn, spec.name, spec.columns, key,
+                                  batches_of(spec, **options), run_id=key)
             for spec in plan_tables(directory)}
 
 
@@ -81,7 +84,7 @@ def query(dsn: str, statement: str, *args: object) -> list[tuple]:
 
 
 def count(dsn: str, table: str, run_id: str | None = None) -> int:
-    where = "" if run_id is None else " WHERE _plankton_run = %s"
+    where = "" if run_id is None else " WHERE _plankton_load = %s"
     args = () if run_id is None else (run_id,)
     return query(dsn, f"SELECT count(*) FROM {table}{where}", *args)[0][0]
 
@@ -137,7 +140,7 @@ def test_identifiers_are_sanitised_from_file_names_and_headers() -> None:
     assert table_name(Path("Daily Sales_2024_1.csv")) == "daily_sales_2024"
     assert table_name(Path("users.csv")) == "users"
     assert column_names(["a b", "a_b", "", "A-B"]) == ["a_b", "a_b_2", "column_3", "a_b_3"]
-    assert column_names(["id", "_plankton_run"]) == ["id", "plankton_run"]  # no clash
+    assert column_names(["id", "_plankton_load"]) == ["id", "plankton_load"]  # no clash
 
 
 def test_column_types_are_inferred_for_each_shape(tmp_path: Path) -> None:
@@ -274,12 +277,12 @@ def test_loading_a_table_twice_for_one_run_leaves_one_copy(tmp_path: Path, dsn: 
         assert load_directory(dsn, tmp_path, "run-1") == {"ratings": 2000}
     assert count(dsn, "ratings") == 2000
     assert load_directory(dsn, tmp_path, "run-2") == {"ratings": 2000}
-    assert query(dsn, "SELECT _plankton_run, count(*) FROM ratings GROUP BY 1 ORDER BY 1") == [
+    assert query(dsn, "SELECT _plankton_load, count(*) FROM ratings GROUP BY 1 ORDER BY 1") == [
         ("run-1", 2000), ("run-2", 2000)]
     assert query(dsn, f"SELECT run, table_name, rows FROM {LOADS_TABLE} ORDER BY run") == [
         ("run-1", "ratings", 2000), ("run-2", "ratings", 2000)]
-    assert loaded_rows(dsn, "ratings", "run-2") == 2000
-    assert loaded_rows(dsn, "ratings", "run-3") is None
+    assert loaded_rows(dsn, "run-2") == 2000
+    assert loaded_rows(dsn, "run-3") is None
 
 
 def test_two_live_attempts_of_one_load_take_turns(tmp_path: Path, dsn: str) -> None:
@@ -373,7 +376,7 @@ def test_a_load_killed_mid_copy_leaves_one_copy_once_retried(tmp_path: Path, dsn
     # First attempt dies mid-COPY: nothing of it is visible.
     assert 20_000 <= kill_loader_mid_copy(dsn, tmp_path, "run-1") < 100_000
     assert count(dsn, "ratings") == 0
-    assert loaded_rows(dsn, "ratings", "run-1") is None
+    assert loaded_rows(dsn, "run-1") is None
     # The retry loads everything once.
     assert load_directory(dsn, tmp_path, "run-1") == {"ratings": 100_000}
     # A later attempt of the same run dies mid-COPY after deleting the earlier rows in its
@@ -478,3 +481,76 @@ def test_make_csvs_writes_deterministic_files_of_each_shape(tmp_path: Path) -> N
             rows = list(csv.reader(handle))
         assert rows[0] == list(make_csvs.SHAPES["users"].header) and len(rows) == 26
 
+
+
+# ----------------------------------------------------------------------------- issue 17
+
+
+def test_types_fit_the_whole_file_and_markers_load_as_null(tmp_path: Path, dsn: str) -> None:
+    # The first NA, decimal and wide integers come after the 1,000-row inference sample.
+    rows = [f"{i},{i},{i},2024-01-02,2024-01-02T03:04:05Z,true,x{i}" for i in range(1500)]
+    rows[1200] = "1200,NA,2.5,NA,NA,NA,NA"
+    rows[1300] = "9223372036854775808,4294967296,NaN,2024-02-29,2024-01-02T03:04:05+05:30,FALSE,y"
+    write(tmp_path / "wide_1.csv", "id,n,x,d,ts,ok,note\n" + "\n".join(rows) + "\n")
+    (spec,) = plan_tables(tmp_path)
+    assert [c.type.value for c in spec.columns] == [
+        "numeric", "bigint", "double precision", "date", "timestamptz", "boolean", "text"]
+    assert load_directory(dsn, tmp_path, "k") == {"wide": 1500}
+    assert query(dsn, "SELECT n, x, d, ts, ok, note FROM wide WHERE id = 1200") == [
+        (None, 2.5, None, None, None, "NA")]  # text keeps NA by default
+    assert query(dsn, "SELECT n, x, ts, ok FROM wide WHERE id = 9223372036854775808") == [
+        (4294967296, None, dt.datetime(2024, 1, 1, 21, 34, 5, tzinfo=dt.timezone.utc), False)]
+    assert query(dsn, "SELECT sum(n), count(x) FROM wide")[0] == (
+        sum(range(1500)) - 1200 - 1300 + 4294967296, 1499)
+
+
+MARKERS = ["", "NA", "N/A", "NaN", "NULL", "null", "\\N"]
+
+
+@pytest.mark.parametrize("in_text", [False, True])
+def test_every_marker_in_every_column_type(tmp_path: Path, dsn: str, in_text: bool) -> None:
+    header = "i,b,f,d,ts,ok,t\n"
+    good = "0,7,1.5,2024-01-01,2024-01-01T00:00:00Z,true,text\n"
+    body = "".join(f'{n},{m},{m},{m},{m},{m},"{m}"\n'.replace('"\\N"', "\\N")
+                   for n, m in enumerate(MARKERS, start=1))
+    write(tmp_path / "m_1.csv", header + good + body)
+    (spec,) = plan_tables(tmp_path)
+    assert [c.type for c in spec.columns] == [B, B, D, ColumnType.DATE, TS, BOOL, T]
+    load_table(dsn, "m", spec.columns, "k",
+               (b for p in spec.files
+                for b in read_batches(p, spec.columns, markers_in_text=in_text)))
+    stored = query(dsn, "SELECT i, b, f, d, ts, ok, t FROM m WHERE i > 0 ORDER BY i")
+    for (i, *values), marker in zip(stored, MARKERS):
+        assert values[:5] == [None] * 5, (marker, values)
+        assert values[5] == (None if in_text or marker == "" else marker), marker
+
+
+def test_a_bad_value_after_widening_still_names_file_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "m_1.csv", "id,v\n" + "1,2\n" * 1500 + "2\n")
+    (spec,) = plan_tables(tmp_path)
+    with pytest.raises(BadRowError, match=r"m_1\.csv, line 1502, column 'v'"):
+        list(read_batches(path, spec.columns))
+
+
+def test_twelve_monthly_windows_equal_a_one_shot_load(tmp_path: Path, dsn: str) -> None:
+    utc = dt.timezone.utc
+    write(tmp_path / "obs_1.csv", "id,at,v\n" + "".join(
+        f"{i},{dt.datetime(2024, 1, 1, tzinfo=utc) + dt.timedelta(hours=7 * i):%Y-%m-%dT%H:%M:%S}"
+        f"{'Z' if i % 2 else '+00:00'},{i}\n" for i in range(1250)))
+    (spec,) = plan_tables(tmp_path)
+    months = [dt.datetime(2024, m, 1, tzinfo=utc) for m in range(1, 13)]
+    months.append(dt.datetime(2025, 1, 1, tzinfo=utc))
+    windows = [Window("at", a, b) for a, b in zip(months, months[1:])]
+
+    def load(window: Window | None, table: str = "obs") -> int:
+        key = load_key(table, spec.files, window)
+        return load_table(dsn, table, spec.columns, key, batches_of(spec), window=window)
+
+    total = sum(load(w) for w in reversed(windows))  # any order
+    assert total == 1250 == count(dsn, "obs")
+    snapshot = query(dsn, "SELECT id, at, v, _plankton_load FROM obs ORDER BY id")
+    assert load(windows[5]) == count(dsn, "obs", load_key("obs", [], windows[5])) > 0
+    assert query(dsn, "SELECT id, at, v, _plankton_load FROM obs ORDER BY id") == snapshot
+    assert load(None, "obs_all") == 1250
+    assert (query(dsn, "SELECT id, at, v FROM obs ORDER BY id")
+            == query(dsn, "SELECT id, at, v FROM obs_all ORDER BY id"))
