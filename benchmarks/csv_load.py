@@ -65,6 +65,7 @@ from examples.csvload import (  # noqa: E402
     plan_tables,
     read_batches,
 )
+from examples.csvload.schema import table_name  # noqa: E402
 
 DATA_DIR = Path(__file__).resolve().parent / ".data"
 #: Schema holding every table the benchmark makes; dropped and re-made before each run.
@@ -111,15 +112,15 @@ class Figure:
 # ----------------------------------------------------------------------------- set-up
 
 
-def ensure_data(files: int, rows: int, seed: int = 1) -> Path:
-    """The cached directory of ``files`` ratings files of ``rows`` rows, made if missing."""
-    directory = DATA_DIR / f"ratings-{files}x{rows}-seed{seed}"
+def ensure_data(files: int, rows: int, seed: int = 1, shape: str = "ratings") -> Path:
+    """The cached directory of ``files`` files of ``shape`` of ``rows`` rows, made if missing."""
+    directory = DATA_DIR / f"{shape}-{files}x{rows}-seed{seed}"
     if (directory / ".complete").exists():
         return directory
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix="partial-", dir=DATA_DIR))
     print(f"writing {files} x {rows:,} rows to {directory} ...", flush=True)
-    make_csvs.write_files(partial, files, rows, "ratings", seed)
+    make_csvs.write_files(partial, files, rows, shape, seed)
     (partial / ".complete").touch()
     shutil.rmtree(directory, ignore_errors=True)
     partial.rename(directory)
@@ -168,10 +169,19 @@ def timed(dsn: str, run: Callable[[], bool], meter: CpuMeter | None = None
 
 
 def psql_copy(dsn: str, files: Sequence[Path], sessions: int, total: int) -> bool:
-    """``\\copy`` every file into one plain table, from ``sessions`` psql processes."""
+    """``\\copy`` every file into one plain table, from ``sessions`` psql processes.
+
+    Ratings go into their types; other shapes (with NA, NaN, NULL markers, which \\copy
+    cannot all take as NULL) into text columns: the floor of moving the same bytes."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {FLOOR_TABLE} (user_id bigint, movie_id bigint, "
-                     "rating double precision, timestamp bigint)")
+        if files[0].name.startswith("ratings"):
+            conn.execute(f"CREATE TABLE {FLOOR_TABLE} (user_id bigint, movie_id bigint, "
+                         "rating double precision, timestamp bigint)")
+        else:
+            with open(files[0], encoding="utf-8") as handle:
+                names = handle.readline().strip().split(",")
+            conn.execute(f"CREATE TABLE {FLOOR_TABLE} ("
+                         + ", ".join(f'"{n}" text' for n in names) + ")")
     procs = [subprocess.Popen(psql_args(dsn, files[i::sessions])) for i in range(sessions)]
     codes = [p.wait(RUN_TIMEOUT_S) for p in procs]
     return codes == [0] * sessions and table_count(dsn, FLOOR_TABLE) == total
@@ -371,7 +381,8 @@ def run_plankton(url: str, directory: Path, dsn: str, total: int) -> bool:
     finally:
         client.close()
     return (run["status"] == "succeeded"
-            and run_rows(dsn, run_id) == total == table_count(dsn, TABLE))
+            and run_rows(dsn, run_id) == total
+            == table_count(dsn, table_name(sorted(directory.glob("*.csv"))[0])))
 
 
 def run_rows(dsn: str, run_id: str) -> int | None:
@@ -451,6 +462,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--files", type=int, default=3)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows per file")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--shape", choices=("ratings", "wide"), default="ratings",
+                        help="ratings (4 numeric columns) or wide (20 columns of every "
+                             "type, with missing values: NA, NaN, NULL, empty)")
     parser.add_argument("--lines", default=",".join(LINES),
                         help="comma-separated subset of: " + ", ".join(LINES))
     parser.add_argument("--dsn", help="PostgreSQL to use (default: start a private one)")
@@ -469,7 +483,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    directory = ensure_data(args.files, args.rows)
+    directory = ensure_data(args.files, args.rows, shape=args.shape)
     meter = CpuMeter()
     server: ThrowawayPostgres | None = None
     stack: PlanktonStack | None = None

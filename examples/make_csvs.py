@@ -8,6 +8,8 @@ Three shapes cover what a loader meets in practice:
 - ``ratings``: MovieLens-like ``userId,movieId,rating,timestamp`` (integers, a float, a Unix
   time): narrow, numeric, the fast path and the benchmark's data;
 - ``users``: text with commas and quotes, empty ages (NULLs), booleans, ISO timestamps;
+- ``wide``: 20 columns of every type with ~5% missing values (empty, NA, NaN, NULL), as
+  open-data exports are: the benchmark's real-shaped table;
 - ``events``: JSON-ish text that sometimes holds newlines, tabs, backslashes and non-ASCII,
   floats present only on purchases, timestamps with fractions and offsets.
 
@@ -78,10 +80,38 @@ def event_row(rng: random.Random, n: int) -> Row:
     return [n, rng.randint(1, 100_000), kind, when, amount, payload]
 
 
+_MISSING = ["", "NA", "NaN", "NULL"]
+
+
+def _maybe(rng: random.Random, value: object, share: float = 0.05) -> object:
+    """``value``, or (``share`` of the time) a missing-value marker as real exports write."""
+    return rng.choice(_MISSING) if rng.random() < share else value
+
+
+def wide_row(rng: random.Random, n: int) -> Row:
+    """20 columns as in a public open-data export: ids, counts, amounts, rates, dates,
+    timestamps with Z, TRUE/FALSE, codes and free text, about 5% of each missing."""
+    r = rng.random
+    day = dt.date(2015, 1, 1) + dt.timedelta(days=int(r() * 3650))
+    when = _iso(_EPOCH_2015 + int(r() * 300_000_000), zone="Z").replace(" ", "T")
+    return [n, rng.randint(1, 5_000_000_000), _maybe(rng, rng.randint(0, 1000)),
+            _maybe(rng, round(r() * 10_000, 2)), _maybe(rng, round(r(), 6)),
+            _maybe(rng, round(r() * 100 - 50, 3)), day.isoformat(), _maybe(rng, when),
+            _maybe(rng, rng.choice(["TRUE", "FALSE"])), rng.choice(_COUNTRIES[:-1]),
+            _maybe(rng, rng.choice(_KINDS)), f"code-{rng.randint(1, 999):03d}",
+            _maybe(rng, rng.randint(-100, 100)), _maybe(rng, round(r() * 1e6, 1)),
+            rng.randint(1, 12), rng.randint(2015, 2025), _maybe(rng, rng.choice(_FIRST)),
+            _maybe(rng, round(r() * 5, 1)), _maybe(rng, rng.randint(0, 1)),
+            rng.choice(["plain", "comma, inside", "Smith, Jr.", "ünïcødé"])]
+
+
 SHAPES: dict[str, Shape] = {
     "ratings": Shape(("userId", "movieId", "rating", "timestamp"), rating_row),
     "users": Shape(("user_id", "name", "email", "age", "is_active", "signup_at", "country"),
                    user_row),
+    "wide": Shape(("id", "account", "quantity", "amount", "rate", "delta", "day",
+                   "updated_at", "active", "country", "kind", "code", "score", "population",
+                   "month", "year", "first_name", "stars", "flag", "comment"), wide_row),
     "events": Shape(("event_id", "user_id", "kind", "occurred_at", "amount", "payload"),
                     event_row),
 }

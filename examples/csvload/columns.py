@@ -105,7 +105,10 @@ def value_pattern(column_type: ColumnType, *, optional: bool = True,
         raw = _DOUBLE_NO_NAN
     source = re.sub(r"\(\?P<\w+>", "(?:", raw)
     if markers:
-        source += "|" + "|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True))
+        # Markers first, each only as a whole field: the group is possessive, so a value
+        # alternative matching a marker's prefix (boolean "n" of "NA") must not win first.
+        listed = "|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True))
+        source = f"(?:{listed})(?=[\t\n\x00\x01]|\\Z)|{source}"
     return f"(?:{source})" + ("?+" if optional else "")
 
 

@@ -153,6 +153,8 @@ def test_column_types_are_inferred_for_each_shape(tmp_path: Path) -> None:
                   ("is_active", BOOL), ("signup_at", TS), ("country", T)],
         "events": [("event_id", B), ("user_id", B), ("kind", T), ("occurred_at", TS),
                    ("amount", D), ("payload", T)],
+        "wide": list(zip(make_csvs.SHAPES["wide"].header, [
+            B, B, B, D, D, D, ColumnType.DATE, TS, BOOL, T, T, T, B, D, B, B, T, D, B, T])),
     }
     assert [p.name for p in specs["ratings"].files] == ["ratings_1.csv", "ratings_2.csv"]
 
