@@ -267,3 +267,24 @@ def test_a_windowed_run_loads_and_replaces_only_its_window(
         assert run["result"] == ({} if result is None else {"obs": result})
     assert query(dsn, "SELECT extract(month FROM at)::int, count(*) FROM obs "
                       "GROUP BY 1 ORDER BY 1") == [(3, 50), (4, 50)]
+
+
+def test_a_resumed_run_leaves_exactly_one_copy(workers, client, dsn, tmp_path: Path) -> None:
+    make_csvs.write_files(tmp_path, files=2, rows=1000, shape="ratings")
+    path = typed_dir(tmp_path, BAD_BODY)  # table m fails; ratings loads
+    params = {"directory": str(tmp_path), "dsn": DSN_REF}
+    failed = client.wait(client.submit("csv_to_postgres", params=params), timeout=60)
+    assert failed["status"] == "failed"  # ratings may or may not have committed by then
+    path.write_text("id,note,score,at\n" + BAD_BODY.replace("2,short,2.5\n", "2,ok,2.5,\n")
+                    .replace("4,bad,high,", "4,ok,4,"), encoding="utf-8")
+    resumed = client.wait(client.rerun(failed["run_id"], from_failure=True), timeout=60)
+    assert resumed["status"] == "succeeded", resumed["error"]
+    assert query(dsn, "SELECT count(*) FROM ratings") == [(2000,)]
+    assert query(dsn, "SELECT count(*) FROM m") == [(5,)]
+    # And resuming again, or a full rerun, still leaves one copy of each.
+    again = client.wait(client.rerun(resumed["run_id"]), timeout=60)
+    assert again["status"] == "succeeded", again["error"]
+    assert query(dsn, "SELECT count(*), sum(user_id) FROM ratings")[0] == (
+        2000, sum(int(line.split(",")[0]) for p in sorted(tmp_path.glob("ratings_*.csv"))
+                  for line in p.read_text().splitlines()[1:]))
+    assert query(dsn, "SELECT count(*) FROM m") == [(5,)]
