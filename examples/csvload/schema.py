@@ -107,7 +107,7 @@ def column_names(header: Sequence[str]) -> list[str]:
     """Sanitised, unique column names for a header.
 
     Sanitised names never start with ``_`` unless a digit follows, so none can clash with
-    the loader's ``_plankton_run`` (a re-imported export gets ``plankton_run``).
+    the loader's ``_plankton_load`` (a re-imported export gets ``plankton_load``).
     """
     names: list[str] = []
     for index, raw in enumerate(header, start=1):
