@@ -8,9 +8,10 @@ on its own against a real Redis (no worker process needed):
   fences by attempt, de-duplicates by sequence number and bounds the channel: FULL means wait
   (backpressure), never drop. The last batch rides on FINISH with the result.
 - :class:`Reader`, one per attempt of a parent: iterates over the values of its children's
-  current attempts through the READ script, waits on the stream while nothing is new, and
-  raises :class:`~plankton.errors.UpstreamFailed` (from the ``upstream`` field the scripts
-  write: data, not text) or :class:`~plankton.errors.Fenced`.
+  current attempts, read straight from the stream (XREAD, one round trip per wait with the
+  ACK script riding along; consumption is validated at FINISH), and raises
+  :class:`~plankton.errors.UpstreamFailed` (from the ``upstream`` field the scripts write:
+  data, not text) or :class:`~plankton.errors.Fenced`.
 
 Waiting (a full channel, an empty one) calls the owner's ``begin_wait``/``end_wait`` hooks,
 so a worker can give its CPU slot back meanwhile. Every Redis call rides through outages
@@ -35,13 +36,13 @@ from .transitions import Transitions
 log = logging.getLogger(__name__)
 
 #: Most values per emitted batch, and bytes, before a batch is sent. Each batch costs an
-#: EMIT round trip, a wake-up of the parent and its READ; 1,000 values per batch left a
+#: EMIT round trip and a wake-up of the parent; 1,000 values per batch left a
 #: 100,000-value stream at 305 ms and 4,096 took it to 210 ms (benchmarks/README.md).
 BATCH_VALUES = 4096
 BATCH_BYTES = 256 * 1024
 #: A buffered value waits at most this long before ``flush_if_old`` sends it (s).
 FLUSH_AFTER = 0.01
-#: Channel entries read per READ call.
+#: Channel entries read per XREAD.
 READ_COUNT = 200
 #: Values emit() buffers as they are and packs with their batch, in one C call: ASCII str
 #: up to this length (packing it cannot fail, and it adds at most BATCH_VALUES * (SMALL + 9)
@@ -66,7 +67,7 @@ def ride_through(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)``, retried while Redis is unreachable (restart, failover, partition).
 
     Every call made through here is idempotent or fenced (EMIT de-duplicates by sequence
-    number; READ from the same checkpoint returns the same entries; FINISH of an attempt
+    number; ACK + XREAD from the same entry returns the same entries; FINISH of an attempt
     that already finished is FENCED), so retrying is safe. How long to wait is not this
     loop's business: if the outage outlasts the lease, the attempt is superseded and its
     next call, once Redis is back, is FENCED. Without this, a Redis restart longer than
@@ -202,12 +203,13 @@ class Writer:
             batch, self.pending = self.pending, None
             return batch
 
-    def finish_args(self, result: bytes, consumed: int) -> tuple[Any, ...]:
+    def finish_args(self, result: bytes, consumed: int, took: bytes = b"") -> tuple[Any, ...]:
         """The arguments of ``Transitions.finish``/``finish_many`` ending this attempt with
-        ``result`` (encoded) and its last batch."""
+        ``result`` (encoded) and its last batch; ``consumed`` and ``took`` are what the
+        attempt's reader read (:meth:`Reader.finish_info`), validated by FINISH."""
         seq, n, blob = self.final_batch()
         return (self.run_id, self.parent, self.task_id, self.attempt, seq, n, blob, result,
-                consumed)
+                consumed, took)
 
     def finish(self, args: tuple[Any, ...]) -> None:
         """End the attempt now: FINISH with ``args`` (from :meth:`finish_args`); Fenced if the
@@ -276,6 +278,14 @@ class Reader:
     ``max_bytes``, ``where`` and ``waits`` (hooks around a wait on an empty channel).
     Iterating yields every value of each child's current attempt once, and ends when every
     child has finished.
+
+    Optimistic: the reader takes entries straight from the stream (XREAD), keeping those of
+    each child's current attempt as it knows it (the ACK script gives the children not on
+    attempt 1 when it starts; a later attempt seen in the stream supersedes an earlier one).
+    Each XREAD rides in one pipeline with an ACK (fencing, the channel's read count for the
+    bound): one round trip per wait, none per value. What it took is validated when the
+    attempt ends (FINISH, see :meth:`finish_info`); a child attempt superseded after this
+    reader took its values hands this attempt back at once (a retry reads again).
     """
 
     def __init__(self, transitions: Transitions, blocking_conn: redis.Redis, run_id: str,
@@ -291,35 +301,83 @@ class Reader:
         self.key = keys.channel(run_id, task_id)
         #: Values taken from the channel so far (``processed["consumed"]``).
         self.consumed = 0
-        #: Set once READ refused this attempt.
+        #: Child -> the attempt whose values this reader took; children whose end it read.
+        self.took: dict[str, int] = {}
+        self.ended: set[str] = set()
+        #: Set once ACK refused this attempt.
         self.fenced = False
 
     def __iter__(self) -> Iterator[Any]:
         return self.values()
 
+    def finish_info(self) -> tuple[int, bytes]:
+        """(consumed, took) for FINISH (``Writer.finish_args``), which checks that every
+        child attempt in ``took`` is still current."""
+        took = self.took
+        blob = codec.dumps([x for c, a in took.items() for x in (c, a)]) if took else b""
+        return self.consumed, blob
+
     def values(self) -> Iterator[Any]:
         """The children's values in arrival order; UpstreamFailed if one failed for good."""
         if self.n_children == 0:
             return
-        ended: set[str] = set()
+        took, ended = self.took, self.ended
+        attempts: dict[str, int] | None = None
         after = "0-0"
+        read = 0
+        loads, max_bytes = codec.loads, self.max_bytes * 2
         while True:
-            status, last, blobs, ends = ride_through(self.transitions.read, self.run_id,
-                                                     self.task_id, self.attempt, after,
-                                                     READ_COUNT)
+            first = attempts is None
+            status, info, entries = self._ack_and_read(read, first, after)
             if status != "OK":
-                self._raise_fenced(last, blobs, ends)
-            moved = last != after
-            after = last
-            for blob in blobs:
-                values = codec.loads(blob, self.max_bytes * 2)
-                self.consumed += len(values)
-                yield from values
-            ended.update(ends)
+                self._raise_fenced(*info)
+            if first:
+                attempts = info
+            assert attempts is not None
+            for entry_id, f in entries:
+                after = entry_id
+                child = f[b"c"].decode()
+                a = int(f[b"a"])
+                value = f[b"k"] == b"v"
+                if value:
+                    read += int(f[b"n"])
+                current = attempts.get(child, 1)
+                if a != current:
+                    if a < current:
+                        continue                    # an attempt superseded before: void
+                    if child in took or child in ended:
+                        self._superseded(child, current)
+                    attempts[child] = a             # retried before it sent anything
+                if value:
+                    values = loads(f[b"v"], max_bytes)
+                    took[child] = a
+                    self.consumed += len(values)
+                    yield from values
+                else:
+                    ended.add(child)
             if len(ended) >= self.n_children:
                 return
-            if not moved:
-                self._wait_for(after)
+
+    def _ack_and_read(self, read: int, first: bool, after: Any) -> tuple[str, Any, Any]:
+        """ACK + XREAD in one round trip; the XREAD waits up to 1 s (off the CPU slot)."""
+        self.waits.begin_wait()
+        try:
+            reply: tuple[str, Any, Any] = ride_through(
+                self.transitions.ack_and_read, self.blocking_conn, self.run_id, self.task_id,
+                self.attempt, read, self.consumed, first, after, READ_COUNT, 1000)
+            return reply
+        finally:
+            self.waits.end_wait()
+
+    def _superseded(self, child: str, attempt: int) -> None:
+        """The reader took values (or the end) of ``child``'s ``attempt``, and a later attempt
+        of that child has written since: this attempt of the parent must start over."""
+        self.fenced = True
+        ride_through(self.transitions.fail, self.run_id, self.task_id, self.attempt,
+                     "handback", f"attempt {self.attempt} of task {self.task_id} read values "
+                     f"of attempt {attempt} of child {child}, superseded; retried", 0, 0)
+        raise Fenced(self.where, f"attempt {attempt} of child {child} was superseded after "
+                                 "this attempt read its values")
 
     def _raise_fenced(self, state: str, error: str, upstream: str) -> None:
         self.fenced = True
@@ -327,14 +385,4 @@ class Reader:
             # the script's error text is "UpstreamFailed: child task C failed: <C's error>"
             raise UpstreamFailed(upstream, error.removeprefix(
                 f"UpstreamFailed: child task {upstream} failed: "))
-        raise Fenced(self.where, f"READ refused: attempt {self.attempt} is no longer current")
-
-    def _wait_for(self, after: str) -> None:
-        """Block until the channel has an entry after ``after`` (or 1 s)."""
-        self.waits.begin_wait()
-        try:
-            self.blocking_conn.xread({self.key: after}, count=1, block=1000)
-        except (redis.ConnectionError, redis.TimeoutError):
-            time.sleep(0.2)                 # the READ that follows rides the outage through
-        finally:
-            self.waits.end_wait()
+        raise Fenced(self.where, f"ACK refused: attempt {self.attempt} is no longer current")

@@ -17,7 +17,7 @@ Contents, in order:
 
 - ``_METRICS``, ``_PRELUDE``: Lua helpers prepended to every transition script.
 - Transitions (Python face: ``transitions.Transitions``; ENQUEUE and FORGET: ``transport``
-  and the worker): START, ENQUEUE, FORGET, EMIT, FINISH, READ, FAIL, RENEW, REAP, CANCEL,
+  and the worker): START, ENQUEUE, FORGET, EMIT, FINISH, ACK, FAIL, RENEW, REAP, CANCEL,
   SETTLE.
 - Scheduler leadership (``leader``): LEADER_ACQUIRE_OR_RENEW, LEADER_RELEASE,
   LEADER_IS_CURRENT, FENCE_CHECK, FENCED_PRELUDE (what ``leader.fenced_call`` wraps).
@@ -122,14 +122,16 @@ local function end_run(status, err, result, now)
   redis.call('PEXPIRE', P .. 'done', 86400000)
   run_ended(status, now)
 end
--- A consumer that read values of a failed attempt restarts, and so on up the tree.
+-- A running consumer that may have read values of a failed attempt (the attempt appended
+-- some: its 'seq') restarts, and so on up the tree. Readers read the channel without a
+-- script (channel.Reader), so Redis cannot tell whether it did: it assumes so.
 local function restart_consumers(child, cattempt)
   while true do
-    local parent = redis.call('HGET', tkey(child), 'parent')
+    local cs = redis.call('HMGET', tkey(child), 'parent', 'seq')
+    local parent = cs[1]
     if not parent or parent == '' then return end
-    local took = redis.call('HGET', P .. 'took:' .. parent, child)
     local ps = redis.call('HMGET', tkey(parent), 'state', 'attempt')
-    if took ~= cattempt or ps[1] ~= 'running' then return end
+    if tonumber(cs[2] or '0') == 0 or ps[1] ~= 'running' then return end
     redis.call('HSET', tkey(parent), 'state', 'pending', 'ch_read', 0)
     changed(parent)
     redis.call('HINCRBY', tkey(parent), 'attempt', 1)
@@ -360,7 +362,11 @@ return 'OK'
 """
 
 #: Worker: the attempt succeeded. KEYS[2] the parent's channel (unused for a root task),
-#: KEYS[3] the task's own channel (dropped). ARGV: task, attempt, seq, n, blob, result, consumed.
+#: KEYS[3] the task's own channel (dropped). ARGV: task, attempt, seq, n, blob, result, consumed,
+#: took (msgpack [child, attempt, ...] of the child attempts whose values it read, or '').
+#: A consumer reads its channel without a script (channel.Reader), so its consumption is
+#: validated here: every child attempt it took values from must still be current, else the
+#: attempt is handed back for an immediate retry (FENCED).
 FINISH = _PRELUDE + r"""
 local t, a, seq, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local k = tkey(t)
@@ -372,6 +378,17 @@ end
 if seq ~= tonumber(st[3] or '0') + 1 then
   rolled_back(t, a, 'batches it had emitted')
   return 'FENCED'
+end
+if ARGV[8] and ARGV[8] ~= '' then
+  local took = cmsgpack.unpack(ARGV[8])
+  for i = 1, #took, 2 do
+    if redis.call('HGET', tkey(took[i]), 'attempt') ~= tostring(took[i + 1]) then
+      fail_task(t, a, 'handback', 'attempt ' .. a .. ' of task ' .. t .. ' read values of '
+        .. 'attempt ' .. took[i + 1] .. ' of child ' .. took[i] .. ', superseded; retried',
+        0, 0, now_ms())
+      return 'FENCED'
+    end
+  end
 end
 local now = now_ms()
 local parent = st[4]
@@ -399,61 +416,34 @@ end
 return 'OK'
 """
 
-#: Worker: read the next entries of a parent's channel, keeping only current attempts.
-#: KEYS[2] the parent's (the reader's own) channel.
-#: ARGV: parent, attempt, after-id, count. Returns {'OK', last_id, values, ended_children}
-#: or {'FENCED', state, error, upstream} (upstream: the failed child's name, if that is why).
-READ = _PRELUDE + r"""
+#: Worker (channel.Reader), sent in one pipeline with the reader's XREAD of its channel:
+#: checks the reading attempt is current and records its progress. ARGV: parent, attempt,
+#: ch_read (values of the channel it has passed: the bound EMIT enforces), consumed (values
+#: of current attempts it took), first ('1': also return the children whose attempt is not
+#: 1). Returns {'OK', {child, attempt, ...}} or {'FENCED', state, error, upstream}
+#: (upstream: the failed child's name, if that is why).
+ACK = _PRELUDE + r"""
 local t, a = ARGV[1], ARGV[2]
 local k = tkey(t)
-local st = redis.call('HMGET', k, 'state', 'attempt', 'cursor', 'cursor_prev')
+local st = redis.call('HMGET', k, 'state', 'attempt', 'consumed')
 if not run_live() or st[1] ~= 'running' or st[2] ~= a then
   mcount('fenced_writes', 'read')
   local why = redis.call('HMGET', k, 'error', 'upstream')
   return {'FENCED', st[1] or '', why[1] or '', why[2] or ''}
 end
--- The reader resumes where its last READ ended (or repeats that READ after a lost reply).
--- Resuming anywhere else means Redis lost READs this attempt made, and the values and
--- ends it took from them (a rollback): it starts again.
-if ARGV[3] ~= '0-0' and ARGV[3] ~= (st[3] or '0-0') and ARGV[3] ~= (st[4] or '0-0') then
-  rolled_back(t, a, 'reads it had made')
-  return {'FENCED', 'retrying', '', ''}
-end
-local start = '-'
-if ARGV[3] ~= '0-0' then start = '(' .. ARGV[3] end
-local entries = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', tonumber(ARGV[4]))
-local vals, ends, current, marked = {}, {}, {}, {}
-local last, read, taken = ARGV[3], 0, 0
-for _, e in ipairs(entries) do
-  last = e[1]
-  local f = {}
-  for j = 1, #e[2], 2 do f[e[2][j]] = e[2][j + 1] end
-  local cur = current[f.c]
-  if cur == nil then
-    cur = redis.call('HGET', tkey(f.c), 'attempt')
-    current[f.c] = cur
-  end
-  if f.k == 'v' then read = read + tonumber(f.n) end
-  if f.a == cur then
-    if f.k == 'v' then
-      table.insert(vals, f.v)
-      taken = taken + tonumber(f.n)
-      if not marked[f.c] then
-        redis.call('HSET', P .. 'took:' .. t, f.c, f.a)
-        marked[f.c] = true
-      end
-    else
-      table.insert(ends, f.c)
-    end
-  end
-end
-redis.call('HSET', k, 'cursor', last, 'cursor_prev', ARGV[3])
-if read > 0 then redis.call('HINCRBY', k, 'ch_read', read) end
-if taken > 0 then
-  redis.call('HINCRBY', k, 'consumed', taken)
+redis.call('HSET', k, 'ch_read', ARGV[3])
+if ARGV[4] ~= (st[3] or '0') then
+  redis.call('HSET', k, 'consumed', ARGV[4])
   changed(t)
 end
-return {'OK', last, vals, ends}
+local att = {}
+if ARGV[5] == '1' then
+  for _, c in ipairs(cmsgpack.unpack(redis.call('HGET', k, 'children'))) do
+    local ca = redis.call('HGET', tkey(c), 'attempt')
+    if ca ~= '1' then att[#att + 1] = c; att[#att + 1] = ca end
+  end
+end
+return {'OK', att}
 """
 
 #: Worker: an attempt raised or timed out. ARGV: task, attempt, kind, error, backoff_ms,

@@ -53,7 +53,7 @@ class Transitions:
         self._start = conn.register_script(scripts.START)
         self._emit = conn.register_script(scripts.EMIT)
         self._finish = conn.register_script(scripts.FINISH)
-        self._read = conn.register_script(scripts.READ)
+        self._ack = conn.register_script(scripts.ACK)
         self._fail = conn.register_script(scripts.FAIL)
         self._renew = conn.register_script(scripts.RENEW)
         self._reap = conn.register_script(scripts.REAP)
@@ -90,34 +90,57 @@ class Transitions:
                              args=[task, attempt, seq, n, blob, cap]))
 
     def finish(self, run_id: str, parent: str, task: str, attempt: int, seq: int, n: int,
-               blob: bytes, result: bytes, consumed: int) -> str:
-        """End the attempt with its last batch and result: OK | FENCED."""
+               blob: bytes, result: bytes, consumed: int, took: bytes = b"") -> str:
+        """End the attempt with its last batch and result: OK | FENCED. ``took``: the child
+        attempts its reader took values from (``channel.Reader.finish_info``), validated."""
         return _s(self._finish(keys=_finish_keys(run_id, parent, task),
-                               args=[task, attempt, seq, n, blob, result, consumed]))
+                               args=[task, attempt, seq, n, blob, result, consumed, took]))
 
     def finish_many(self, calls: Sequence[tuple[Any, ...]]) -> list[str]:
         """Several FINISH calls in one pipeline (one round trip)."""
         if self._finish_sha is None:
             self._finish_sha = self.conn.script_load(scripts.FINISH)
         pipe = self.conn.pipeline(transaction=False)
-        for run_id, parent, task, attempt, seq, n, blob, result, consumed in calls:
+        for run_id, parent, task, attempt, seq, n, blob, result, consumed, took in calls:
             pipe.evalsha(self._finish_sha, 3, *_finish_keys(run_id, parent, task), task,
-                         attempt, seq, n, blob, result, consumed)
+                         attempt, seq, n, blob, result, consumed, took)
         try:
             return [_s(r) for r in pipe.execute()]
         except redis.exceptions.NoScriptError:  # Redis restarted and lost its script cache
             self._finish_sha = None
             return [self.finish(*call) for call in calls]
 
-    def read(self, run_id: str, task: str, attempt: int, after: str,
-             count: int = 200) -> tuple[str, Any, Any, Any]:
-        """('OK', last_id, value blobs, ended children) or ('FENCED', state, error, upstream):
-        ``upstream`` names the child whose failure failed this task ('' if none did)."""
-        reply = self._read(keys=[keys.run(run_id), keys.channel(run_id, task)],
-                           args=[task, attempt, after, count])
-        if _s(reply[0]) == "OK":
-            return "OK", _s(reply[1]), reply[2], [_s(c) for c in reply[3]]
-        return "FENCED", _s(reply[1]), _s(reply[2]), _s(reply[3])
+    def ack_and_read(self, conn: redis.Redis, run_id: str, task: str, attempt: int,
+                     ch_read: int, consumed: int, first: bool, after: str, count: int,
+                     block_ms: int) -> tuple[str, Any, list[tuple[bytes, dict[bytes, bytes]]]]:
+        """The ACK script, then XREAD of ``task``'s own channel after ``after`` (waiting up to
+        ``block_ms`` for an entry), in one pipeline on ``conn`` (a connection whose reads may
+        block): one round trip, none while entries are there already.
+
+        Returns ``('OK', {child: attempt}, entries)`` (the children whose attempt is not 1 if
+        ``first``) or ``('FENCED', (state, error, upstream), [])``."""
+        key = keys.channel(run_id, task)
+        for _ in range(2):
+            pipe = conn.pipeline(transaction=False)
+            pipe.evalsha(self._ack.sha, 2, keys.run(run_id), key, task, attempt, ch_read,
+                         consumed, 1 if first else 0)
+            pipe.xread({key: after}, count=count, block=block_ms)
+            try:
+                ack, got = pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:  # Redis restarted: its script cache is empty
+                conn.script_load(scripts.ACK)
+        else:
+            raise redis.ConnectionError("the ACK script could not be loaded")
+        if _s(ack[0]) != "OK":
+            return "FENCED", (_s(ack[1]), _s(ack[2]), _s(ack[3])), []
+        att = ack[1]
+        children = {_s(att[i]): int(att[i + 1]) for i in range(0, len(att), 2)}
+        if not got:
+            return "OK", children, []
+        if isinstance(got, dict):  # RESP3
+            return "OK", children, next(iter(got.values()))[0]
+        return "OK", children, got[0][1]
 
     def fail(self, run_id: str, task: str, attempt: int, kind: str, error: str,
              backoff: int, max_lost: int) -> str:
