@@ -25,8 +25,15 @@ def all_css(browser, css):
 
 
 def text_of(browser, css) -> str:
+    """The text of the first match; "" while the live page is redrawing it (the element
+    found can be replaced before its text is read: the caller's wait then looks again)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     found = all_css(browser, css)
-    return found[0].text if found else ""
+    try:
+        return found[0].text if found else ""
+    except StaleElementReferenceException:
+        return ""
 
 
 def wait_text(browser, css, wanted, timeout=20.0):
