@@ -20,13 +20,13 @@ import json
 import os
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from .harness import (
     RedisServer,
     free_port,
+    http_get,
     machine_info,
     start_process,
     stop_process,
@@ -36,13 +36,6 @@ from .harness import (
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def _get(url: str) -> tuple[float, bytes]:
-    started = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=30) as response:
-        body = response.read()
-    return time.perf_counter() - started, body
 
 
 def _browser() -> Any:
@@ -73,7 +66,7 @@ def _repeat(driver: Any, client: Any, base: str, n: int) -> dict[str, float]:
              "the grouped tree")
     opened = time.perf_counter() - started
     cursor = runs.changes(client.conn, run_id, None)["cursor"]
-    idle = [_get(f"{base}/runs/{run_id}?since={cursor}")[0] for _ in range(10)]
+    idle = [http_get(f"{base}/runs/{run_id}?since={cursor}")[0] for _ in range(10)]
     started = time.perf_counter()
     client.cancel(run_id)
     wait_for(lambda: driver.find_element(By.ID, "run-status").text == "cancelled", 30, 0.005,
@@ -148,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _ok(base: str) -> bool:
     try:
-        _get(base + "/healthz")
+        http_get(base + "/healthz")
         return True
     except OSError:
         return False

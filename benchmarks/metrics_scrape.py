@@ -26,7 +26,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from .harness import (
     CommandCounter,
     RedisServer,
     free_port,
+    http_get,
     machine_info,
     percentile,
     redis_connection,
@@ -47,24 +47,17 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def _get(url: str) -> tuple[float, bytes]:
-    started = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=30) as response:
-        body = response.read()
-    return time.perf_counter() - started, body
-
-
 def _measure(base: str, conn: Any, n: int) -> dict[str, Any]:
     for _ in range(3):  # warm the connection pools and the script/route caches
-        _get(base + "/metrics")
-        _get(base + "/healthz")
+        http_get(base + "/metrics")
+        http_get(base + "/healthz")
     scrape, floor = [], []
     with CommandCounter(conn) as counted:
         for _ in range(n):
-            took, body = _get(base + "/metrics")
+            took, body = http_get(base + "/metrics")
             scrape.append(took * 1000)
     for _ in range(n):
-        floor.append(_get(base + "/healthz")[0] * 1000)
+        floor.append(http_get(base + "/healthz")[0] * 1000)
     return {
         "scrape_ms": {**summarise(scrape), "p95": percentile(scrape, 95)},
         "healthz_ms": {**summarise(floor), "p95": percentile(floor, 95)},
@@ -161,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _ok(base: str) -> bool:
     try:
-        _get(base + "/healthz")
+        http_get(base + "/healthz")
         return True
     except (OSError, subprocess.SubprocessError):
         return False

@@ -99,11 +99,6 @@ def delivery_id(run_id: str, dest: str) -> str:
     return hashlib.sha256(f"{run_id}\n{dest}".encode()).hexdigest()[:32]
 
 
-def _redact(value: Any) -> Any:
-    """Params and errors as a receiver may see them: passwords in URLs and DSNs hidden."""
-    return redaction.value(value)
-
-
 def payload(conn: redis.Redis, run_id: str, console_url: str = "") -> dict[str, Any] | None:
     """The JSON body told about a run's end; None if the run's records are gone."""
     run = runs.read_run(conn, run_id)
@@ -126,7 +121,7 @@ def payload(conn: redis.Redis, run_id: str, console_url: str = "") -> dict[str, 
                 failed.append({"id": tid, "name": codec.text(name),
                                "family": codec.text(family),
                                "attempts": int(codec.text(attempts) or 0),
-                               "error": _redact(text[:MAX_ERROR_CHARS])})
+                               "error": redaction.value(text[:MAX_ERROR_CHARS])})
     base = console_url.rstrip("/")
     return {
         "event": f"run.{run['status']}",
@@ -135,11 +130,11 @@ def payload(conn: redis.Redis, run_id: str, console_url: str = "") -> dict[str, 
         "status": run["status"],
         "since": run["since"],
         "to": run["to"],
-        "params": _redact(run["params"]),
+        "params": redaction.value(run["params"]),
         "submitted_at": run["submitted_at"],
         "started_at": run["started_at"],
         "ended_at": run["ended_at"],
-        "error": _redact(run["error"]) if run["error"] else None,
+        "error": redaction.value(run["error"]) if run["error"] else None,
         "failed_tasks": failed,
         "failed_tasks_total": total,
         "url": f"{base}/runs/{run_id}" if base else f"/runs/{run_id}",

@@ -68,14 +68,19 @@ class Cluster:
                               cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
     def kill_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for proc in self.procs:
+        kill_groups(self.procs)
+
+
+def kill_groups(procs: list[subprocess.Popen]) -> None:
+    """SIGKILL each process's group (it leads one: start_new_session), then reap them."""
+    for proc in procs:
+        if proc.poll() is None:
             try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass

@@ -29,13 +29,13 @@ TOKEN = "console-test-token-5d1f"
 def _need_browser() -> None:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
     if missing:
-        pytest.skip(f"browser tests need Debian's chromium and chromium-driver "
+        pytest.fail(f"browser tests need Debian's chromium and chromium-driver "
                     f"(apt-get install -y chromium chromium-driver): {', '.join(missing)} "
                     "not found")
     try:
         import selenium  # noqa: F401
     except ImportError:
-        pytest.skip("browser tests need selenium: pip install -e '.[dev]'")
+        pytest.fail("browser tests need selenium: pip install -e '.[dev]'")
 
 
 class Stack:

@@ -65,7 +65,7 @@ def test_redis_down_is_a_503_page_with_a_message_not_a_traceback():
 def test_a_url_password_in_a_param_is_not_shown(console, client):
     run_id = client.submit("console_demo", {"n": 1, "tag": "postgresql://etl:hunter2@db/x"})
     page = console.get(f"/ui/runs/{run_id}").text
-    tree = console.get(f"/ui/runs/{run_id}/changes?since=0").text
+    tree = console.get(f"/runs/{run_id}?since=0").text
     assert "hunter2" not in page + tree
     assert "etl:***@db" in page
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import redis
 
-from tests.cluster import FAST, ROOT
+from tests.cluster import FAST, ROOT, kill_groups
 from tests.servers import free_port, wait_for
 
 SERVICE = "pkmaster"
@@ -162,17 +162,7 @@ class Bed:
         _run("ip", "link", "del", self.bridge, check=False)
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+        kill_groups(self.procs)
         for fh in self.files:
             fh.close()
         self.close_net()

@@ -90,7 +90,6 @@ class Console:
         app.post("/ui/login", include_in_schema=False)(self.login)
         app.post("/ui/logout", include_in_schema=False)(self.logout)
         app.get("/ui/runs/{run_id}/logs", include_in_schema=False)(self.logs)
-        app.get("/ui/runs/{run_id}/changes", include_in_schema=False)(self.changes)
         app.post("/ui/dags/{dag}/backfill", include_in_schema=False)(self.backfill)
 
     def render(self, request: Request, name: str, code: int = 200, **context: Any
@@ -209,17 +208,6 @@ class Console:
         status = self.client.run_status(run_id)  # 404 for an unknown run
         found = views.tail_logs(self.client.conn, run_id, task or None, after)
         return {**found, "ended": status in ENDED}
-
-    def changes(self, run_id: str, since: Annotated[int, Query(ge=0, le=2**53)] = 0
-                ) -> Response:
-        """The run page's first read: ``GET /runs/{id}?since=`` (``Client.changes``), the
-        same object, sent as it is read. The API's route checks its answer against the
-        response model on the way out, a third of the time of a 10,000-task read; the page
-        then polls the API's route, whose deltas are small."""
-        found = self.client.changes(run_id, since or None)
-        body = {**found["run"], "cursor": found["cursor"], "full": found["full"],
-                "tasks": found["tasks"]}
-        return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
     def backfill(self, dag: str, body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
         """Start ``Client.backfill`` (what ``plankton backfill`` runs) in the background: it

@@ -26,9 +26,8 @@ function banner(text) {
 }
 
 async function poll() {
-  // the first (full) read from the console's unvalidated copy of the route, then the API's
-  const url = cursor === null ? `/ui/runs/${encodeURIComponent(RUN)}/changes?since=0`
-    : `/runs/${encodeURIComponent(RUN)}?since=${cursor}`;
+  // the first read is the full one (since=0), then deltas from its cursor
+  const url = `/runs/${encodeURIComponent(RUN)}?since=${cursor === null ? 0 : cursor}`;
   const reply = await Plankton.call("GET", url);
   if (!reply.ok) {
     banner(`Cannot refresh: ${Plankton.message(reply.data)} (retrying)`);
