@@ -20,7 +20,8 @@ MASK = "***"
 #: ``scheme://user:password@`` (the password part, up to the last ``@`` before the host).
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/@:\s]*):[^/\s]*@")
 #: ``password=...`` in a keyword DSN (``host=db password='a b' user=etl``).
-_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]+)", re.I)
+#: Also ``sentinel_password=...`` in a URL's query (up to the next ``&``).
+_KEYWORD_PASSWORD = re.compile(r"(\b(?:\w*_)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
 
 
 def text(s: str) -> str:

@@ -130,6 +130,8 @@ def test_url_passwords_are_hidden_in_show_the_api_and_errors(cluster, client, re
     ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
     ("host=db password='a b' user=etl", "host=db password=*** user=etl"),
     ("https://example.com/a@b", "https://example.com/a@b"),
+    ("redis+sentinel://h:26379/m?sentinel_password=s3&db=0",
+     "redis+sentinel://h:26379/m?sentinel_password=***&db=0"),
     ("postgresql://etl@db/w", "postgresql://etl@db/w"),
 ])
 def test_redact_text(given, shown):
