@@ -187,7 +187,8 @@ class Executor:
                     if self.stop_asked.is_set():
                         # a warm stop runs no new leaf: the rest of the batch is handed
                         # back now, for another worker to retry at once
-                        self._hand_back(leaves[i:], "worker stopped")
+                        self._hand_back([(c.run_id, c.task_id, c.attempt) for c in leaves[i:]],
+                                        "worker stopped")
                         break
                     hold.acquire()
                     self._execute(claim, hold, finisher)
@@ -406,18 +407,14 @@ class Executor:
         todo += waiting
         for rt in runtimes:
             rt.fenced = True
-        for run_id, task_id, attempt in todo:
+        self._hand_back(todo, reason)
+
+    def _hand_back(self, attempts: Sequence[tuple[str, str, int]], reason: str) -> None:
+        """Fail each (run, task, attempt) as handed back: retried at once, not a failure."""
+        for run_id, task_id, attempt in attempts:
             try:
                 self.engine.fail(run_id, task_id, attempt, "handback", reason, 0,
                                  self.settings.max_lost)
-            except redis.RedisError:
-                pass
-
-    def _hand_back(self, claims: Sequence[Claimed], reason: str) -> None:
-        for claim in claims:
-            try:
-                self.engine.fail(claim.run_id, claim.task_id, claim.attempt, "handback",
-                                 reason, 0, self.settings.max_lost)
             except redis.RedisError:
                 pass
 
