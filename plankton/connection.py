@@ -31,6 +31,7 @@ from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from . import resp
 from .errors import ConnectionFailed
 
 _AUTH = re.compile(r"(rediss?(?:\+sentinel)?://)([^@/]*)@")
@@ -42,6 +43,9 @@ SENTINEL_PORT = 26379
 #: Timeouts of the connections to the sentinels themselves (s): a dead sentinel must not
 #: hold up master discovery, which moves on to the next one.
 SENTINEL_TIMEOUT = 2.0
+
+#: One command packer for every connection (stateless); None without hiredis.
+_PACKER = resp.packer()
 
 #: Socket timeout of connections that block (BLMOVE, XREAD BLOCK) (s); blocks stay shorter.
 BLOCKING_SOCKET_TIMEOUT = 30.0
@@ -185,6 +189,8 @@ def connect(url: str, *, blocking: bool = False, **kwargs: Any) -> redis.Redis:
         socket_timeout=BLOCKING_SOCKET_TIMEOUT if blocking else 10,
         health_check_interval=30,
     )
+    if _PACKER is not None:
+        options["command_packer"] = _PACKER  # hiredis packs whole commands (plankton.resp)
     options.update(kwargs)
     if is_sentinel(url):
         return _connect_sentinel(url, options)
