@@ -56,6 +56,9 @@ class Client:
         self.engine = Transitions(self.conn)
         self._workers, self._workers_at = 0, -10.0
         self._enqueuer: Enqueuer | None = None
+        #: DAGs found by name outside the registry (find_dag), so a script submitting in a
+        #: loop scans the imported modules once.
+        self._found: dict[str, Dag] = {}
         self._blocking: redis.Redis | None = None
 
     @property
@@ -69,9 +72,13 @@ class Client:
         """A DAG by name from the imports, or from any module already imported."""
         if name in self.registry.dags:
             return self.registry.dags[name]
+        found = self._found.get(name)
+        if found is not None:
+            return found
         for module in list(sys.modules.values()):
             for value in list(getattr(module, "__dict__", {}).values()):
                 if isinstance(value, Dag) and value.name == name:
+                    self._found[name] = value  # the scan of every module costs ~1 ms
                     return value
         raise NotFoundError("DAG", name, list(self.registry.dags))
 

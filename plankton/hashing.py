@@ -60,7 +60,7 @@ def param_hash(family: str, params: dict[str, Any]) -> str:
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict, not {type(params).__name__}")
     digest = hashlib.sha256(PARAM_DOMAIN)
-    digest.update(canonical(family))
+    digest.update(_key(family))
     digest.update(canonical(params))
     return digest.hexdigest()
 
@@ -71,13 +71,19 @@ def tree_hash(param_hash: str, child_tree_hashes: Iterable[str]) -> str:
     Children run concurrently, so they are an unordered multiset: their digests are sorted
     before hashing, and the same children in any order give the same tree hash.
     """
-    children = sorted(_digest_bytes(child) for child in child_tree_hashes)
+    return tree_digest(_digest_bytes(param_hash),
+                       [_digest_bytes(child) for child in child_tree_hashes]).hex()
+
+
+def tree_digest(param_digest: bytes, child_digests: list[bytes]) -> bytes:
+    """:func:`tree_hash` on raw 32-byte digests already checked (``runs.tree_hashes`` hashes
+    a whole tree bottom-up without re-validating the hex of every child at every level)."""
     digest = hashlib.sha256(TREE_DOMAIN)
-    digest.update(_digest_bytes(param_hash))
-    digest.update(_U64.pack(len(children)))
-    for child in children:
+    digest.update(param_digest)
+    digest.update(_U64.pack(len(child_digests)))
+    for child in sorted(child_digests):
         digest.update(child)
-    return digest.hexdigest()
+    return digest.digest()
 
 
 def _digest_bytes(hex_digest: str) -> bytes:
@@ -165,8 +171,28 @@ def _list(value: list[Any] | tuple[Any, ...], out: _Out) -> None:
         _encode(item, out)
 
 
+#: Encodings of str dict keys (param names, mostly: the same few for every task of a tree),
+#: bounded so that dict-valued params with ever-new keys cannot grow it without end.
+_KEYS: dict[str, bytes] = {}
+_KEYS_MAX = 4096
+
+
+def _key(key: Any) -> bytes:
+    if type(key) is str:
+        data = _KEYS.get(key)
+        if data is None:
+            data = canonical(key)
+            if len(_KEYS) < _KEYS_MAX:
+                _KEYS[key] = data
+        return data
+    return canonical(key)
+
+
 def _dict(value: dict[Any, Any], out: _Out) -> None:
-    entries = sorted(canonical(key) + canonical(item) for key, item in value.items())
+    # hashing a 10,000-task tree is 10,000 of these: encode keys once (``_key``) and None,
+    # the usual value of the unset built-ins since/to, without a call
+    entries = sorted(_key(key) + (b"N" if item is None else canonical(item))
+                     for key, item in value.items())
     out += b"M"
     out += _U64.pack(len(entries))
     for entry in entries:

@@ -17,6 +17,7 @@ date, a naive datetime is refused, and the only coercion is int -> float for flo
 from __future__ import annotations
 
 import copy
+import datetime as _dt
 import enum
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,6 +41,10 @@ class _Missing(enum.Enum):
 #: The default of a required parameter. A one-member enum: compared by identity, and
 #: ``copy.deepcopy`` keeps it the same object.
 MISSING = _Missing.MISSING
+
+
+#: Types whose values need no copy (a default of one of these is shared).
+_IMMUTABLE = frozenset({type(None), bool, int, float, str, bytes, _dt.date, _dt.datetime})
 
 
 class Param:
@@ -72,8 +77,12 @@ class Param:
 
     @property
     def default(self) -> Any:
-        """The default (:data:`MISSING` if required); a fresh copy on every read."""
-        return copy.deepcopy(self._default)
+        """The default (:data:`MISSING` if required); a fresh copy on every read (immutable
+        values are their own copy: building 100,000 tasks reads defaults 200,000 times)."""
+        default = self._default
+        if type(default) in _IMMUTABLE:
+            return default
+        return copy.deepcopy(default)
 
     @property
     def required(self) -> bool:

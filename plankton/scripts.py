@@ -656,10 +656,3 @@ end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return 1
 """
-
-
-def hmget_script(fields: tuple[str, ...]) -> str:
-    """A script returning HMGET of ``fields`` of KEYS[1] (runs.read_task_ids): the field
-    names live in the script, not in each of 10,000 commands (packing them with redis-py
-    was a quarter of a read)."""
-    return "return redis.call('HMGET', KEYS[1], " + ", ".join(f"'{f}'" for f in fields) + ")"

@@ -131,8 +131,8 @@ class Task:
                 raise ParamError(name, key, None, f"missing required parameter of type "
                                  f"{param.type_name()}")
             else:
-                values[key] = param.validate(param.default, name) if param.default is not None \
-                    else None
+                default = param.default  # a fresh copy
+                values[key] = param.validate(default, name) if default is not None else None
         self.__dict__.update(values)
         self._values = values
         self._explicit = set(params)
