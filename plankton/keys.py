@@ -45,6 +45,17 @@ plankton:idem:{K}               string  run id created for an Idempotency-Key
 plankton:metrics                hash    counters and histogram buckets (metrics.py)
 plankton:waiting:{Q}            zset    "R/T" -> ms queued, tasks queued not started
 plankton:waiting                set     queue names that have a waiting zset
+plankton:metrics:tags           set     Redis Cluster only: slot tags in use (below)
+==============================  ======  ==============================================
+
+Per slot, Redis Cluster only (``slots``): the three metric keys above, once per hash slot that
+holds a run, tagged with the short tag ``{S}`` of that slot (the run hash's ``mtag``), so
+that the per-run scripts count without leaving their run's slot; the collector sums them.
+
+==============================  ======  ==============================================
+plankton:metrics:{S}            hash    as plankton:metrics, for the runs of slot S
+plankton:waiting:{S}:{Q}        zset    as plankton:waiting:{Q}
+plankton:waiting:{S}            set     as plankton:waiting
 plankton:outbox                 zset    webhook delivery (JSON) -> next try, ms (alerts)
 ==============================  ======  ==============================================
 
@@ -80,6 +91,8 @@ RUN_FIELDS: dict[str, str] = {
     "error": "why the run failed or was cancelled",
     "ver": "bumped by each script that changes the run (delta reads)",
     "alerted": "ms: the run's end webhooks were recorded (alerts outbox)",
+    "mtag": "Redis Cluster only: tag of the run's slot, carried by the metric keys its "
+            "scripts count into (slots.run_tag); absent on one Redis (global keys)",
 }
 
 #: Fields of a task hash (``plankton:{R}:t:{T}``) -> what they hold (same check as above).
@@ -193,13 +206,29 @@ LEADER_EPOCH = f"{PREFIX}:leader:epoch"
 METRICS = f"{PREFIX}:metrics"
 #: Names of the queues that have a ``waiting`` zset.
 WAITING_QUEUES = f"{PREFIX}:waiting"
+#: Redis Cluster only: the slot tags whose metric keys exist (``slots``; summed by metrics.py).
+METRIC_TAGS = f"{PREFIX}:metrics:tags"
 #: Webhook deliveries to make: JSON [run id, destination] -> ms of the next try.
 OUTBOX = f"{PREFIX}:outbox"
 
 
-def waiting(queue: str) -> str:
+def _tagged(key: str, tag: str) -> str:
+    return f"{key}:{{{tag}}}" if tag else key
+
+
+def metrics(tag: str = "") -> str:
+    """The metrics hash: ``METRICS``, or on a Cluster the copy of slot tag ``tag``."""
+    return _tagged(METRICS, tag)
+
+
+def waiting_queues(tag: str = "") -> str:
+    """The set of queue names with a waiting zset (``tag``: as in :func:`metrics`)."""
+    return _tagged(WAITING_QUEUES, tag)
+
+
+def waiting(queue: str, tag: str = "") -> str:
     """zset: "run/task" -> ms it was queued, for tasks queued and not yet started."""
-    return f"{PREFIX}:waiting:{queue}"
+    return f"{waiting_queues(tag)}:{queue}"
 
 
 def alerts(run_id: str) -> str:

@@ -14,9 +14,12 @@ the live state at scrape time. Everything is read in three pipelined round trips
 depends on the number of queues, active runs and *running* tasks, never on how many task
 records Redis holds (``benchmarks/metrics_scrape.py`` measures it with 100,000).
 
-The metrics hash and the per-queue ``waiting`` zsets are global keys written from the
-per-run transition scripts: the one exception to the one-slot-per-run rule of ``keys``. On
-a Redis Cluster they would need one copy per hash slot (summed at scrape time).
+On one Redis the metrics hash and the per-queue ``waiting`` zsets are global keys written
+from the per-run transition scripts. On a Redis Cluster a script may not leave its run's
+slot, so each slot holding runs has its own copy of those keys, tagged with the slot's short
+tag (``slots``; the run hash's ``mtag``), and the collector sums the copies: the tags in use
+are listed in ``keys.METRIC_TAGS``, so a scrape reads at most one copy per slot (16,384),
+however many runs and tasks there are (docs/scaling.md).
 
 Labels are low-cardinality on purpose: DAG, task family, queue, state, status, reason; never
 a run or task id.
@@ -38,7 +41,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from . import codec, keys
+from . import codec, keys, slots
 from .dag import Dag
 
 #: The classic text format (0.0.4), which Prometheus 2 and 3 both read.
@@ -112,6 +115,64 @@ def count(conn: Any, name: str, *labels: Any, n: int = 1) -> None:
     conn.hincrby(keys.METRICS, field(name, *labels), n)
 
 
+def _add_hashes(into: dict[bytes, Any], other: dict[bytes, bytes]) -> dict[bytes, Any]:
+    """Field-wise sum of two metrics hashes (a slot's copy added to the total, Cluster)."""
+    if not other:
+        return into
+    out: dict[bytes, Any] = dict(into)
+    for k, v in other.items():
+        out[k] = float(out.get(k, 0)) + float(v)
+    return out
+
+
+def _clock(conn: Any, pipe: Any) -> Any:
+    """Queue Redis TIME in ``pipe``; a function putting its reply first in the replies. A
+    Redis Cluster pipeline refuses TIME (no key): it is then asked of one node first."""
+    if not slots.is_cluster(conn):
+        pipe.time()
+        return lambda replies: replies
+    now = conn.time()
+    return lambda replies: [now, *replies]
+
+
+def _slot_copies(pipe: Any, raw: dict[bytes, Any], tags: list[str],
+                 replies: list[Any]) -> tuple[dict[bytes, Any], list[str]]:
+    """Redis Cluster: add each slot's metrics hash (``replies``: hash, queue set per tag) to
+    ``raw``, and queue in ``pipe`` the reads of each slot's waiting zsets; returns the total
+    and the queue name of each zset read (in order)."""
+    tagged: list[str] = []
+    for i, tag in enumerate(tags):
+        raw = _add_hashes(raw, replies[2 * i])
+        for q in sorted(codec.text(q) for q in replies[2 * i + 1]):
+            tagged.append(q)
+            pipe.zcard(keys.waiting(q, tag))
+            pipe.zrange(keys.waiting(q, tag), 0, 0, withscores=True)
+    return raw, tagged
+
+
+def _waiting(heads: list[tuple[str, Any, Any]], now_ms: int) -> dict[str, tuple[int, float]]:
+    """queue -> (tasks waiting, age of the oldest, s), from (queue, ZCARD, head) rows; a
+    queue that has a zset in several slots (Cluster) is summed."""
+    waiting: dict[str, tuple[int, float]] = {}
+    for q, n, head in heads:
+        oldest = (now_ms - head[0][1]) / 1000 if head else 0.0
+        was = waiting.get(q, (0, 0.0))
+        waiting[q] = (was[0] + int(n), max(was[1], oldest, 0.0))
+    return waiting
+
+
+def _backlog(rows: list[Any]) -> dict[str, int]:
+    """family -> unread channel values, from the HMGETs of running tasks."""
+    backlog: dict[str, int] = {}
+    for fam, n_children, produced, read in rows:
+        if fam is None or int(n_children or 0) == 0:
+            continue
+        unread = int(produced or 0) - int(read or 0)
+        name = codec.text(fam)
+        backlog[name] = backlog.get(name, 0) + max(0, unread)
+    return backlog
+
+
 def _fmt_le(bound: float) -> str:
     return repr(float(bound)) if bound != int(bound) else f"{float(bound):.1f}"
 
@@ -137,32 +198,34 @@ class PlanktonCollector(Collector):
     def _read(self) -> dict[str, Any]:
         """Three pipelined round trips; sizes bounded by queues, active runs, running tasks."""
         pipe = self.conn.pipeline(transaction=False)
-        pipe.time()
+        clock = _clock(self.conn, pipe)
         pipe.hgetall(keys.METRICS)
         pipe.smembers(keys.WAITING_QUEUES)
         pipe.pttl(keys.LEADER)
         pipe.get(keys.LEADER_EPOCH)
         pipe.smembers(keys.ACTIVE)
         pipe.zcard(keys.OUTBOX)
+        pipe.smembers(keys.METRIC_TAGS)
         for d in self.scheduled:
             pipe.hget(keys.cron(d.name), "last_fire")
-        (now_s, now_us), raw, queues, pttl, epoch, active, outbox, *fires = pipe.execute()
+        (now_s, now_us), raw, queues, pttl, epoch, active, outbox, tags, *fires = \
+            clock(pipe.execute())
         queues = sorted(codec.text(q) for q in queues)
         active = sorted(codec.text(r) for r in active)
+        tags = sorted(codec.text(t) for t in tags)  # Redis Cluster: the slots' copies
         for q in queues:
             pipe.zcard(keys.waiting(q))
             pipe.zrange(keys.waiting(q), 0, 0, withscores=True)
         for run_id in active:
             pipe.hmget(keys.run(run_id), "dag", "status")
             pipe.zrange(keys.leases(run_id), 0, -1)
+        for tag in tags:
+            pipe.hgetall(keys.metrics(tag))
+            pipe.smembers(keys.waiting_queues(tag))
         second = pipe.execute()
         now_ms = now_s * 1000 + now_us // 1000
         pipe.zcount(keys.WORKERS, int(now_ms - 3 * self.heartbeat * 1000), "+inf")
-        waiting = {}
-        for i, q in enumerate(queues):
-            n, head = second[2 * i], second[2 * i + 1]
-            oldest = (now_ms - head[0][1]) / 1000 if head else 0.0
-            waiting[q] = (n, max(0.0, oldest))
+        heads = [(q, second[2 * i], second[2 * i + 1]) for i, q in enumerate(queues)]
         runs_by: dict[tuple[str, str], int] = {}
         running: list[tuple[str, str]] = []
         base = 2 * len(queues)
@@ -175,15 +238,12 @@ class PlanktonCollector(Collector):
                 running.append((run_id, codec.text(t)))
                 pipe.hmget(keys.task(run_id, codec.text(t)), "family", "n_children",
                            "produced", "ch_read")
+        raw, tagged = _slot_copies(pipe, raw, tags, second[base + 2 * len(active):])
         third = pipe.execute()
-        live = third[0]
-        backlog: dict[str, int] = {}
-        for fam, n_children, produced, read in third[1:]:
-            if fam is None or int(n_children or 0) == 0:
-                continue
-            unread = int(produced or 0) - int(read or 0)
-            name = codec.text(fam)
-            backlog[name] = backlog.get(name, 0) + max(0, unread)
+        live, rest = third[0], third[1:]
+        split = len(rest) - 2 * len(tagged)
+        heads += [(q, rest[split + 2 * i], rest[split + 2 * i + 1]) for i, q in enumerate(tagged)]
+        waiting, backlog = _waiting(heads, now_ms), _backlog(rest[:split])
         return {"now": now_s + now_us / 1e6, "hash": raw, "waiting": waiting,
                 "leader": 1 if pttl is not None and int(pttl) > 0 else 0,
                 "epoch": int(epoch or 0), "outbox": int(outbox), "runs": runs_by,

@@ -80,10 +80,10 @@ def task_fields(plan: "Plan", task: "Task", finished: dict[str, Finished]) -> di
 
 
 def write_extras(tx: Any, run_id: str, plan: "Plan", finished: dict[str, Finished],
-                 dag: str, now: int) -> dict[str, Any]:
+                 dag: str, now: int, tag: str = "") -> dict[str, Any]:
     """Add to ``tx`` the channel entries of finished children of running parents and the
     metric counts of tasks ended at submit; return the run-hash fields to add (the run's end
-    if its root is finished)."""
+    if its root is finished). ``tag``: the run's slot tag on a Redis Cluster (``slots``)."""
     if not finished:
         return {}
     ended: Counter[tuple[str, str]] = Counter()
@@ -102,14 +102,14 @@ def write_extras(tx: Any, run_id: str, plan: "Plan", finished: dict[str, Finishe
             tx.xadd(ch, {"c": tid, "a": "1", "k": "v", "n": n, "v": blob})
         tx.xadd(ch, {"c": tid, "a": "1", "k": "end", "n": done.emitted})
     for (family, state), n in ended.items():
-        tx.hincrby(keys.METRICS, metrics.field("tasks_ended", family, state), n)
+        tx.hincrby(keys.metrics(tag), metrics.field("tasks_ended", family, state), n)
     root = finished.get(plan.tid(plan.tasks[-1]))
     if root is None:
         return {}
     status = RunStatus.SUCCEEDED if root.state == TaskState.SKIPPED else RunStatus.FAILED
     tx.rpush(keys.done(run_id), status.value)
-    tx.hincrby(keys.METRICS, metrics.field("runs_ended", dag, status.value), 1)
-    tx.hincrby(keys.METRICS, metrics.field("run_seconds_b", dag, status.value, 1), 1)
+    tx.hincrby(keys.metrics(tag), metrics.field("runs_ended", dag, status.value), 1)
+    tx.hincrby(keys.metrics(tag), metrics.field("run_seconds_b", dag, status.value, 1), 1)
     out: dict[str, Any] = {"status": status.value, "ended_at": now}
     if status == RunStatus.FAILED:
         for task in plan.tasks:

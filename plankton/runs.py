@@ -17,7 +17,7 @@ from typing import Any, Iterable, cast
 
 import redis
 
-from . import codec, keys, prefill, redact, scripts, skip, states
+from . import codec, keys, prefill, redact, scripts, skip, slots, states
 from .errors import Fenced
 from .hashing import tree_digest
 from .states import RunStatus, TaskState
@@ -188,6 +188,18 @@ class FencedPipe:
         return ok
 
 
+def _indexes(pipe: Any, run_id: str, dag: str, submitted: int, notify: bool, tag: str) -> Any:
+    """Add the run to the global indexes (and its slot tag on a Cluster) in ``pipe``."""
+    pipe.zadd(keys.RUNS, {run_id: submitted})
+    pipe.zadd(keys.dag_runs(dag), {run_id: submitted})
+    pipe.sadd(keys.ACTIVE, run_id)
+    if notify:
+        pipe.rpush(keys.SUBMITTED, run_id)
+    if tag:
+        pipe.sadd(keys.METRIC_TAGS, tag)
+    return pipe
+
+
 def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, dag: str,
               params: dict[str, Any], since: _dt.datetime | None, to: _dt.datetime | None,
               version: str = "", rerun_of: str = "", extra: dict[str, Any] | None = None,
@@ -200,6 +212,11 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
     against the run not existing yet (cron runs: exactly once per fire time).
     ``finished``: tasks written already finished (``prefill``: reused by a resume, skipped
     by ``complete()``); None evaluates ``complete()`` here (``skip.check``).
+
+    On a Redis Cluster (``conn`` a ``RedisCluster``; docs/scaling.md) the transaction holds
+    the run's keys only, which share one slot; the run records the tag of its slot
+    (``mtag``: its scripts count metrics there) and the global indexes are written after
+    it, in a second round trip. ``fence`` and a ``then`` that enqueues are cross-slot there.
     """
     plan = Plan.of(order)
     hashes = tree_hashes(plan)
@@ -243,18 +260,19 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
         "n_tasks": len(order),
     }
     run.update(extra or {})
+    tag = slots.run_tag(run_id) if slots.is_cluster(conn) else ""
+    run.update({"mtag": tag} if tag else {})
     if not small:
         tx = FencedPipe(conn, run_id, fence) if fence else conn.pipeline(transaction=True)
-    run.update(prefill.write_extras(tx, run_id, plan, finished, dag, submitted))
+    run.update(prefill.write_extras(tx, run_id, plan, finished, dag, submitted, tag))
     tx.hset(keys.run(run_id), mapping=run)
-    tx.zadd(keys.RUNS, {run_id: submitted})
-    tx.zadd(keys.dag_runs(dag), {run_id: submitted})
-    tx.sadd(keys.ACTIVE, run_id)
-    if notify:
-        tx.rpush(keys.SUBMITTED, run_id)
+    index = _indexes(conn.pipeline(transaction=False) if tag else tx, run_id, dag, submitted,
+                     notify, tag)
     if then is not None:
         then(tx)
     replies: list[Any] = tx.execute()
+    if index is not tx:
+        replies += index.execute()
     return replies
 
 

@@ -39,19 +39,29 @@ from .metrics import RUN_BUCKETS, TASK_BUCKETS, lua_buckets
 
 #: Metrics (plankton/metrics.py): counters and histogram buckets HINCRBY'd into one hash, in
 #: the same script as the transition they count; tasks queued and not started in one zset
-#: per queue (queue latency).
+#: per queue (queue latency). Those keys are global on one Redis; on a Redis Cluster they are
+#: the copies of the run's slot, tagged with the run hash's ``mtag`` (``slots``), so that the
+#: script never leaves its run's slot. ``mkeys()`` finds them once per call, when counting.
 _METRICS = r"""
-local MKEY, WPREFIX, WQUEUES = '%(metrics)s', '%(waiting)s', '%(waiting_queues)s'
+local MKEY, WQUEUES = nil, nil
+local function mkeys()
+  if not MKEY then
+    local tag = redis.call('HGET', RUNKEY, 'mtag')
+    local sfx = tag and (':{' .. tag .. '}') or ''
+    MKEY, WQUEUES = '%(metrics)s' .. sfx, '%(waiting_queues)s' .. sfx
+  end
+  return MKEY
+end
 local TASK_BUCKETS, RUN_BUCKETS = %(task_buckets)s, %(run_buckets)s
 local function mcount(name, a, b)
   local f = name .. '\31' .. a
   if b then f = f .. '\31' .. b end
-  redis.call('HINCRBY', MKEY, f, 1)
+  redis.call('HINCRBY', mkeys(), f, 1)
 end
 local function mobserve(name, bounds, secs, a, b)
   local i = #bounds + 1
   for j = 1, #bounds do if secs <= bounds[j] then i = j; break end end
-  redis.call('HINCRBY', MKEY, name .. '_b\31' .. a .. '\31' .. b .. '\31' .. i, 1)
+  redis.call('HINCRBY', mkeys(), name .. '_b\31' .. a .. '\31' .. b .. '\31' .. i, 1)
   redis.call('HINCRBYFLOAT', MKEY, name .. '_sum\31' .. a .. '\31' .. b, secs)
 end
 -- A task reached a final state; ``ran``: observe its attempt's duration too.
@@ -75,13 +85,14 @@ local function waiting_add(queue, now, first)
     table.insert(scored, now)
     table.insert(scored, RUN_ID .. '/' .. ARGV[i])
   end
-  redis.call('ZADD', WPREFIX .. queue, unpack(scored))
+  mkeys()
+  redis.call('ZADD', WQUEUES .. ':' .. queue, unpack(scored))
   redis.call('SADD', WQUEUES, queue)
 end
 local function waiting_del(t, queue)
-  if queue then redis.call('ZREM', WPREFIX .. queue, RUN_ID .. '/' .. t) end
+  if queue then mkeys(); redis.call('ZREM', WQUEUES .. ':' .. queue, RUN_ID .. '/' .. t) end
 end
-""" % {"metrics": keys.METRICS, "waiting": keys.waiting(""), "waiting_queues": keys.WAITING_QUEUES,
+""" % {"metrics": keys.METRICS, "waiting_queues": keys.WAITING_QUEUES,
        "task_buckets": lua_buckets(TASK_BUCKETS), "run_buckets": lua_buckets(RUN_BUCKETS)}
 
 #: Shared Lua helpers, prepended to every script.

@@ -24,6 +24,7 @@ NOT_EXERCISED: dict[str, str] = {
     "reused_from": "resumed runs only (tests/test_resume.py)",
     "restarts": "a child failing after its parent read its values "
                 "(tests/reliability/test_channels.py)",
+    "mtag": "runs created on a Redis Cluster only (tests/test_cluster_slots.py)",
 }
 
 
