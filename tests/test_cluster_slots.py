@@ -332,6 +332,38 @@ def _drive_run(d: RunDriver, end: str) -> None:
     d.finish([(rid, "", "4", 1, 1, 0, b"", codec.dumps(["ab", "c"]), 2, b"")])
 
 
+class Done(tasks.Leaf):
+    """A leaf whose output exists already: ``complete()`` skips it at the run's creation."""
+
+    def complete(self):
+        return True
+
+
+def test_creation_with_skipped_tasks_and_reads_stay_in_the_run_slot(nodes, rc):
+    """complete() at creation (prefill: skipped task, its end in the parent's channel, its
+    metric count) writes only the run's slot; show and the change log read it there."""
+    writes = Writes(nodes)
+    try:
+        rid = _runs_on_every_master(rc, 1)[0]
+        root = tasks.Collect().add_children(Done(i=9), tasks.Leaf(i=1))
+        writes.take()
+        runs.write_run(rc, rid, root, place(root, None, None), dag="slots", params={},
+                       since=None, to=None)
+        slot = slots.key_slot(keys.run(rid))
+        created = writes.take()
+        assert {k for k in created if slots.key_slot(k) != slot} == CREATION_GLOBALS
+        assert keys.channel(rid, "2") in created and keys.metrics(slots.run_tag(rid)) in created
+        skipped = metrics.field("tasks_ended", Done.family(), "skipped")
+        assert rc.hget(keys.metrics(slots.run_tag(rid)), skipped) == b"1"
+        shown = runs.show(rc, rid)
+        assert shown is not None
+        assert [t["state"] for t in shown["tasks"]] == ["skipped", "ready", "pending"]
+        assert runs.changes(rc, rid) is not None
+        assert writes.take() == set()  # reads write nothing
+    finally:
+        writes.close()
+
+
 def _script_names() -> set[str]:
     return {n for n, v in vars(scripts).items()
             if n.isupper() and not n.startswith("_") and isinstance(v, str)}
