@@ -203,14 +203,15 @@ def peer_rq(repeats: int) -> dict[str, Any]:
             "saturation_tasks_per_s": round(1e6 / _median(us)) if _median(us) else None}
 
 
-def run_all(workloads: list[str], repeats: int, with_peer: bool) -> dict[str, Any]:
+def run_all(workloads: list[str], repeats: int, with_peer: bool,
+            workers: int = 2) -> dict[str, Any]:
     import plankton as pk
 
-    report: dict[str, Any] = {"machine": machine_info(), "workloads": {}}
+    report: dict[str, Any] = {"machine": machine_info(), "workloads": {}, "workers": workers}
     server = RedisServer().start()
     stack = Stack(server.url)
     try:
-        stack.start(2)
+        stack.start(workers)
         client = pk.Client(server.url, imports=["benchmarks.bench_tasks"])
         client.wait(client.submit(bt.BNoop()), timeout=60)  # warm up
         client.wait(client.submit(bt.fanin(200)), timeout=60)
@@ -235,8 +236,8 @@ def run_all(workloads: list[str], repeats: int, with_peer: bool) -> dict[str, An
 
 def print_table(report: dict[str, Any]) -> None:
     print(f"\n{'workload':<12} {'tasks':>6} {'CPU us/task':>12} {'(min-max)':>15} "
-          f"{'cmds/task':>9} {'us/value':>9} {'sat. tasks/s':>13} {'sat. values/s':>14} "
-          f"{'kept B/task':>11}")
+          f"{'cmds/task':>9} {'us/value':>9} {'tasks/s':>8} {'busy':>5} {'sat. tasks/s':>13} "
+          f"{'sat. values/s':>14} {'kept B/task':>11}")
     for name, w in report["workloads"].items():
         m = w["main_us_per_task"]
         kept = w["kept_bytes_per_task"]
@@ -244,6 +245,7 @@ def print_table(report: dict[str, Any]) -> None:
               f"{m['min']:>7.1f}-{m['max']:<7.1f} "
               f"{w['commands_per_task']['median']:>9.1f} "
               f"{w['main_us_per_value']['median']:>9.2f} "
+              f"{w['tasks'] / w['wall_s']['median']:>8,.0f} {w['busy']['median']:>5.0%} "
               f"{w['saturation_tasks_per_s']:>13,} {w['saturation_values_per_s']:>14,} "
               f"{kept if kept is not None else '-':>11}"
               + ("" if w["checked"] else "   OUTPUT WRONG"))
@@ -256,9 +258,12 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"peer: RQ fanin-1000 costs {p['main_us_per_task']['median']:.1f} us per job "
               f"({p['commands_per_task']:.1f} commands; saturation "
               f"{p['saturation_tasks_per_s']:,} jobs/s)")
+    print("tasks/s: achieved by the stack; busy: Redis main-thread CPU / wall during the run "
+          f"({report.get('workers', 2)} workers)")
     idle = report.get("idle", {})
     if idle:
-        print(f"idle 2-worker stack: {idle['main'] * 1e6:.0f} us of Redis CPU per second "
+        print(f"idle {report.get('workers', 2)}-worker stack: {idle['main'] * 1e6:.0f} us of Redis "
+              f"CPU per second "
               f"(subtracted); CPU = Redis main thread, user+sys, net of idle")
 
 
@@ -268,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--no-peer", action="store_true", help="skip the RQ peer")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="Plankton workers (default 2, the standard stack)")
     parser.add_argument("--out", default=str(RESULTS / "redis-cpu-latest.json"))
     args = parser.parse_args(argv)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -277,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"(known: {', '.join(WORKLOADS)})")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    report = run_all(workloads, args.repeats, not args.no_peer)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    report = run_all(workloads, args.repeats, not args.no_peer, args.workers)
     print_table(report)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
