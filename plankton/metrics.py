@@ -115,16 +115,6 @@ def count(conn: Any, name: str, *labels: Any, n: int = 1) -> None:
     conn.hincrby(keys.METRICS, field(name, *labels), n)
 
 
-def _add_hashes(into: dict[bytes, Any], other: dict[bytes, bytes]) -> dict[bytes, Any]:
-    """Field-wise sum of two metrics hashes (a slot's copy added to the total, Cluster)."""
-    if not other:
-        return into
-    out: dict[bytes, Any] = dict(into)
-    for k, v in other.items():
-        out[k] = float(out.get(k, 0)) + float(v)
-    return out
-
-
 def _clock(conn: Any, pipe: Any) -> Any:
     """Queue Redis TIME in ``pipe``; a function putting its reply first in the replies. A
     Redis Cluster pipeline refuses TIME (no key): it is then asked of one node first."""
@@ -138,11 +128,14 @@ def _clock(conn: Any, pipe: Any) -> Any:
 def _slot_copies(pipe: Any, raw: dict[bytes, Any], tags: list[str],
                  replies: list[Any]) -> tuple[dict[bytes, Any], list[str]]:
     """Redis Cluster: add each slot's metrics hash (``replies``: hash, queue set per tag) to
-    ``raw``, and queue in ``pipe`` the reads of each slot's waiting zsets; returns the total
-    and the queue name of each zset read (in order)."""
+    ``raw`` field by field, and queue in ``pipe`` the reads of each slot's waiting zsets;
+    returns the total and the queue name of each zset read (in order)."""
     tagged: list[str] = []
+    if tags:
+        raw = {k: float(v) for k, v in raw.items()}
     for i, tag in enumerate(tags):
-        raw = _add_hashes(raw, replies[2 * i])
+        for k, v in replies[2 * i].items():
+            raw[k] = raw.get(k, 0.0) + float(v)
         for q in sorted(codec.text(q) for q in replies[2 * i + 1]):
             tagged.append(q)
             pipe.zcard(keys.waiting(q, tag))

@@ -30,13 +30,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import RedisCluster
 
 from plankton import codec, keys, metrics, runs, scripts, slots, transport
 from plankton.task import place
 from plankton.transitions import Transitions
 from tests import tasks
-from tests.servers import RedisServer, free_port, wait_for
+from tests.servers import RedisClusterNodes
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "scaling.md"
 
@@ -69,50 +69,9 @@ CREATION_GLOBALS = {keys.RUNS, keys.dag_runs("slots"), keys.ACTIVE, keys.SUBMITT
                     keys.METRIC_TAGS}
 
 
-class Nodes:
-    """Three redis-server processes with cluster mode on, joined into one cluster."""
-
-    def __init__(self, base: Path) -> None:
-        self.servers = []
-        self.bus: list[int] = []
-        for i in range(3):
-            port, bus = free_port(), free_port()
-            d = base / f"n{i}"
-            self.bus.append(bus)
-            self.servers.append(RedisServer(d, port=port, extra=[
-                "--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"),
-                "--cluster-port", str(bus), "--cluster-node-timeout", "5000"]))
-
-    def start(self) -> "Nodes":
-        for s in self.servers:
-            s.start()
-        conns = [redis.Redis(port=s.port) for s in self.servers]
-        bounds = [0, 5461, 10923, 16384]
-        for i, c in enumerate(conns):
-            c.execute_command("CLUSTER", "ADDSLOTSRANGE", bounds[i], bounds[i + 1] - 1)
-        for s, bus in zip(self.servers[1:], self.bus[1:]):
-            conns[0].execute_command("CLUSTER", "MEET", "127.0.0.1", s.port, bus)
-
-        def ready() -> bool:
-            for c in conns:
-                info = c.execute_command("CLUSTER", "INFO").decode()
-                if "cluster_state:ok" not in info or "cluster_known_nodes:3" not in info:
-                    return False
-            return True
-
-        wait_for(ready, 20, interval=0.05, what="the 3-master cluster to be ok")
-        for c in conns:
-            c.close()
-        return self
-
-    def stop(self) -> None:
-        for s in self.servers:
-            s.kill()
-
-
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory):
-    made = Nodes(tmp_path_factory.mktemp("rcluster"))
+    made = RedisClusterNodes(tmp_path_factory.mktemp("rcluster"))
     try:
         yield made.start()
     finally:
@@ -121,7 +80,7 @@ def nodes(tmp_path_factory):
 
 @pytest.fixture
 def rc(nodes):
-    conn = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", s.port) for s in nodes.servers])
+    conn = nodes.client()
     conn.flushall()
     yield conn
     conn.close()
@@ -130,7 +89,7 @@ def rc(nodes):
 class Writes:
     """Every key written on every node (keyspace notifications), read up to a marker."""
 
-    def __init__(self, nodes: Nodes) -> None:
+    def __init__(self, nodes: RedisClusterNodes) -> None:
         self.conns = [redis.Redis(port=s.port) for s in nodes.servers]
         self.subs = []
         self.markers = []
