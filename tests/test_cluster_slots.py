@@ -197,7 +197,7 @@ class RunDriver:
         assert self.tr.finish_many(calls) == ["OK"] * len(calls)
 
 
-def _claimed_mid(d: RunDriver) -> None:
+def _run_mid(d: RunDriver) -> None:
     """The mid task reads its channel (ACK + XREAD in one pipeline) and finishes."""
     rid, tr = d.rid, d.tr
     state = d.rc.hget(keys.task(rid, "2"), "state")
@@ -285,7 +285,7 @@ def _drive_run(d: RunDriver, end: str) -> None:
     if end == "fail":
         assert tr.fail(rid, "3", 1, "fatal", "boom", 0, 3) == "FAILED"
         return
-    _claimed_mid(d)
+    _run_mid(d)
     d.finish([(rid, "4", "3", 1, 1, 1, codec.pack_batch(["c"], 0), codec.dumps(3), 0, b"")])
     assert d.claim([("4", 1)]) == []
     d.finish([(rid, "", "4", 1, 1, 0, b"", codec.dumps(["ab", "c"]), 2, b"")])
