@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from .harness import write_json
 from .plankton_bench import WORKLOADS, run_all
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -41,10 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                                     fresh_redis, args.repeats)
         report["ratios"] = ratios(report)
     print_table(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nwrote {out}")
+    write_json(report, args.out)
     return 0 if all(w.get("checked") for w in report["workloads"].values()) else 1
 
 

@@ -17,14 +17,13 @@ scenario; prints a table and writes ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from .harness import RedisServer, machine_info, percentile, redis_connection
+from .harness import RedisServer, machine_info, percentile, redis_connection, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -151,10 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--scrapes must be at least 1")
     report = run(args.scrapes)
     print_table(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nwrote {out}")
+    write_json(report, args.out)
     return 0 if all(r["same_numbers"] for r in report["scenarios"].values()) else 1
 
 

@@ -16,7 +16,6 @@ Prints a table and writes ``benchmarks/results/console-open-latest.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ from .harness import (
     stop_process,
     summarise,
     wait_for,
+    write_json,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         f = report["figures"][key]
         print(f"{label:<34} {f['median']:>8.3f} {f['min']:>8.3f} {f['max']:>8.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_json(report, args.out)
     return 0 if report["checked"] else 1
 
 

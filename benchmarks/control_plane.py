@@ -12,7 +12,6 @@ per task (read). Prints a table and writes ``benchmarks/results/control-plane-la
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import RedisServer, machine_info, redis_connection
+from .harness import RedisServer, machine_info, redis_connection, write_json
 from .plankton_bench import ROOT, Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -148,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
     report["load_after"] = os.getloadavg()
     print_table(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nwrote {out}")
+    write_json(report, args.out)
     return 0 if all(s["checked"] for s in report["sizes"].values()) else 1
 
 

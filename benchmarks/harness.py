@@ -7,6 +7,7 @@ Plankton benchmarks and the peers (RQ, Celery, Dask, Luigi) share one method of 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -397,6 +398,15 @@ def figure(values: Iterable[float], unit: str, checked: bool, **extra: Any) -> d
     out["checked"] = bool(checked)
     out.update(extra)
     return out
+
+
+def write_json(report: Any, out: str | os.PathLike) -> Path:
+    """Write a benchmark's report as JSON (creating its folder) and say where."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"\nwrote {path}")
+    return path
 
 
 def skipped(reason: str) -> dict[str, Any]:

@@ -21,7 +21,6 @@ Prints a table and writes ``benchmarks/results/metrics-scrape-latest.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from .harness import (
     stop_process,
     summarise,
     wait_for,
+    write_json,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_process(api)
     _print(report)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_json(report, args.out)
     return 0 if all(s["checked"] for s in report["scenarios"].values()) else 1
 
 

@@ -29,7 +29,6 @@ the output is redirected there.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import bench_tasks as bt
-from .harness import RedisServer, machine_info, redis_connection, used_memory
+from .harness import RedisServer, machine_info, redis_connection, used_memory, write_json
 from .plankton_bench import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,10 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     report = run_all(workloads, args.repeats, not args.no_peer, args.workers)
     print_table(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nwrote {out}")
+    write_json(report, args.out)
     return 0 if all(w["checked"] for w in report["workloads"].values()) else 1
 
 
