@@ -107,15 +107,17 @@ class Writer:
 
     Parameters: ``transitions`` (the scripts), ``run_id``, ``parent`` ('' for a root: its
     values go nowhere), ``task_id``, ``attempt``, ``cap`` (the channel's bound, unread
-    values), ``max_bytes`` (largest encoded value), ``where`` (names the task in errors) and
-    ``waits`` (hooks around a wait on a full channel).
+    values), ``max_bytes`` (largest encoded value), ``where`` (names the task in errors),
+    ``waits`` (hooks around a wait on a full channel) and ``fence`` (how the worker's claim
+    names the attempt in its writes, ``Claimed.fence``; the bare number by default).
     """
 
     def __init__(self, transitions: Transitions, run_id: str, parent: str, task_id: str,
                  attempt: int, *, cap: int, max_bytes: int, where: str,
-                 waits: Waits | None = None) -> None:
+                 waits: Waits | None = None, fence: str | None = None) -> None:
         self.transitions = transitions
         self.run_id, self.parent, self.task_id, self.attempt = run_id, parent, task_id, attempt
+        self.fence = fence or str(attempt)
         self.cap = cap
         self.batch_values = batch_values(cap)
         self.max_bytes = max_bytes
@@ -208,7 +210,7 @@ class Writer:
         ``result`` (encoded) and its last batch; ``consumed`` and ``took`` are what the
         attempt's reader read (:meth:`Reader.finish_info`), validated by FINISH."""
         seq, n, blob = self.final_batch()
-        return (self.run_id, self.parent, self.task_id, self.attempt, seq, n, blob, result,
+        return (self.run_id, self.parent, self.task_id, self.fence, seq, n, blob, result,
                 consumed, took)
 
     def finish(self, args: tuple[Any, ...]) -> None:
@@ -242,7 +244,7 @@ class Writer:
         try:
             while self.pending is not None:
                 seq, n, blob = self.pending
-                args = (self.run_id, self.parent, self.task_id, self.attempt, seq, n, blob,
+                args = (self.run_id, self.parent, self.task_id, self.fence, seq, n, blob,
                         self.cap)
                 if block:
                     reply = ride_through(self.transitions.emit, *args)
@@ -275,9 +277,9 @@ class Reader:
 
     Parameters: ``transitions``, ``blocking_conn`` (a connection whose reads may block: the
     wait on the stream), ``run_id``, ``task_id`` (the parent), ``attempt``, ``n_children``,
-    ``max_bytes``, ``where`` and ``waits`` (hooks around a wait on an empty channel).
-    Iterating yields every value of each child's current attempt once, and ends when every
-    child has finished.
+    ``max_bytes``, ``where``, ``waits`` (hooks around a wait on an empty channel) and
+    ``fence`` (as :class:`Writer`'s). Iterating yields every value of each child's current
+    attempt once, and ends when every child has finished.
 
     Optimistic: the reader takes entries straight from the stream (XREAD), keeping those of
     each child's current attempt as it knows it (the ACK script gives the children not on
@@ -290,10 +292,11 @@ class Reader:
 
     def __init__(self, transitions: Transitions, blocking_conn: redis.Redis, run_id: str,
                  task_id: str, attempt: int, n_children: int, *, max_bytes: int, where: str,
-                 waits: Waits | None = None) -> None:
+                 waits: Waits | None = None, fence: str | None = None) -> None:
         self.transitions = transitions
         self.blocking_conn = blocking_conn
         self.run_id, self.task_id, self.attempt = run_id, task_id, attempt
+        self.fence = fence or str(attempt)
         self.n_children = n_children
         self.max_bytes = max_bytes
         self.where = where
@@ -364,7 +367,7 @@ class Reader:
         try:
             reply: tuple[str, Any, Any] = ride_through(
                 self.transitions.ack_and_read, self.blocking_conn, self.run_id, self.task_id,
-                self.attempt, read, self.consumed, first, after, READ_COUNT, 1000)
+                self.fence, read, self.consumed, first, after, READ_COUNT, 1000)
             return reply
         finally:
             self.waits.end_wait()
@@ -373,7 +376,7 @@ class Reader:
         """The reader took values (or the end) of ``child``'s ``attempt``, and a later attempt
         of that child has written since: this attempt of the parent must start over."""
         self.fenced = True
-        ride_through(self.transitions.fail, self.run_id, self.task_id, self.attempt,
+        ride_through(self.transitions.fail, self.run_id, self.task_id, self.fence,
                      "handback", f"attempt {self.attempt} of task {self.task_id} read values "
                      f"of attempt {attempt} of child {child}, superseded; retried", 0, 0)
         raise Fenced(self.where, f"attempt {attempt} of child {child} was superseded after "

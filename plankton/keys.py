@@ -124,6 +124,8 @@ TASK_FIELDS: dict[str, str] = {
     "started_at": "ms the current attempt started",
     "ended_at": "ms",
     "worker": "name of the worker running the current attempt",
+    "claim": "token of the current claim (START): a worker names its attempt N.TOKEN in "
+             "its writes, and only the current claim may write (scripts.fence)",
     "host": "host of that worker",
     "seq": "sequence number of the last batch EMIT accepted (de-duplication)",
     "emitted": "values this attempt emitted",

@@ -110,6 +110,16 @@ local function run_live()
   local s = redis.call('HGET', RUNKEY, 'status')
   return s == 'queued' or s == 'running'
 end
+-- A worker names the attempt it holds 'N.TOKEN': N the attempt number, TOKEN the claim token
+-- START wrote in the task's 'claim'. After a Redis rollback re-delivers a job whose claim was
+-- lost, the same attempt can be claimed again while its first holder still runs it; only the
+-- holder of the current claim may write. A bare 'N' (tools, tests) is checked by number only.
+-- Returns the number and the token (nil for a bare number).
+local function fence(a)
+  local n, tok = string.match(a, '^(%d+)%.(%w+)$')
+  if n then return n, tok end
+  return a, nil
+end
 -- Change log for delta reads (runs.changes): one version per script call that changes
 -- something (the run's 'ver'), and every task it changed scored with it in P..'chg'.
 local VER = nil
@@ -221,7 +231,9 @@ end
 
 #: Worker: claim a batch of queued attempts. ARGV: worker, lease_ms, local budget, queues
 #: (comma-separated, with a leading and trailing comma), host, alone (1: claim leaves'
-#: parents too), then (task, attempt)*.
+#: parents too), claim token (unique per call: written as each claimed task's 'claim'; the
+#: worker then names the attempt 'N.TOKEN' in EMIT, FINISH, ACK, FAIL and RENEW, see
+#: ``fence``), then (task, attempt)*.
 #: A parent released by the start of a task that has children itself is claimed right here
 #: by the same worker when its queue is one the worker serves and the local budget allows
 #: (the worker "releases its parent itself": no trip through RQ); otherwise it is returned to
@@ -236,7 +248,7 @@ local function claim(t, a)
   local k = tkey(t)
   redis.call('HSET', k, 'state', 'running', 'started_at', now, 'worker', worker,
     'host', ARGV[5], 'attempts', a, 'seq', 0, 'ch_read', 0, 'emitted', 0, 'consumed', 0,
-    'cursor', '0-0', 'cursor_prev', '0-0')
+    'cursor', '0-0', 'cursor_prev', '0-0', 'claim', ARGV[7])
   redis.call('ZADD', P .. 'leases', now + lease, t)
   local f = redis.call('HMGET', k, 'family', 'params', 'parent', 'n_children', 'timeout',
     'name', 'queue', 'counted')
@@ -262,7 +274,7 @@ local function claim(t, a)
   table.insert(released, {f[3], ps[3], ps[4]})
 end
 if live then
-  for i = 7, #ARGV, 2 do
+  for i = 8, #ARGV, 2 do
     local t, a = ARGV[i], ARGV[i + 1]
     local st = redis.call('HMGET', tkey(t), 'state', 'attempt')
     if st[1] == 'queued' and st[2] == a then
@@ -343,10 +355,11 @@ return 1
 #: KEYS[2] the parent's channel (``keys.channel``; unused for a root task).
 #: ARGV: task, attempt, seq, n, blob, cap. Returns OK | DUP | FULL | FENCED.
 EMIT = _PRELUDE + r"""
-local t, a, seq, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local t, seq, n = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local a, tok = fence(ARGV[2])
 local k = tkey(t)
-local st = redis.call('HMGET', k, 'state', 'attempt', 'seq', 'parent')
-if not run_live() or st[1] ~= 'running' or st[2] ~= a then
+local st = redis.call('HMGET', k, 'state', 'attempt', 'seq', 'parent', 'claim')
+if not run_live() or st[1] ~= 'running' or st[2] ~= a or (tok and st[5] ~= tok) then
   mcount('fenced_writes', 'emit')
   return 'FENCED'
 end
@@ -379,10 +392,11 @@ return 'OK'
 #: validated here: every child attempt it took values from must still be current, else the
 #: attempt is handed back for an immediate retry (FENCED).
 FINISH = _PRELUDE + r"""
-local t, a, seq, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local t, seq, n = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local a, tok = fence(ARGV[2])
 local k = tkey(t)
-local st = redis.call('HMGET', k, 'state', 'attempt', 'seq', 'parent')
-if not run_live() or st[1] ~= 'running' or st[2] ~= a then
+local st = redis.call('HMGET', k, 'state', 'attempt', 'seq', 'parent', 'claim')
+if not run_live() or st[1] ~= 'running' or st[2] ~= a or (tok and st[5] ~= tok) then
   mcount('fenced_writes', 'finish')
   return 'FENCED'
 end
@@ -434,10 +448,11 @@ return 'OK'
 #: 1). Returns {'OK', {child, attempt, ...}} or {'FENCED', state, error, upstream}
 #: (upstream: the failed child's name, if that is why).
 ACK = _PRELUDE + r"""
-local t, a = ARGV[1], ARGV[2]
+local t = ARGV[1]
+local a, tok = fence(ARGV[2])
 local k = tkey(t)
-local st = redis.call('HMGET', k, 'state', 'attempt', 'consumed')
-if not run_live() or st[1] ~= 'running' or st[2] ~= a then
+local st = redis.call('HMGET', k, 'state', 'attempt', 'consumed', 'claim')
+if not run_live() or st[1] ~= 'running' or st[2] ~= a or (tok and st[4] ~= tok) then
   mcount('fenced_writes', 'read')
   local why = redis.call('HMGET', k, 'error', 'upstream')
   return {'FENCED', st[1] or '', why[1] or '', why[2] or ''}
@@ -460,7 +475,12 @@ return {'OK', att}
 #: Worker: an attempt raised or timed out. ARGV: task, attempt, kind, error, backoff_ms,
 #: max_lost. Returns RETRY | FAILED | FENCED | ENDED.
 FAIL = _PRELUDE + r"""
-return fail_task(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], now_ms())
+local a, tok = fence(ARGV[2])
+if tok and redis.call('HGET', tkey(ARGV[1]), 'claim') ~= tok then
+  mcount('fenced_writes', 'fail')
+  return 'FENCED'
+end
+return fail_task(ARGV[1], a, ARGV[3], ARGV[4], ARGV[5], ARGV[6], now_ms())
 """
 
 #: Worker heartbeat: extend the leases of attempts still current. ARGV: lease_ms,
@@ -470,8 +490,9 @@ local now = now_ms()
 local live = run_live()
 local fenced = {}
 for i = 2, #ARGV, 2 do
-  local st = redis.call('HMGET', tkey(ARGV[i]), 'state', 'attempt')
-  if live and st[1] == 'running' and st[2] == ARGV[i + 1] then
+  local a, tok = fence(ARGV[i + 1])
+  local st = redis.call('HMGET', tkey(ARGV[i]), 'state', 'attempt', 'claim')
+  if live and st[1] == 'running' and st[2] == a and (not tok or st[3] == tok) then
     redis.call('ZADD', P .. 'leases', now + tonumber(ARGV[1]), ARGV[i])
   else
     table.insert(fenced, ARGV[i])

@@ -7,6 +7,7 @@ round trip and one atomic compare-and-set in Redis.
 from __future__ import annotations
 
 import random
+import secrets
 import socket
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -32,6 +33,14 @@ class Claimed:
     timeout: float | None
     name: str
     queue: str
+    #: The claim token START wrote in the task's ``claim`` (unique per claim).
+    token: str = ""
+
+    @property
+    def fence(self) -> str:
+        """How this claim names its attempt in its writes: ``N.TOKEN`` (see scripts.fence):
+        if a Redis rollback lets the attempt be claimed again, only the newest claim writes."""
+        return f"{self.attempt}.{self.token}" if self.token else str(self.attempt)
 
 
 def _finish_keys(run_id: str, parent: str, task: str) -> list[str]:
@@ -68,8 +77,9 @@ class Transitions:
               ) -> tuple[list[Claimed], list[tuple[str, int, str]]]:
         """Claim queued attempts; parents they release are claimed too, up to
         ``local_budget``, when their queue is in ``queues``; the rest are returned."""
+        token = secrets.token_hex(4)
         args: list[Any] = [worker, lease_ms, local_budget, "," + ",".join(queues) + ",",
-                           host or socket.gethostname(), 1 if alone else 0]
+                           host or socket.gethostname(), 1 if alone else 0, token]
         for t, a in pairs:
             args += [t, a]
         claimed_raw, released_raw = self._start(keys=[keys.run(run_id)], args=args)
@@ -79,17 +89,18 @@ class Transitions:
             claimed.append(Claimed(run_id, _s(t), int(attempt), _s(fam), params or b"",
                                    _s(parent), int(n_children or 0),
                                    float(timeout) if _s(timeout) else None, _s(name),
-                                   _s(queue)))
+                                   _s(queue), token))
         released = [(_s(p), int(a), _s(q)) for p, a, q in released_raw]
         return claimed, released
 
-    def emit(self, run_id: str, parent: str, task: str, attempt: int, seq: int, n: int,
+    def emit(self, run_id: str, parent: str, task: str, attempt: int | str, seq: int, n: int,
              blob: bytes, cap: int) -> str:
-        """Append a batch to ``parent``'s channel: OK | DUP | FULL | FENCED."""
+        """Append a batch to ``parent``'s channel: OK | DUP | FULL | FENCED. ``attempt``: a
+        number, or a claim's ``fence`` (as every write of a worker)."""
         return _s(self._emit(keys=[keys.run(run_id), keys.channel(run_id, parent)],
                              args=[task, attempt, seq, n, blob, cap]))
 
-    def finish(self, run_id: str, parent: str, task: str, attempt: int, seq: int, n: int,
+    def finish(self, run_id: str, parent: str, task: str, attempt: int | str, seq: int, n: int,
                blob: bytes, result: bytes, consumed: int, took: bytes = b"") -> str:
         """End the attempt with its last batch and result: OK | FENCED. ``took``: the child
         attempts its reader took values from (``channel.Reader.finish_info``), validated."""
@@ -110,7 +121,7 @@ class Transitions:
             self._finish_sha = None
             return [self.finish(*call) for call in calls]
 
-    def ack_and_read(self, conn: redis.Redis, run_id: str, task: str, attempt: int,
+    def ack_and_read(self, conn: redis.Redis, run_id: str, task: str, attempt: int | str,
                      ch_read: int, consumed: int, first: bool, after: str, count: int,
                      block_ms: int) -> tuple[str, Any, list[tuple[bytes, dict[bytes, bytes]]]]:
         """The ACK script, then XREAD of ``task``'s own channel after ``after`` (waiting up to
@@ -142,12 +153,13 @@ class Transitions:
             return "OK", children, next(iter(got.values()))[0]
         return "OK", children, got[0][1]
 
-    def fail(self, run_id: str, task: str, attempt: int, kind: str, error: str,
+    def fail(self, run_id: str, task: str, attempt: int | str, kind: str, error: str,
              backoff: int, max_lost: int) -> str:
         return _s(self._fail(keys=[keys.run(run_id)],
                              args=[task, attempt, kind, error[:20000], backoff, max_lost]))
 
-    def renew(self, run_id: str, lease_ms: int, pairs: Sequence[tuple[str, int]]) -> list[str]:
+    def renew(self, run_id: str, lease_ms: int,
+              pairs: Sequence[tuple[str, int | str]]) -> list[str]:
         args: list[Any] = [lease_ms]
         for t, a in pairs:
             args += [t, a]

@@ -126,6 +126,9 @@ class Executor:
         #: Attempts claimed by START and not yet ended here (waiting for their turn in a
         #: batch, or finished with a FINISH not yet flushed): their leases are renewed too.
         self.held: set[tuple[str, str, int]] = set()
+        #: How each claim held here names its attempt in writes (``Claimed.fence``: number and
+        #: claim token), by (run, task, attempt).
+        self.fences: dict[tuple[str, str, int], str] = {}
         self.active_lock = threading.Lock()
         self.stopping = threading.Event()
         #: Set by the first SIGTERM: no new leaf starts; see :meth:`shutdown`.
@@ -168,7 +171,9 @@ class Executor:
                                               self._alone())
         with self.active_lock:
             for claim in claimed:
-                self.held.add((claim.run_id, claim.task_id, claim.attempt))
+                key = (claim.run_id, claim.task_id, claim.attempt)
+                self.held.add(key)
+                self.fences[key] = claim.fence
         if released:
             self.enqueuer.enqueue_many(run_id, released, batch=len(released))
         leaves = []
@@ -198,7 +203,9 @@ class Executor:
                 hold.release()
                 with self.active_lock:
                     for claim in leaves:
-                        self.held.discard((claim.run_id, claim.task_id, claim.attempt))
+                        key = (claim.run_id, claim.task_id, claim.attempt)
+                        self.held.discard(key)
+                        self.fences.pop(key, None)
         self.acquire_slot()
         self.release_slot()
 
@@ -235,6 +242,7 @@ class Executor:
                 self._kill_at.pop(key, None)
                 if finisher is None:
                     self.held.discard(key)
+                    self.fences.pop(key, None)
             self._push_logs(rt)
             if finisher is None:
                 hold.release()
@@ -285,7 +293,7 @@ class Executor:
         text = self._describe(exc, rt)
         log.warning("%s attempt %d failed: %s", rt.where, claim.attempt, text.splitlines()[0])
         rt.fenced = True
-        ride_through(self.engine.fail, claim.run_id, claim.task_id, claim.attempt, kind, text,
+        ride_through(self.engine.fail, claim.run_id, claim.task_id, claim.fence, kind, text,
                      backoff_ms(claim.attempt, self.settings.retry_base,
                                 self.settings.retry_cap), self.settings.max_lost)
 
@@ -359,9 +367,10 @@ class Executor:
             if attempt < newest[(run_id, task_id)]:
                 # this worker holds a newer attempt of the task: this one was superseded
                 self._stop((run_id, task_id, attempt), FencedStop)
-        by_run: dict[str, list[tuple[str, int]]] = {}
+        by_run: dict[str, list[tuple[str, int | str]]] = {}
         for (run_id, task_id), attempt in newest.items():
-            by_run.setdefault(run_id, []).append((task_id, attempt))
+            by_run.setdefault(run_id, []).append(
+                (task_id, self._fence((run_id, task_id, attempt))))
         try:
             self.conn.zadd(keys.WORKERS, {self.name: int(time.time() * 1000)})
             for run_id, pairs in by_run.items():
@@ -376,7 +385,7 @@ class Executor:
                 claim = rt.claim
                 # recorded first: if Redis is unreachable this raises, and the next pass of
                 # the monitor tries again (the task must not run on unrecorded)
-                self.engine.fail(claim.run_id, claim.task_id, claim.attempt, "timeout",
+                self.engine.fail(claim.run_id, claim.task_id, claim.fence, "timeout",
                                  self._describe(TaskTimeout(), rt),
                                  backoff_ms(claim.attempt, self.settings.retry_base,
                                             self.settings.retry_cap), self.settings.max_lost)
@@ -413,10 +422,16 @@ class Executor:
         """Fail each (run, task, attempt) as handed back: retried at once, not a failure."""
         for run_id, task_id, attempt in attempts:
             try:
-                self.engine.fail(run_id, task_id, attempt, "handback", reason, 0,
+                self.engine.fail(run_id, task_id, self._fence((run_id, task_id, attempt)),
+                                 "handback", reason, 0,
                                  self.settings.max_lost)
             except redis.RedisError:
                 pass
+
+    def _fence(self, key: tuple[str, str, int]) -> str:
+        """The fence of a claim held here (the bare attempt number if unknown)."""
+        fence = self.fences.get(key)
+        return fence if fence is not None else str(key[2])
 
     def running_count(self) -> int:
         with self.active_lock:

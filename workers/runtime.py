@@ -58,10 +58,12 @@ class Runtime(TaskContext):
         self.where = f"{claim.name} (run {claim.run_id}, task {claim.task_id})"
         self.writer = Writer(transitions, claim.run_id, claim.parent, claim.task_id,
                              claim.attempt, cap=settings.channel_cap,
-                             max_bytes=settings.max_value_bytes, where=self.where, waits=self)
+                             max_bytes=settings.max_value_bytes, where=self.where, waits=self,
+                             fence=claim.fence)
         self.reader = Reader(transitions, blocking_conn, claim.run_id, claim.task_id,
                              claim.attempt, claim.n_children,
-                             max_bytes=settings.max_value_bytes, where=self.where, waits=self)
+                             max_bytes=settings.max_value_bytes, where=self.where, waits=self,
+                             fence=claim.fence)
         self.waiting = False
         self.thread: threading.Thread | None = None
         self.deadline: float | None = None
