@@ -37,6 +37,8 @@ plankton:runs                   zset    run id -> submitted ms (all runs, by tim
 plankton:dag:{D}:runs           zset    run id -> submitted ms (runs of one DAG)
 plankton:active                 set     run ids not yet ended (the scheduler's work list)
 plankton:workers                zset    worker name -> last heartbeat ms
+plankton:redis_id               string  run_id of the Redis server the leader last saw (a
+                                        different one: restart, restore, failover)
 plankton:leader                 string  the leading scheduler's token (PX lease)
 plankton:leader:epoch           string  fencing counter, INCR on each new leadership
 plankton:cron:{D}               hash    last_fire: the last fire time handled (epoch s)
@@ -200,6 +202,9 @@ SUBMITTED = f"{PREFIX}:submitted"
 RUNS = f"{PREFIX}:runs"
 ACTIVE = f"{PREFIX}:active"
 WORKERS = f"{PREFIX}:workers"
+#: The scheduler's memory of which Redis server it worked on (scheduler.loop: a restored
+#: snapshot or a promoted replica has another ``run_id``: leases get a grace before reaping).
+REDIS_ID = f"{PREFIX}:redis_id"
 LEADER = f"{PREFIX}:leader"
 LEADER_EPOCH = f"{PREFIX}:leader:epoch"
 

@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("plankton.scheduler")
 
+#: How often the leader checks that Redis is still the server it last worked on (s).
+IDENTITY_EVERY = 1.0
 #: A task ready this long without being enqueued by the worker that released it is
 #: enqueued by the scheduler (ms).
 READY_GRACE_MS = 2000
@@ -87,6 +89,7 @@ class Scheduler:
     def run_forever(self) -> None:
         next_tick = 0.0
         next_lead = 0.0
+        next_identity = 0.0
         leading = False
         while not self.stop_requested:
             try:
@@ -102,6 +105,9 @@ class Scheduler:
                 if not leading:
                     time.sleep(min(0.2, self.settings.leader_lease_ms / 5000))
                     continue
+                if now >= next_identity:
+                    self._check_identity()
+                    next_identity = now + IDENTITY_EVERY
                 self._take_submissions(timeout=min(0.2, self.settings.reaper_interval))
                 if time.monotonic() - now > max(1.0, self.settings.lease_ms / 2000):
                     # a 0.2 s poll took half a lease: Redis hung or restarted under the
@@ -124,6 +130,30 @@ class Scheduler:
                 self.leader.release()
             except redis.RedisError:
                 pass
+
+    def _check_identity(self) -> None:
+        """Give every lease one more lease of time if this Redis is not the server the
+        leader last worked on.
+
+        A Redis restarted from a snapshot, or a replica promoted by a failover, holds lease
+        deadlines written up to a snapshot's age (or a replication lag) ago, while the workers
+        that hold them are alive and renewing: reaping at once would declare them lost. The
+        outage loop above gives the same grace when this scheduler saw Redis go away; this
+        covers the cases it did not (a failover within its client's retries, a scheduler
+        started after the restore). The evidence is in Redis: ``keys.REDIS_ID`` holds the
+        ``run_id`` of the server it was written on, and a restored or replicated copy of it
+        names another server than the one answering."""
+        server = str(self.conn.info("server").get("run_id", ""))
+        seen = self.conn.get(keys.REDIS_ID)
+        if seen is not None and _s(seen) == server:
+            return
+        if seen is not None:
+            log.warning("Redis server changed (run_id %s -> %s: restart, restore or "
+                        "failover); leases get %.1fs before any is declared lost",
+                        _s(seen)[:8], server[:8], self.settings.lease_ms / 1000)
+        self._reap_after = max(self._reap_after,
+                               time.monotonic() + self.settings.lease_ms / 1000)
+        self.conn.set(keys.REDIS_ID, server)
 
     def _take_submissions(self, timeout: float) -> None:
         item = self.blocking.blpop([keys.SUBMITTED], timeout=timeout)

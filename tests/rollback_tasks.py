@@ -111,3 +111,15 @@ def expected(name: str, groups: int = 2, per: int = 2, n: int = 100) -> list[tup
     """The multiset the root of ``tree(name, ...)`` must return, as sorted tuples."""
     return sorted((f"{name}.c{g}.{i}", k) for g in range(groups) for i in range(per)
                   for k in range(n))
+
+
+class RbSleep(pk.Task):
+    """Sleeps ``seconds`` and returns 1: an attempt that writes nothing but lease renewals
+    (test_lease_restore: a restore then loses none of its writes, only its lease's age)."""
+
+    seconds = pk.Param(float, default=10.0)
+
+    def run(self):
+        with _journaled(self):
+            time.sleep(self.seconds)
+            return 1
