@@ -502,11 +502,14 @@ return fenced
 """
 
 #: Scheduler: declare lost every attempt whose lease expired, and make due retries ready.
-#: ARGV: backoff_ms, max_lost. Returns {lost tasks, promoted tasks}.
+#: ARGV: backoff_ms, max_lost, leases ('0': skip the leases, a grace after Redis came back).
+#: Returns {lost tasks, promoted tasks}.
 REAP = _PRELUDE + r"""
 local now = now_ms()
 local lost, promoted = {}, {}
-for _, t in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now)) do
+local expired = {}
+if ARGV[3] ~= '0' then expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now) end
+for _, t in ipairs(expired) do
   local a = redis.call('HGET', tkey(t), 'attempt')
   if a then  -- a lease naming no task (lost or forged records) is just dropped
     local r = fail_task(t, a, 'lost', 'attempt ' .. a .. ' lost: its worker stopped '

@@ -123,10 +123,11 @@ class Transitions:
 
     def ack_and_read(self, conn: redis.Redis, run_id: str, task: str, attempt: int | str,
                      ch_read: int, consumed: int, first: bool, after: str, count: int,
-                     block_ms: int) -> tuple[str, Any, list[tuple[bytes, dict[bytes, bytes]]]]:
+                     block_ms: int | None
+                     ) -> tuple[str, Any, list[tuple[bytes, dict[bytes, bytes]]]]:
         """The ACK script, then XREAD of ``task``'s own channel after ``after`` (waiting up to
-        ``block_ms`` for an entry), in one pipeline on ``conn`` (a connection whose reads may
-        block): one round trip, none while entries are there already.
+        ``block_ms`` for an entry; None: not at all), in one pipeline on ``conn`` (a
+        connection whose reads may block): one round trip, none while entries are there.
 
         Returns ``('OK', {child: attempt}, entries)`` (the children whose attempt is not 1 if
         ``first``) or ``('FENCED', (state, error, upstream), [])``."""
@@ -165,9 +166,12 @@ class Transitions:
             args += [t, a]
         return [_s(t) for t in self._renew(keys=[keys.run(run_id)], args=args)]
 
-    def reap(self, run_id: str, backoff: int,
-             max_lost: int) -> tuple[list[tuple[str, str]], list[str]]:
-        lost, promoted = self._reap(keys=[keys.run(run_id)], args=[backoff, max_lost])
+    def reap(self, run_id: str, backoff: int, max_lost: int,
+             leases: bool = True) -> tuple[list[tuple[str, str]], list[str]]:
+        """Declare lost the attempts whose lease expired (unless ``leases`` is False: a grace
+        after Redis came back) and make due retries ready."""
+        lost, promoted = self._reap(keys=[keys.run(run_id)],
+                                    args=[backoff, max_lost, 1 if leases else 0])
         return [(_s(t), _s(r)) for t, r in lost], [_s(t) for t in promoted]
 
     def cancel(self, run_id: str, reason: str = "cancelled by user") -> str:

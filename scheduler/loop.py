@@ -147,12 +147,12 @@ class Scheduler:
         seen = self.conn.get(keys.REDIS_ID)
         if seen is not None and _s(seen) == server:
             return
-        if seen is not None:
+        if seen is not None:  # None: a Redis Plankton never used, nothing to protect
             log.warning("Redis server changed (run_id %s -> %s: restart, restore or "
                         "failover); leases get %.1fs before any is declared lost",
                         _s(seen)[:8], server[:8], self.settings.lease_ms / 1000)
-        self._reap_after = max(self._reap_after,
-                               time.monotonic() + self.settings.lease_ms / 1000)
+            self._reap_after = max(self._reap_after,
+                                   time.monotonic() + self.settings.lease_ms / 1000)
         self.conn.set(keys.REDIS_ID, server)
 
     def _take_submissions(self, timeout: float) -> None:
@@ -194,11 +194,11 @@ class Scheduler:
                 self.settle(run_id)
                 return 1
             return 0
-        promoted: list[str] = []
-        if time.monotonic() >= self._reap_after:
-            _, promoted = self.engine.reap(run_id, backoff_ms(1, self.settings.retry_base,
-                                                              self.settings.retry_cap),
-                                           self.settings.max_lost)
+        # During a grace (Redis came back) leases are not reaped; due retries still move.
+        _, promoted = self.engine.reap(run_id, backoff_ms(1, self.settings.retry_base,
+                                                          self.settings.retry_cap),
+                                       self.settings.max_lost,
+                                       leases=time.monotonic() >= self._reap_after)
         # Retries made ready just now have no one else to enqueue them: no grace.
         self.schedule_ready(run_id, grace_ms=READY_GRACE_MS, also=promoted)
         return 0
