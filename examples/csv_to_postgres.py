@@ -197,7 +197,17 @@ def csv_to_postgres(directory: str, dsn: pk.Secret, skip_bad_rows: bool = False,
 
 @pk.dag(schedule="@daily")
 def csv_to_postgres_daily(directory: str = "data", dsn: pk.Secret = pk.Secret("env:PG_DSN"),
-                          time_column: str = "at", skip_bad_rows: bool = False) -> pk.Task:
+                          time_column: str = "at", skip_bad_rows: bool = False,
+                          reload: bool = False) -> pk.Task:
     """The scheduled variant: each day's run (and each ``plankton backfill`` step) loads the
     rows of its day from ``directory`` and replaces that day of the table."""
-    return build(directory, dsn, skip_bad_rows, time_column, None, False)
+    return build(directory, dsn, skip_bad_rows, time_column, None, False, reload)
+
+
+@pk.dag(schedule="@monthly", max_active_runs=2)
+def csv_to_postgres_monthly(directory: str = "data",
+                            dsn: pk.Secret = pk.Secret("env:PG_DSN"), time_column: str = "at",
+                            skip_bad_rows: bool = False, reload: bool = False) -> pk.Task:
+    """The monthly variant (``plankton backfill`` over a year: 12 windows). Two windows may
+    load at once: each load takes the table's lock only for its own transaction."""
+    return build(directory, dsn, skip_bad_rows, time_column, None, False, reload)
