@@ -30,6 +30,7 @@ import redis
 
 from . import codec, keys
 from .errors import Fenced, UpstreamFailed
+from .shared_read import SharedReader
 from .states import TaskState
 from .transitions import Transitions
 
@@ -277,9 +278,10 @@ class Reader:
 
     Parameters: ``transitions``, ``blocking_conn`` (a connection whose reads may block: the
     wait on the stream), ``run_id``, ``task_id`` (the parent), ``attempt``, ``n_children``,
-    ``max_bytes``, ``where``, ``waits`` (hooks around a wait on an empty channel) and
-    ``fence`` (as :class:`Writer`'s). Iterating yields every value of each child's current
-    attempt once, and ends when every child has finished.
+    ``max_bytes``, ``where``, ``waits`` (hooks around a wait on an empty channel), ``fence``
+    (as :class:`Writer`'s) and ``shared`` (a worker's :class:`SharedReader`: waits for
+    entries there instead of blocking a connection of its own). Iterating yields every value
+    of each child's current attempt once, and ends when every child has finished.
 
     Optimistic: the reader takes entries straight from the stream (XREAD), keeping those of
     each child's current attempt as it knows it (the ACK script gives the children not on
@@ -292,9 +294,11 @@ class Reader:
 
     def __init__(self, transitions: Transitions, blocking_conn: redis.Redis, run_id: str,
                  task_id: str, attempt: int, n_children: int, *, max_bytes: int, where: str,
-                 waits: Waits | None = None, fence: str | None = None) -> None:
+                 waits: Waits | None = None, fence: str | None = None,
+                 shared: SharedReader | None = None) -> None:
         self.transitions = transitions
         self.blocking_conn = blocking_conn
+        self.shared = shared
         self.run_id, self.task_id, self.attempt = run_id, task_id, attempt
         self.fence = fence or str(attempt)
         self.n_children = n_children
@@ -362,7 +366,19 @@ class Reader:
                 return
 
     def _ack_and_read(self, read: int, first: bool, after: Any) -> tuple[str, Any, Any]:
-        """ACK + XREAD in one round trip; the XREAD waits up to 1 s (off the CPU slot)."""
+        """ACK + XREAD in one round trip; an empty channel is waited on up to 1 s (off the
+        CPU slot): in an XREAD BLOCK of its own, or in the worker's shared read."""
+        if self.shared is not None:
+            status, info, entries = ride_through(
+                self.transitions.ack_and_read, self.transitions.conn, self.run_id,
+                self.task_id, self.fence, read, self.consumed, first, after, READ_COUNT, None)
+            if status != "OK" or entries:
+                return status, info, entries
+            self.waits.begin_wait()
+            try:
+                return status, info, self.shared.wait(self.key, codec.text(after), READ_COUNT, 1.0)
+            finally:
+                self.waits.end_wait()
         self.waits.begin_wait()
         try:
             reply: tuple[str, Any, Any] = ride_through(

@@ -47,6 +47,9 @@ SENTINEL_TIMEOUT = 2.0
 #: One command packer for every connection (stateless); None without hiredis.
 _PACKER = resp.packer()
 
+#: Longest wait for a free connection of a bounded pool (s): far beyond any command.
+POOL_WAIT = 60.0
+
 #: Socket timeout of connections that block (BLMOVE, XREAD BLOCK) (s); blocks stay shorter.
 BLOCKING_SOCKET_TIMEOUT = 30.0
 
@@ -173,12 +176,21 @@ def _connect_sentinel(url: str, options: dict[str, Any]) -> redis.Redis:
     return client
 
 
-def connect(url: str, *, blocking: bool = False, **kwargs: Any) -> redis.Redis:
+def client_name(worker: str) -> str:
+    """The name a worker's connections carry (``CLIENT LIST`` shows who holds what)."""
+    return "plankton-worker:" + re.sub(r"\s", "_", worker)
+
+
+def connect(url: str, *, blocking: bool = False, pool_size: int | None = None,
+            **kwargs: Any) -> redis.Redis:
     """A client for ``url`` that retries transient errors with jittered backoff.
 
     ``url`` is any form of the module docstring; a Sentinel URL gives a client of the
     current master that follows a failover (ConnectionFailed for a malformed URL).
     LOADING (Redis reading its AOF after a restart) is retried like a connection error.
+    ``pool_size``: at most this many connections, a thread waiting for a free one (a
+    worker's threads share one such client); redis-py's Sentinel pools cannot wait, so a
+    Sentinel URL ignores it.
     """
     retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=8)
     options: dict[str, Any] = dict(
@@ -195,6 +207,10 @@ def connect(url: str, *, blocking: bool = False, **kwargs: Any) -> redis.Redis:
     if is_sentinel(url):
         return _connect_sentinel(url, options)
     try:
+        if pool_size is not None:
+            pool = redis.BlockingConnectionPool.from_url(url, max_connections=pool_size,
+                                                         timeout=POOL_WAIT, **options)
+            return redis.Redis(connection_pool=pool)
         return redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise ConnectionFailed(f"bad Redis URL {redact(url)}: {exc}", redact(url)) from None

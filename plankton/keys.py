@@ -37,6 +37,8 @@ plankton:runs                   zset    run id -> submitted ms (all runs, by tim
 plankton:dag:{D}:runs           zset    run id -> submitted ms (runs of one DAG)
 plankton:active                 set     run ids not yet ended (the scheduler's work list)
 plankton:workers                zset    worker name -> last heartbeat ms
+plankton:wake:{W}               stream  worker W's wake stream (shared_read; a few
+                                        entries, expires an hour after the last)
 plankton:redis_id               string  run_id of the Redis server the leader last saw (a
                                         different one: restart, restore, failover)
 plankton:leader                 string  the leading scheduler's token (PX lease)
@@ -174,6 +176,12 @@ def leases(run_id: str) -> str:
 
 def retries(run_id: str) -> str:
     return f"{PREFIX}:{{{run_id}}}:retry"
+
+
+def wake(worker: str) -> str:
+    """A worker's wake stream: a consumer starting to wait appends to it so that the worker's
+    shared channel read (``shared_read``) includes its channel at once."""
+    return f"{PREFIX}:wake:{worker}"
 
 
 def logs(run_id: str) -> str:

@@ -56,6 +56,10 @@ class Settings:
     stop_grace: float = 10.0
     #: How many tasks a worker runs at once (tasks waiting on a channel do not count).
     concurrency: int = 1
+    #: Redis connections a worker's task threads share (non-blocking commands; a thread
+    #: waits for a free one). Waits on channels share one more connection (shared_read),
+    #: dequeue and heartbeat a few more: a worker holds about this + 4, whatever it runs.
+    worker_connections: int = 16
     #: Connect attempts before a command gives up on an unreachable Redis.
     connect_attempts: int = 5
     #: Most tasks one run may have: a DAG building more raises DagError while it builds.
@@ -100,6 +104,7 @@ _ENV: dict[str, str] = {
     "stop_grace": "PLANKTON_STOP_GRACE",
     "concurrency": "PLANKTON_CONCURRENCY",
     "connect_attempts": "PLANKTON_CONNECT_ATTEMPTS",
+    "worker_connections": "PLANKTON_WORKER_CONNECTIONS",
     "claim_parents": "PLANKTON_CLAIM_PARENTS",
     "max_tasks": "PLANKTON_MAX_TASKS",
     "webhook_url": "PLANKTON_WEBHOOK_URL",

@@ -24,10 +24,11 @@ import redis
 
 from plankton import codec, keys, logsetup, runs
 from plankton.channel import ride_through
-from plankton.connection import connect
+from plankton.connection import client_name, connect
 from plankton.errors import Fenced, NotFoundError, PlanktonError
 from plankton.registry import Registry
 from plankton.settings import Settings
+from plankton.shared_read import SharedReader
 from plankton.transitions import Claimed, Transitions, backoff_ms
 from plankton.transport import Enqueuer
 
@@ -111,10 +112,15 @@ class Executor:
         self.queues: list[str] = ["default"]
         self._alone_at, self._alone_value = -10.0, False
         self.host = socket.gethostname()
-        self.conn = conn or connect(settings.url)
-        # no CLIENT SETINFO round trips when a tall tree opens many blocking reads at once
+        # one bounded pool for every task thread: a worker's connections do not grow with
+        # the trees it runs (issue 18)
+        tag = client_name(name)
+        self.conn = conn or connect(settings.url, pool_size=max(2, settings.worker_connections),
+                                    client_name=tag)
         self.blocking_conn = connect(settings.url, blocking=True, lib_name=None,
-                                     lib_version=None)
+                                     lib_version=None, client_name=tag)
+        #: Every consumer waiting on an empty channel waits in this one read (one connection).
+        self.shared_reader = SharedReader(self.blocking_conn, self.conn, keys.wake(name))
         self.engine = Transitions(self.conn)
         self.enqueuer = Enqueuer(self.conn)
         self.slots = threading.Semaphore(max(1, settings.concurrency))
@@ -223,7 +229,8 @@ class Executor:
     def _execute(self, claim: Claimed, hold: SlotHold,
                  finisher: "Finisher | None" = None) -> None:
         """Run one attempt; a leaf's ``hold`` is the batch loop's and stays with it."""
-        rt = Runtime(claim, self.engine, self.blocking_conn, self.settings, hold)
+        rt = Runtime(claim, self.engine, self.blocking_conn, self.settings, hold,
+                     self.shared_reader)
         rt.thread = threading.current_thread()
         key = (claim.run_id, claim.task_id, claim.attempt)
         with self.active_lock:
@@ -450,3 +457,4 @@ class Executor:
             time.sleep(0.05)
         self.hand_back_all("worker stopped")
         self.stopping.set()
+        self.shared_reader.stop()

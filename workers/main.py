@@ -13,7 +13,7 @@ import redis
 
 from plankton import keys, logsetup
 from plankton import settings as settings_mod
-from plankton.connection import connect, redact
+from plankton.connection import client_name, connect, redact
 from plankton.errors import PlanktonError
 from plankton.registry import Registry
 from plankton.stopping import StopDeadline
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plankton worker: {exc}", file=sys.stderr)
         return 2
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
-    conn = connect(settings.url, blocking=True)
+    conn = connect(settings.url, blocking=True, client_name=client_name(name))
     wait_for_redis(conn, settings.url)
     queues = [rq_queue(q.strip(), conn) for q in args.queues.split(",") if q.strip()]
     previous_beat = conn.zscore(keys.WORKERS, name)   # before our own monitor beats

@@ -18,6 +18,7 @@ import redis
 from plankton import codec
 from plankton.channel import Reader, Writer
 from plankton.settings import Settings
+from plankton.shared_read import SharedReader
 from plankton.task import TaskContext
 from plankton.transitions import Claimed, Transitions
 
@@ -52,7 +53,7 @@ class Runtime(TaskContext):
     """
 
     def __init__(self, claim: Claimed, transitions: Transitions, blocking_conn: redis.Redis,
-                 settings: Settings, hold: SlotHold) -> None:
+                 settings: Settings, hold: SlotHold, shared: SharedReader | None = None) -> None:
         self.claim = claim
         self.hold = hold
         self.where = f"{claim.name} (run {claim.run_id}, task {claim.task_id})"
@@ -63,7 +64,7 @@ class Runtime(TaskContext):
         self.reader = Reader(transitions, blocking_conn, claim.run_id, claim.task_id,
                              claim.attempt, claim.n_children,
                              max_bytes=settings.max_value_bytes, where=self.where, waits=self,
-                             fence=claim.fence)
+                             fence=claim.fence, shared=shared)
         self.waiting = False
         self.thread: threading.Thread | None = None
         self.deadline: float | None = None
