@@ -105,20 +105,25 @@ class RowCodec:
 
     def __init__(self, columns: Sequence[Column],
                  markers: Sequence[str] = DEFAULT_NULL_MARKERS,
-                 markers_in_text: bool = False) -> None:
+                 markers_in_text: bool = False,
+                 nulled_as: Sequence[Column] | None = None) -> None:
         self.columns = tuple(columns)
         self.width = len(self.columns)
         self.markers = frozenset(m for m in markers if m)
         nan = nan_is_value(self.markers)
         listed = sorted(self.markers)
-        #: Columns whose markers become NULL: all but text, or every one.
-        self.nulled = [i for i, c in enumerate(self.columns)
+        #: Columns whose markers become NULL: all but text, or every one. Decided by the
+        #: planned types (``nulled_as``) when given, so that a column widened to text part
+        #: way through a file goes on taking markers as NULL, as its earlier rows did.
+        typed = self.columns if nulled_as is None else tuple(nulled_as)
+        self.nulled = [i for i, c in enumerate(typed)
                        if markers_in_text or c.type is not ColumnType.TEXT]
         self._row_re = re.compile(row_pattern(columns, _PLAIN_TEXT, True, "\t", (), nan))
         self._text_res = batch_patterns(columns, _PLAIN_TEXT, "\t", "\n", listed, nan)
         self._parsed_res = batch_patterns(columns, _PARSED_TEXT, _FIELD_SEP, _ROW_END,
                                           listed, nan)
-        self._text_markers = markers_in_text and bool(self.markers)
+        self._text_markers = bool(self.markers) and any(
+            c.type is ColumnType.TEXT for i, c in enumerate(self.columns) if i in self.nulled)
 
     def encode_text(self, text: str) -> bytes | None:
         """Plain ``text`` (tab separated, every line ending in ``\\n``) as COPY data if good.

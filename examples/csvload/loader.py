@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +35,7 @@ import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
+from .columns import ColumnType, parse_type, widen
 from .errors import BadRowError, SchemaError
 from .reader import Batch
 from .schema import LOAD_COLUMN, LOADS_TABLE, Column
@@ -121,8 +123,11 @@ def connect(dsn: str) -> psycopg.Connection:
     return conn
 
 
-def ensure_table(conn: psycopg.Connection, table: str, columns: Sequence[Column]) -> None:
-    """Create the log table and ``table`` if missing; SchemaError if ``table`` differs."""
+def ensure_table(conn: psycopg.Connection, table: str, columns: Sequence[Column]
+                 ) -> tuple[Column, ...]:
+    """Create the log table and ``table`` if missing; return ``table``'s columns as they are
+    (an earlier load may have widened some). SchemaError if its column names differ, or a
+    type is not one a load makes."""
     with conn.transaction():
         # CREATE TABLE IF NOT EXISTS races with itself; one lock for all loaders' DDL.
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('plankton:ddl', 0))")
@@ -130,12 +135,34 @@ def ensure_table(conn: psycopg.Connection, table: str, columns: Sequence[Column]
         existing = table_columns(conn, table)
         if not existing:
             conn.execute(create_table_sql(table, columns))
-            return
+            return tuple(columns)
     expected = [(c.name, c.type.value) for c in columns] + [(LOAD_COLUMN, "text")]
-    if existing != expected:
-        raise SchemaError(f"table {table!r} exists with columns {existing}; this load needs "
+    names = [name for name, _ in existing]
+    refused = SchemaError(f"table {table!r} exists with columns {existing}; this load needs "
                           f"{expected}: drop or rename the table, or declare the types "
                           "in schema.json")
+    if names != [name for name, _ in expected] or existing[-1][1] != "text":
+        raise refused
+    try:
+        return tuple(Column(name, parse_type(kind)) for name, kind in existing[:-1])
+    except ValueError:
+        raise refused from None
+
+
+def widen_table(conn: psycopg.Connection, table: str, current: Sequence[Column],
+                types: Sequence[ColumnType | str]) -> tuple[Column, ...]:
+    """ALTER the columns of ``table`` (now typed ``current``) that values of ``types`` do not
+    fit to the narrowest type holding both; return the new columns. In the load's
+    transaction: a load that fails leaves the table as it was."""
+    widened = tuple(Column(c.name, widen(c.type, ColumnType(kind)))
+                    for c, kind in zip(current, types))
+    changes = [sql.SQL("ALTER COLUMN {0} TYPE {1} USING {0}::{1}").format(
+        sql.Identifier(new.name), sql.SQL(new.type.value))
+        for old, new in zip(current, widened) if old.type is not new.type]
+    if changes:
+        conn.execute(sql.SQL("ALTER TABLE {} {}").format(sql.Identifier(table),
+                                                         sql.SQL(", ").join(changes)))
+    return widened
 
 
 def create_table_sql(table: str, columns: Sequence[Column]) -> sql.Composed:
@@ -162,23 +189,27 @@ def _canonical(type_name: str) -> str:
 
 def load_table(dsn: str, table: str, columns: Sequence[Column], key: str,
                batches: Iterable[Batch], *, run_id: str = "", window: Window | None = None,
-               digest: str = "", lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> int:
+               digest: str | Callable[[], str] = "",
+               lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> int:
     """Load ``batches`` into ``table`` as the only copy of load ``key``; return rows loaded.
 
     Creates the table if needed. What the same load (or, with ``window``, any load) wrote
     before is replaced in the same transaction; with ``window`` only the rows inside it are
-    kept. ``digest`` (:func:`content_hash`) is recorded for :func:`is_loaded`. A value
+    kept. ``digest`` (:func:`content_hash`, or a callable giving it, called only once the
+    rows are copied) is recorded for :func:`is_loaded`. A value
     PostgreSQL refuses raises BadRowError naming the file, line and column it came from.
     """
     with connect(dsn) as conn:
-        ensure_table(conn, table, columns)
+        existing = ensure_table(conn, table, columns)
         conn.execute(sql.SQL("SET lock_timeout = {}").format(
             sql.Literal(f"{int(lock_timeout_s * 1000)}ms")))
         with conn.transaction():
             lock_load(conn, table)
+            current = widen_table(conn, table, existing, [c.type for c in columns])
             forget_earlier_load(conn, table, key, window)
-            rows = copy_batches(conn, table, columns, key, batches, window)
-            record_load(conn, table, key, run_id, rows, digest, window)
+            rows = copy_batches(conn, table, current, key, batches, window)
+            record_load(conn, table, key, run_id, rows,
+                        digest() if callable(digest) else digest, window)
     return rows
 
 
@@ -217,28 +248,52 @@ def forget_earlier_load(conn: psycopg.Connection, table: str, key: str,
 def copy_batches(conn: psycopg.Connection, table: str, columns: Sequence[Column],
                  key: str, batches: Iterable[Batch], window: Window | None = None) -> int:
     """COPY every batch into ``table`` with ``key`` appended; return rows kept (only those
-    inside ``window`` when given: ``COPY ... WHERE``, PostgreSQL 12+)."""
+    inside ``window`` when given: ``COPY ... WHERE``, PostgreSQL 12+).
+
+    A batch whose ``types`` a column does not hold (its file widened a type past the
+    planned one) ends the COPY; the columns are widened (:func:`widen_table`) and a new
+    COPY goes on from that batch, all in the caller's transaction."""
     names = [sql.Identifier(c.name) for c in columns] + [sql.Identifier(LOAD_COLUMN)]
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table),
                                                           sql.SQL(", ").join(names))
     if window is not None:
         statement = sql.SQL("{} WHERE {}").format(statement, window.condition())
     suffix = b"\t" + run_id_text(key) + b"\n"
-    sent: list[_Sent] = []
-    rows = 0
-    try:
-        # The queued writer sends to the server from its own thread: while this thread
-        # waits for the next batch (from Redis, in the DAG), the server is still fed.
-        with conn.cursor() as cur, cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
-            for batch in batches:
-                sent.append(_Sent.of(rows, batch))
-                copy.write(batch.data.replace(b"\n", suffix))
-                rows += batch.rows
-            # (the COPY ends on leaving this block; rowcount is read after it)
-    except psycopg.errors.DataError as exc:
-        raise bad_row_from(exc, sent) from exc
+    current = tuple(columns)
+    wider: Batch | None = None
+    remaining: Iterator[Batch] = iter(batches)
+    total = 0
+    while True:
+        sent: list[_Sent] = []
+        rows = 0
+        try:
+            # The queued writer sends to the server from its own thread: while this thread
+            # waits for the next batch (from Redis, in the DAG), the server is still fed.
+            with conn.cursor() as cur, \
+                    cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
+                for batch in remaining:
+                    if batch.types is not None and not holds(current, batch.types):
+                        wider = batch
+                        break
+                    sent.append(_Sent.of(rows, batch))
+                    copy.write(batch.data.replace(b"\n", suffix))
+                    rows += batch.rows
+                # (the COPY ends on leaving this block)
+        except psycopg.errors.DataError as exc:
+            raise bad_row_from(exc, sent) from exc
+        total += rows
+        if wider is None:
+            break
+        assert wider.types is not None
+        current = widen_table(conn, table, current, wider.types)
+        remaining, wider = itertools.chain([wider], remaining), None
     # The rows COPY's WHERE kept: psycopg does not report COPY's own count.
-    return rows if window is None else copied_rows(conn, table, key)
+    return total if window is None else copied_rows(conn, table, key)
+
+
+def holds(columns: Sequence[Column], types: Sequence[str]) -> bool:
+    """Whether every column's type already holds the values of the matching ``types``."""
+    return all(widen(c.type, ColumnType(kind)) is c.type for c, kind in zip(columns, types))
 
 
 def copied_rows(conn: psycopg.Connection, table: str, key: str) -> int:

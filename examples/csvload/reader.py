@@ -16,7 +16,7 @@ import io
 import itertools
 import operator
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +25,7 @@ from typing import IO, Any
 from .columns import DEFAULT_NULL_MARKERS
 from .copytext import RowCodec, fill_nulls, plain_text
 from .errors import BadRowError, SchemaError
-from .schema import Column, column_names, open_csv
+from .schema import Column, column_names, open_csv, widen_columns
 
 #: CSV characters per batch (one emitted value), in whole lines: 256 KiB is ~9,500 ratings
 #: rows. It matches the worker's emit buffer (256 KiB: one value per EMIT call): measured on
@@ -40,7 +40,10 @@ class Batch:
 
     ``lines`` holds each row's file line when they are not simply ``first_line + index``
     (rows spanning several lines, or bad rows skipped), so that errors found later by
-    PostgreSQL can still be traced to a line of the file.
+    PostgreSQL can still be traced to a line of the file. ``types`` is set once the file
+    has widened a planned column type (a first ``NA``, decimal or wide id past the sample):
+    the column types this batch and every later one of the file need, for the loader to
+    widen the table's columns before it COPYs them.
     """
 
     source: str
@@ -48,6 +51,7 @@ class Batch:
     rows: int
     data: bytes
     lines: tuple[int, ...] | None = None
+    types: tuple[str, ...] | None = None
 
     def line_of(self, index: int) -> int:
         """File line of the row at ``index`` (0-based) in this batch."""
@@ -55,15 +59,19 @@ class Batch:
 
     def to_message(self) -> dict[str, Any]:
         """The batch as msgpack data, for ``task.emit``."""
-        return {"source": self.source, "first_line": self.first_line, "rows": self.rows,
-                "data": self.data, "lines": list(self.lines) if self.lines else None}
+        message = {"source": self.source, "first_line": self.first_line, "rows": self.rows,
+                   "data": self.data, "lines": list(self.lines) if self.lines else None}
+        if self.types is not None:
+            message["types"] = list(self.types)
+        return message
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Batch:
         """The inverse of :meth:`to_message`."""
-        lines = message.get("lines")
+        lines, types = message.get("lines"), message.get("types")
         return cls(message["source"], message["first_line"], message["rows"],
-                   message["data"], tuple(lines) if lines else None)
+                   message["data"], tuple(lines) if lines else None,
+                   tuple(types) if types else None)
 
 
 @dataclass(frozen=True)
@@ -80,15 +88,42 @@ OnBadRow = Callable[[BadRow], None]
 
 
 class BatchEncoder:
-    """Turns blocks of one file's lines into Batches, reporting or raising on bad rows."""
+    """Turns blocks of one file's lines into Batches, reporting or raising on bad rows.
+
+    Types are fitted as the file is read: a block whose values do not fit the planned types
+    (which come from the first rows) widens the columns it breaks, unless they are ``fixed``
+    (declared in schema.json), and every later batch carries the widened types. Only a
+    value that fits no type of its column (or a row of the wrong width) is a bad row.
+    """
 
     def __init__(self, path: Path, columns: Sequence[Column],
                  on_bad_row: OnBadRow | None = None,
                  markers: Sequence[str] = DEFAULT_NULL_MARKERS,
-                 markers_in_text: bool = False) -> None:
+                 markers_in_text: bool = False, fixed: Collection[str] = ()) -> None:
         self.source = str(path)
+        self.planned = tuple(columns)
+        self.markers, self.markers_in_text = tuple(markers), markers_in_text
+        self.fixed = frozenset(fixed)
         self.codec = RowCodec(columns, markers, markers_in_text)
         self.on_bad_row = on_bad_row
+        self.types: tuple[str, ...] | None = None  # set once a column has widened
+
+    def widen_to(self, rows: list[list[str]]) -> bool:
+        """Widen the columns that ``rows`` (a block that did not fit) break; whether any did."""
+        width = self.codec.width
+        good = [row for row in rows if len(row) == width]
+        if not good:
+            return False
+        columns = list(self.codec.columns)
+        widened = widen_columns(columns, good, self.markers)
+        widened = [old if old.name in self.fixed else new
+                   for old, new in zip(columns, widened)]
+        if widened == columns:
+            return False
+        self.codec = RowCodec(widened, self.markers, self.markers_in_text,
+                              nulled_as=self.planned)
+        self.types = tuple(c.type.value for c in widened)
+        return True
 
     def encode_block(self, block: str, more: Iterator[str], first_line: int
                      ) -> tuple[Batch, int]:
@@ -103,7 +138,7 @@ class BatchEncoder:
             data = self.codec.encode_text(text.replace(",", "\t"))
             if data is not None:
                 rows = text.count("\n")
-                return Batch(self.source, first_line, rows, data), rows
+                return Batch(self.source, first_line, rows, data, types=self.types), rows
         rows, starts, used = parse_rows(self.source, block, more, first_line)
         return self.encode(rows, starts), used
 
@@ -112,10 +147,13 @@ class BatchEncoder:
         if not rows:
             return Batch(self.source, 0, 0, b"")
         data = self.codec.encode_rows(rows)
+        if data is None and self.widen_to(rows):
+            data = self.codec.encode_rows(rows)
         if data is None:
             return self.encode_each(rows, starts)
         simple = starts[-1] - starts[0] == len(starts) - 1
-        return Batch(self.source, starts[0], len(rows), data, None if simple else tuple(starts))
+        return Batch(self.source, starts[0], len(rows), data,
+                     None if simple else tuple(starts), self.types)
 
     def encode_each(self, rows: list[list[str]], lines: list[int]) -> Batch:
         """The slow path: one row at a time, skipping blank lines and bad rows."""
@@ -134,7 +172,7 @@ class BatchEncoder:
         simple = not kept or kept == list(range(kept[0], kept[0] + len(kept)))
         first = kept[0] if kept else lines[0]
         return Batch(self.source, first, len(out), text.encode("utf-8"),
-                     None if simple else tuple(kept))
+                     None if simple else tuple(kept), self.types)
 
     def report(self, bad: BadRow) -> None:
         if self.on_bad_row is None:
@@ -223,15 +261,17 @@ def read_batches(path: Path, columns: Sequence[Column], *,
                  batch_bytes: int = DEFAULT_BATCH_BYTES,
                  on_bad_row: OnBadRow | None = None,
                  markers: Sequence[str] = DEFAULT_NULL_MARKERS,
-                 markers_in_text: bool = False) -> Iterator[Batch]:
+                 markers_in_text: bool = False, fixed: Collection[str] = ()
+                 ) -> Iterator[Batch]:
     """Stream ``path`` as Batches of the good rows of about ``batch_bytes`` of CSV each.
 
     A bad row raises BadRowError naming file, line and column, unless ``on_bad_row`` is
     given: it then receives the row and reading goes on. ``markers`` (missing values) load
     as NULL in the columns that are not text, and in text ones too if ``markers_in_text``.
     A file that is not valid CSV (say, a field over the csv module's size limit) always raises.
+    Column types widen as the file needs (see BatchEncoder), except the ``fixed`` ones.
     """
-    encoder = BatchEncoder(path, columns, on_bad_row, markers, markers_in_text)
+    encoder = BatchEncoder(path, columns, on_bad_row, markers, markers_in_text, fixed)
     with open_csv(path) as handle:
         line = read_header(path, handle, columns)
         more = iter(handle.readline, "")

@@ -3,13 +3,13 @@
 A file's stem up to a trailing ``_N`` names its table (``ratings_1.csv`` and ``ratings_2.csv``
 both load ``ratings``); the header names the columns. Names are turned into plain lower-case
 SQL identifiers so that nobody has to quote them later. Types come from an optional
-``schema.json`` beside the files, else from the whole of each file, widened over the files of
-one table: the first rows give a first guess, then every block of the file is checked against
-it by the reader's own one-match-per-block patterns, and only a block that does not fit is
-looked at value by value to widen the columns it breaks (a first ``NA``, decimal, or id
-beyond 64 bits at line 200,000 widens the column instead of failing the load there).
-Planning happens once, when the DAG is built: the extractors and the
-loader then all work from the same column list, so they can never disagree on types.
+``schema.json`` beside the files, else from the first rows of each file, widened over the
+files of one table. That is only the start: the extractors, which read every block of the
+file anyway, widen a column when a block does not fit it (a first ``NA``, decimal, or id
+beyond 64 bits at line 200,000), and the loader widens the table's column before it COPYs
+that block (see ``reader.BatchEncoder`` and ``loader``). Declared types never widen: a value
+that does not fit one is a bad row. Planning happens once, when the DAG is built, and reads
+only the first rows of each file, so the run starts at once.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .columns import (
     value_problem,
     widen,
 )
-from .errors import CsvLoadError, SchemaError
+from .errors import SchemaError
 
 #: Optional file beside the CSVs: {"table": {"column": "type", ...}, ...}.
 SCHEMA_FILE = "schema.json"
@@ -41,8 +41,6 @@ SCHEMA_FILE = "schema.json"
 LOAD_COLUMN = "_plankton_load"
 #: Table recording every committed load (load_key, table_name, run, rows, content_hash, ...).
 LOADS_TABLE = "plankton_loads"
-#: Characters of a file read at a time by the whole-file type pass.
-INFERENCE_BLOCK = 1 << 20
 #: Rows per file read to infer column types.
 DEFAULT_SAMPLE_ROWS = 1000
 #: PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
@@ -61,11 +59,13 @@ class Column:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A table to load: its name, its columns in file order, and the files that feed it."""
+    """A table to load: its name, its columns in file order, the files that feed it, and
+    the columns whose type schema.json declares (``fixed``: they never widen)."""
 
     name: str
     columns: tuple[Column, ...]
     files: tuple[Path, ...]
+    fixed: tuple[str, ...] = ()
 
 
 def columns_to_message(columns: Sequence[Column]) -> list[list[str]]:
@@ -143,45 +143,11 @@ def sample_rows(path: Path, width: int, limit: int) -> list[list[str]]:
 
 def infer_columns(path: Path, names: Sequence[str], limit: int,
                   markers: Sequence[str] = DEFAULT_NULL_MARKERS) -> list[Column]:
-    """Columns of one file with types that fit every row of it.
-
-    The first ``limit`` rows give a guess; the whole file is then checked against it a
-    block at a time and widened where a block does not fit (see the module docstring).
-    """
+    """Columns of one file with the types its first ``limit`` rows fit: a first guess, which
+    the extractors widen as they read the rest (see the module docstring)."""
     rows = sample_rows(path, len(names), limit)
     values = list(zip(*rows)) if rows else [() for _ in names]
-    columns = [Column(name, infer_type(col, markers)) for name, col in zip(names, values)]
-    return widen_to_file(path, columns, markers)
-
-
-def widen_to_file(path: Path, columns: list[Column], markers: Sequence[str]) -> list[Column]:
-    """``columns`` widened until every well-formed row of ``path`` fits them."""
-    from .copytext import RowCodec, plain_text  # copytext imports this module
-    from .reader import parse_rows
-
-    codec = RowCodec(columns, markers)
-    width = len(columns)
-    with open_csv(path) as handle:
-        handle.readline()
-        more = iter(handle.readline, "")
-        while block := handle.read(INFERENCE_BLOCK):
-            if not block.endswith("\n"):
-                block += handle.readline()
-            text = plain_text(block, width)
-            if text is not None and codec.fits_text(text.replace(",", "\t")):
-                continue
-            try:
-                rows, _, _ = parse_rows(str(path), block, more, 0)
-            except CsvLoadError:
-                return columns  # not valid CSV: the reader reports it with its line
-            rows = [row for row in rows if len(row) == width]
-            if not rows or codec.fits_rows(rows):
-                continue
-            widened = widen_columns(columns, rows, markers)
-            if widened != columns:
-                columns = widened
-                codec = RowCodec(columns, markers)
-    return columns
+    return [Column(name, infer_type(col, markers)) for name, col in zip(names, values)]
 
 
 def widen_columns(columns: list[Column], rows: list[list[str]], markers: Sequence[str]
@@ -278,8 +244,9 @@ def plan_tables(directory: Path, sample_rows_per_file: int = DEFAULT_SAMPLE_ROWS
     for name, files in group_by_table(find_csv_files(directory)):
         per_file = {p: infer_columns(p, read_header(p), sample_rows_per_file, markers)
                     for p in files}
-        columns = apply_declared(name, merge_columns(name, per_file), declared.pop(name, {}))
-        specs.append(TableSpec(name, columns, tuple(files)))
+        fixed = declared.pop(name, {})
+        columns = apply_declared(name, merge_columns(name, per_file), fixed)
+        specs.append(TableSpec(name, columns, tuple(files), tuple(sorted(fixed))))
     if declared:
         raise SchemaError(f"{directory / SCHEMA_FILE}: no CSV files for table(s) "
                           f"{sorted(declared)} (tables found: {[s.name for s in specs]})")
