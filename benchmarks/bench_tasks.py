@@ -101,6 +101,12 @@ def flat(n: int = 1000) -> pk.Task:
     return fanin(n)
 
 
+@pk.dag
+def scale_io(n: int = 2000, seconds: float = 0.02) -> pk.Task:
+    """``n`` leaves sleeping ``seconds`` under one parent, by name (benchmarks.scale_hosts)."""
+    return sleepers(n, seconds)
+
+
 class BBusy(pk.Task):
     """Works ``seconds`` in short naps (stop soak); one subclass per queue below, so the soak
     can keep one chosen worker busy."""
