@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,10 +129,14 @@ class SharedReader:
             wakes = by_key.pop(self.wake_key, None)
             if wakes:
                 wake_after = _s(wakes[-1][0])
-            if by_key:
-                self._deliver(by_key)
+            if by_key and self._deliver(by_key):
+                # let the consumers just woken run before this thread packs the next read
+                # (else they wait for the GIL: a chain's every edge goes through here)
+                time.sleep(0)
 
-    def _deliver(self, by_key: dict[str, list[Entry]]) -> None:
+    def _deliver(self, by_key: dict[str, list[Entry]]) -> int:
+        """Hand the entries to their waiters; how many were woken."""
+        woken = 0
         with self._lock:
             for w in self._waiters:
                 entries = by_key.get(w.key)
@@ -142,6 +147,8 @@ class SharedReader:
                 if mine:
                     w.entries = mine
                     w.done.set()
+                    woken += 1
+        return woken
 
 
 def _streams(reply: Any) -> list[tuple[str, list[Entry]]]:
