@@ -12,16 +12,17 @@ step) and replaces that window of the table. Missing-value markers (``NA``, ``Na
 
 or all of it, with a throwaway PostgreSQL: ``python examples/csv_demo.py``.
 
-The tree, for ``ratings_1.csv``, ``ratings_2.csv`` and ``users_1.csv``::
+The tree, for ``ratings_1.csv`` to ``ratings_3.csv`` and ``users_1.csv``::
 
-    Report                                   -> {"ratings": 200000, "users": 100000}
+    Report                                   -> {"ratings": 300000, "users": 100000}
     ├── LoadTable(table="ratings")           one COPY, one transaction
-    │   ├── ExtractCsv(path=".../ratings_1.csv")   batches of COPY text, streamed
-    │   └── ExtractCsv(path=".../ratings_2.csv")
+    │   ├── ExtractCsv(paths=[".../ratings_1.csv", ".../ratings_3.csv"])   COPY text, streamed
+    │   └── ExtractCsv(paths=[".../ratings_2.csv"])
     └── LoadTable(table="users")
-        └── ExtractCsv(path=".../users_1.csv")
+        └── ExtractCsv(paths=[".../users_1.csv"])
 
-Extractors parse and check rows in parallel and emit one value per few thousand rows; each
+Up to ``extractors`` (2) extractors per table parse and check rows in parallel, the files
+dealt out among them, and emit one value per few thousand rows; each
 loader streams its children's batches into COPY as they arrive. The DAG function plans the
 tables (names, columns, types) once, so every task of a run works from the same columns, and
 the plan is recorded with the run's params. All the work is in ``examples/csvload``; the
@@ -56,15 +57,16 @@ from examples.csvload import (
 
 
 class ExtractCsv(pk.Task):
-    """Read one CSV file and emit its rows as batches (``Batch.to_message()`` dicts).
+    """Read CSV files, one after the other, and emit their rows as batches
+    (``Batch.to_message()`` dicts).
 
-    Retrying is safe: nothing is written but the reject file, which is replaced whole.
+    Retrying is safe: nothing is written but the reject files, each replaced whole.
     No retries on errors, though: what fails here is the file itself (a bad row, a header
     that changed), and reading it again gives the same error, only later. A lost worker is
     another matter: the engine retries that whatever ``retries`` says (PLANKTON_MAX_LOST).
     """
 
-    path = pk.Param(str)
+    paths = pk.Param(list)
     columns = pk.Param(list)  # [[name, type], ...] from the plan
     skip_bad_rows = pk.Param(bool, default=False)
     batch_bytes = pk.Param(int, default=DEFAULT_BATCH_BYTES)
@@ -76,7 +78,15 @@ class ExtractCsv(pk.Task):
     timeout = 3600
 
     def run(self) -> dict[str, int]:
-        path = Path(self.path)
+        rows = rejected = 0
+        for path in map(Path, self.paths):
+            file_rows, file_rejected = self.extract(path)
+            rows += file_rows
+            rejected += file_rejected
+        return {"rows": rows, "rejected": rejected}
+
+    def extract(self, path: Path) -> tuple[int, int]:
+        """Emit one file's batches; (rows emitted, rows rejected)."""
         columns = columns_from_message(self.columns)
         rejects = RejectFile(path, columns) if self.skip_bad_rows else None
         rows = 0
@@ -89,9 +99,9 @@ class ExtractCsv(pk.Task):
                 self.emit(batch.to_message())
                 rows += batch.rows
         rejected = rejects.count if rejects is not None else 0
-        if rejected:
+        if rejects is not None and rejected:
             self.log.info("%s: %d bad rows written to %s", path, rejected, rejects.path)
-        return {"rows": rows, "rejected": rejected}
+        return rows, rejected
 
 
 class LoadTable(pk.Task):
@@ -160,16 +170,27 @@ class Report(pk.Task):
         return dict(sorted(loaded.items()))
 
 
+#: Extractors per table by default. One COPY session takes ~2.5M rows/s, one extractor makes
+#: ~6M rows/s (ratings, measured by benchmarks/csv_load.py): more extractors than this only
+#: wait on the loader, and delay its start (a parent starts once all its children have
+#: started, so with more extractors than free workers the COPY would wait for a file to end).
+DEFAULT_EXTRACTORS = 2
+
+
 def loader_for(spec: TableSpec, dsn: str, skip_bad_rows: bool, time_column: str = "",
                null_markers: list[str] | None = None, markers_in_text: bool = False,
-               reload: bool = False) -> LoadTable:
-    """A LoadTable for ``spec`` with one ExtractCsv per file."""
+               reload: bool = False, extractors: int = DEFAULT_EXTRACTORS) -> LoadTable:
+    """A LoadTable for ``spec`` with up to ``extractors`` ExtractCsv, the files dealt out
+    among them in turn."""
+    if extractors < 1:
+        raise pk.ParamError(f"extractors must be at least 1, got {extractors}")
     columns = columns_to_message(spec.columns)
     markers = list(DEFAULT_NULL_MARKERS) if null_markers is None else list(null_markers)
-    extractors = [ExtractCsv(path=str(path), columns=columns, skip_bad_rows=skip_bad_rows,
-                             null_markers=markers, markers_in_text=markers_in_text,
-                             fixed=list(spec.fixed))
-                  for path in spec.files]
+    shares = [spec.files[i::extractors] for i in range(min(extractors, len(spec.files)))]
+    children = [ExtractCsv(paths=[str(p) for p in share], columns=columns,
+                           skip_bad_rows=skip_bad_rows, null_markers=markers,
+                           markers_in_text=markers_in_text, fixed=list(spec.fixed))
+                for share in shares]
     names = [c.name for c in spec.columns]
     if time_column and time_column not in names:
         raise pk.ParamError(f"time_column {time_column!r}: table {spec.name!r} has no such "
@@ -177,31 +198,34 @@ def loader_for(spec: TableSpec, dsn: str, skip_bad_rows: bool, time_column: str 
     return LoadTable(table=spec.name, dsn=dsn, columns=columns,
                      files=[str(p) for p in spec.files], time_column=time_column,
                      null_markers=markers, markers_in_text=markers_in_text, reload=reload
-                     ).add_children(*extractors)
+                     ).add_children(*children)
 
 
 def build(directory: str, dsn: str, skip_bad_rows: bool, time_column: str,
-          null_markers: list[str] | None, markers_in_text: bool, reload: bool = False
-          ) -> pk.Task:
-    """The tree of both DAGs: plan the tables once, one loader per table."""
+          null_markers: list[str] | None, markers_in_text: bool, reload: bool = False,
+          extractors: int = DEFAULT_EXTRACTORS) -> pk.Task:
+    """The tree of every DAG here: plan the tables once, one loader per table."""
     markers = list(DEFAULT_NULL_MARKERS) if null_markers is None else list(null_markers)
     specs = plan_tables(Path(directory).resolve(), markers=markers)
     return Report().add_children(*(
-        loader_for(spec, dsn, skip_bad_rows, time_column, markers, markers_in_text, reload)
+        loader_for(spec, dsn, skip_bad_rows, time_column, markers, markers_in_text, reload,
+                   extractors)
         for spec in specs))
 
 
 @pk.dag
 def csv_to_postgres(directory: str, dsn: pk.Secret, skip_bad_rows: bool = False,
                     time_column: str = "", null_markers: list | None = None,
-                    markers_in_text: bool = False, reload: bool = False) -> pk.Task:
+                    markers_in_text: bool = False, reload: bool = False,
+                    extractors: int = DEFAULT_EXTRACTORS) -> pk.Task:
     """Load every ``*.csv`` in ``directory`` into the table its name gives, on ``dsn`` (a
     secret reference such as ``env:PG_DSN``). ``null_markers`` replaces the missing-value
     list; ``markers_in_text`` makes text columns take them as NULL too; ``time_column``
     loads only the run's ``[since, to)`` window and replaces that window of the table;
-    ``reload`` loads even a load already present with the same content hash."""
+    ``reload`` loads even a load already present with the same content hash; ``extractors``
+    caps the extractor tasks per table (files are dealt out among them)."""
     return build(directory, dsn, skip_bad_rows, time_column, null_markers, markers_in_text,
-                 reload)
+                 reload, extractors)
 
 
 @pk.dag(schedule="@daily")
