@@ -23,7 +23,6 @@ plankton:{R}:retry              zset    "T" -> due time of the next attempt, ms 
 plankton:{R}:logs               list    msgpack [task, ms, level, line]                 workers
 plankton:{R}:done               list    one element pushed when the run ends (waiters)  scripts
 plankton:{R}:ready              zset    "T" -> ms since ready (rank for first leaves)    scripts
-plankton:{R}:took:{T}           hash    child -> attempt whose values parent T read     scripts
 plankton:{R}:enq                hash    "T:attempt" -> times enqueued (audit, always 1) scripts
 plankton:{R}:chg                zset    "T" -> run 'ver' of its last change (delta reads) scripts
 plankton:{R}:alerts             hash    webhook destination -> delivery state (alerts)  scheduler
@@ -136,9 +135,6 @@ TASK_FIELDS: dict[str, str] = {
     "produced": "values appended to this task's own channel by its children",
     "ch_read": "channel values READ has passed (produced - ch_read = unread, the bound)",
     "consumed": "values of current child attempts this attempt took",
-    "cursor": "stream id where the last READ ended",
-    "cursor_prev": "stream id where the last READ started (a repeated READ after a lost "
-                   "reply)",
     "result": "msgpack: the return value",
     "error": "why the last attempt failed (type, message, traceback)",
     "upstream": "name of the child whose failure for good failed this task",
@@ -270,8 +266,3 @@ def idempotency(key: str) -> str:
 def ready(run_id: str) -> str:
     """zset: task id -> ms since it is ready (or its rank, for the first leaves)."""
     return f"{PREFIX}:{{{run_id}}}:ready"
-
-
-def took(run_id: str, parent_id: str) -> str:
-    """hash: child id -> the child attempt whose values the parent's attempt consumed."""
-    return f"{PREFIX}:{{{run_id}}}:took:{parent_id}"

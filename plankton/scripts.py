@@ -160,7 +160,6 @@ local function restart_consumers(child, cattempt)
     redis.call('HINCRBY', tkey(parent), 'n_started', -1)
     redis.call('HSET', tkey(child), 'counted', '0')
     redis.call('ZREM', P .. 'leases', parent)
-    redis.call('DEL', P .. 'took:' .. parent)
     child, cattempt = parent, ps[2]
   end
 end
@@ -248,7 +247,7 @@ local function claim(t, a)
   local k = tkey(t)
   redis.call('HSET', k, 'state', 'running', 'started_at', now, 'worker', worker,
     'host', ARGV[5], 'attempts', a, 'seq', 0, 'ch_read', 0, 'emitted', 0, 'consumed', 0,
-    'cursor', '0-0', 'cursor_prev', '0-0', 'claim', ARGV[7])
+    'claim', ARGV[7])
   redis.call('ZADD', P .. 'leases', now + lease, t)
   local f = redis.call('HMGET', k, 'family', 'params', 'parent', 'n_children', 'timeout',
     'name', 'queue', 'counted')
@@ -430,7 +429,7 @@ redis.call('HSET', k, 'state', 'succeeded', 'ended_at', now, 'result', ARGV[6],
 task_ended(k, 'succeeded', now, true)
 changed(t)
 redis.call('ZREM', P .. 'leases', t)
-redis.call('DEL', KEYS[3], P .. 'took:' .. t)
+redis.call('DEL', KEYS[3])
 if parent ~= '' then
   local emitted = redis.call('HGET', k, 'emitted')
   redis.call('XADD', KEYS[2], '*', 'c', t, 'a', a, 'k', 'end', 'n', emitted)

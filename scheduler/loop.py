@@ -296,9 +296,8 @@ class Scheduler:
             for tid in ids[chunk_start:chunk_start + 1000]:
                 if keep > 0:
                     pipe.expire(keys.channel(run_id, tid), min(keep, ttl))
-                    pipe.unlink(keys.took(run_id, tid))
                 else:
-                    pipe.unlink(keys.channel(run_id, tid), keys.took(run_id, tid))
+                    pipe.unlink(keys.channel(run_id, tid))
                 pipe.expire(keys.task(run_id, tid), ttl)
             pipe.execute()
         for key in (keys.run(run_id), keys.logs(run_id), keys.done(run_id),
