@@ -83,10 +83,16 @@ def query(dsn: str, statement: str, *args: object) -> list[tuple]:
         return conn.execute(statement, args).fetchall()
 
 
-def count(dsn: str, table: str, run_id: str | None = None) -> int:
-    where = "" if run_id is None else " WHERE _plankton_load = %s"
-    args = () if run_id is None else (run_id,)
-    return query(dsn, f"SELECT count(*) FROM {table}{where}", *args)[0][0]
+#: Each row's load key, through the load number it carries.
+BY_KEY = (f"SELECT l.load_key, count(*) FROM {{}} t JOIN {LOADS_TABLE} l "
+          "ON l.load_id = t._plankton_load GROUP BY 1 ORDER BY 1")
+
+
+def count(dsn: str, table: str, key: str | None = None) -> int:
+    """Rows of ``table``, or of its load ``key``."""
+    if key is None:
+        return query(dsn, f"SELECT count(*) FROM {table}")[0][0]
+    return dict(query(dsn, BY_KEY.format(table))).get(key, 0)
 
 
 def write(path: Path, text: str) -> Path:
@@ -280,8 +286,7 @@ def test_loading_a_table_twice_for_one_run_leaves_one_copy(tmp_path: Path, dsn: 
         assert load_directory(dsn, tmp_path, "run-1") == {"ratings": 2000}
     assert count(dsn, "ratings") == 2000
     assert load_directory(dsn, tmp_path, "run-2") == {"ratings": 2000}
-    assert query(dsn, "SELECT _plankton_load, count(*) FROM ratings GROUP BY 1 ORDER BY 1") == [
-        ("run-1", 2000), ("run-2", 2000)]
+    assert query(dsn, BY_KEY.format("ratings")) == [("run-1", 2000), ("run-2", 2000)]
     assert query(dsn, f"SELECT run, table_name, rows FROM {LOADS_TABLE} ORDER BY run") == [
         ("run-1", "ratings", 2000), ("run-2", "ratings", 2000)]
     assert loaded_rows(dsn, "run-2") == 2000
@@ -503,7 +508,7 @@ def test_types_fit_the_whole_file_and_markers_load_as_null(tmp_path: Path, dsn: 
     assert query(dsn, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
                       "attrelid = 'wide'::regclass AND attnum > 0 ORDER BY attnum") == [
         ("numeric",), ("bigint",), ("double precision",), ("date",), ("timestamp with time zone",),
-        ("boolean",), ("text",), ("text",)]
+        ("boolean",), ("text",), ("bigint",)]  # then the load number
     assert query(dsn, "SELECT n, x, d, ts, ok, note FROM wide WHERE id = 1200") == [
         (None, 2.5, None, None, None, "NA")]  # text keeps NA by default
     assert query(dsn, "SELECT n, x, ts, ok FROM wide WHERE id = 9223372036854775808") == [
@@ -556,9 +561,11 @@ def test_twelve_monthly_windows_equal_a_one_shot_load(tmp_path: Path, dsn: str) 
 
     total = sum(load(w) for w in reversed(windows))  # any order
     assert total == 1250 == count(dsn, "obs")
-    snapshot = query(dsn, "SELECT id, at, v, _plankton_load FROM obs ORDER BY id")
+    rows_and_keys = (f"SELECT o.id, o.at, o.v, l.load_key FROM obs o JOIN {LOADS_TABLE} l "
+                     "ON l.load_id = o._plankton_load ORDER BY o.id")
+    snapshot = query(dsn, rows_and_keys)
     assert load(windows[5]) == count(dsn, "obs", load_key("obs", [], windows[5])) > 0
-    assert query(dsn, "SELECT id, at, v, _plankton_load FROM obs ORDER BY id") == snapshot
+    assert query(dsn, rows_and_keys) == snapshot
     assert load(None, "obs_all") == 1250
     assert (query(dsn, "SELECT id, at, v FROM obs ORDER BY id")
             == query(dsn, "SELECT id, at, v FROM obs_all ORDER BY id"))
@@ -575,5 +582,4 @@ def test_widening_mid_file_keeps_markers_null_and_a_wider_table_takes_later_load
     assert query(dsn, "SELECT v FROM m WHERE id IN (1100, 1200, 7) ORDER BY id") == [
         ("7",), (None,), ("abc",)]  # NA stays NULL: the column was planned bigint
     assert load_directory(dsn, tmp_path / "b", "b") == {"m": 1}
-    assert query(dsn, "SELECT _plankton_load, count(*) FROM m GROUP BY 1 ORDER BY 1") == [
-        ("a", 1500), ("b", 1)]
+    assert query(dsn, BY_KEY.format("m")) == [("a", 1500), ("b", 1)]
