@@ -191,12 +191,12 @@ def print_tables(dsn: str) -> None:
         if exists is None:
             print("no table was loaded")
             return
-        loads = conn.execute("SELECT table_name, rows, run, load_key FROM plankton_loads "
+        loads = conn.execute("SELECT table_name, rows, run, load_id FROM plankton_loads "
                              "ORDER BY table_name").fetchall()
         print(f"\n{'table':<12} {'rows':>10}  loaded by run")
-        for table, rows, run, key in loads:
+        for table, rows, run, load_id in loads:
             counted = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE _plankton_load = %s")
-                                   .format(sql.Identifier(table)), [key]).fetchone()[0]
+                                   .format(sql.Identifier(table)), [load_id]).fetchone()[0]
             note = "" if counted == rows else f"  (log says {rows:,})"
             print(f"{table:<12} {counted:>10,}  {run}{note}")
 
