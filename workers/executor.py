@@ -242,6 +242,10 @@ class Executor:
         except (Fenced, FencedStop):
             log.info("%s: attempt %d stopped (fenced)", rt.where, claim.attempt)
         except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then we go on
+            if finisher is not None:
+                # the leaves before this one in the batch succeeded first: their deferred
+                # FINISHes go out before this failure (which may end the run), not after it
+                finisher.flush()
             self._record_failure(rt, exc)
         finally:
             with self.active_lock:

@@ -80,6 +80,14 @@ class Flaky(pk.Task):
         conn = redis.Redis.from_url(os.environ["PLANKTON_REDIS_URL"])
         try:
             if not conn.exists("console:flag"):
+                # the resume test expects both Sleepers reused: fail only once they have
+                # run (tasks 0 and 1), and a little after, for a FINISH another worker defers
+                siblings = [pk.keys.task(self.run_id, t) for t in ("0", "1")]
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not all(
+                        conn.hget(k, "state") in (b"running", b"succeeded") for k in siblings):
+                    time.sleep(0.01)
+                time.sleep(0.3)
                 raise RuntimeError("the upstream file is not there yet")
         finally:
             conn.close()
