@@ -5,7 +5,9 @@ Redis (a plain master, no persistence) and the scheduler run on host 0; the work
 round-robin over hosts 1..N-1. For each worker count the benchmark starts the workers, waits
 until every one is serving (start-up is not timed), runs one small warm-up run, then times
 what a user does: ``Client.submit("scale_io", ...)`` by name and the default ``wait()`` (which
-reads the run back with its tasks), ``--repeats`` times, median.
+reads the run back with its tasks), ``--repeats`` times, median; and beside it the engine
+path of ``python -m benchmarks --workloads scale-io`` (a tree built beforehand, submitted,
+``wait(tasks=False)``), the measure of the issue's starting figure.
 
 Reported per worker count: wall time, ideal time (2,000 x 20 ms / workers), efficiency (ideal /
 wall), tasks/s, Redis connections per worker (``CLIENT LIST``: the connections a worker names
@@ -40,6 +42,7 @@ from plankton import keys  # noqa: E402
 from tests.reliability import hosts  # noqa: E402
 from tests.servers import free_port, wait_for  # noqa: E402
 
+from . import bench_tasks as bt  # noqa: E402
 from .harness import machine_info, write_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -139,7 +142,7 @@ def measure(site: Site, n: int, repeats: int) -> dict[str, Any]:
     site.set_workers(n)
     c, r = site.client, site.client.conn
     c.wait(c.submit("scale_io", params={"n": 2 * n, "seconds": SECONDS}), timeout=120)
-    walls, cpus, ok = [], [], True
+    walls, engine, cpus, ok = [], [], [], True
     for _ in range(repeats):
         cpu0 = _redis_cpu(r)
         t0 = time.perf_counter()
@@ -148,12 +151,21 @@ def measure(site: Site, n: int, repeats: int) -> dict[str, Any]:
         walls.append(time.perf_counter() - t0)
         cpus.append(_redis_cpu(r) - cpu0)
         ok &= run["status"] == "succeeded" and run["result"] == TASKS
+        # the engine path of `python -m benchmarks --workloads scale-io` (the 0.76):
+        # a tree built beforehand, and wait(tasks=False)
+        tree = bt.sleepers(TASKS, SECONDS)
+        t0 = time.perf_counter()
+        run = c.wait(c.submit(tree), timeout=600, tasks=False)
+        engine.append(time.perf_counter() - t0)
+        ok &= run["status"] == "succeeded" and run["result"] == TASKS
     wall = statistics.median(walls)
     ideal = TASKS * SECONDS / n
     conns = _connections(r, site.names)
     return {
         "workers": n, "wall_s": round(wall, 3), "ideal_s": round(ideal, 3),
         "efficiency": round(ideal / wall, 3), "tasks_per_s": round(TASKS / wall),
+        "engine_wall_s": round(statistics.median(engine), 3),
+        "engine_efficiency": round(ideal / statistics.median(engine), 3),
         "walls_s": [round(w, 3) for w in walls], "checked": ok,
         "redis_cpu_us_per_task": round(statistics.median(cpus) / (TASKS + 1) * 1e6, 1),
         "connections_per_worker_max": max(conns.values()),
@@ -171,7 +183,8 @@ def run_site(label: str, n_hosts: int, sizes: list[int], repeats: int) -> list[d
             row = measure(site, n, repeats)
             row["site"] = label
             print(f"  {label:>10} {n:>3} workers: wall {row['wall_s']:.2f}s, efficiency "
-                  f"{row['efficiency']:.2f}, conns/worker <= {row['connections_per_worker_max']}"
+                  f"{row['efficiency']:.2f} (engine path {row['engine_efficiency']:.2f}), "
+                  f"conns/worker <= {row['connections_per_worker_max']}"
                   f", threads/worker {row['threads_per_worker_max']}", flush=True)
             rows.append(row)
     finally:
@@ -180,11 +193,12 @@ def run_site(label: str, n_hosts: int, sizes: list[int], repeats: int) -> list[d
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = ("site", "workers", "wall s", "ideal s", "efficiency", "tasks/s",
+    head = ("site", "workers", "wall s", "ideal s", "efficiency", "engine eff.", "tasks/s",
             "Redis us/task", "conns/worker", "threads/worker")
     print("\n" + "  ".join(f"{h:>14}" for h in head))
     for row in rows:
         cells = (row["site"], row["workers"], row["wall_s"], row["ideal_s"], row["efficiency"],
+                 row["engine_efficiency"],
                  row["tasks_per_s"], row["redis_cpu_us_per_task"],
                  row["connections_per_worker_max"], row["threads_per_worker_max"])
         print("  ".join(f"{c!s:>14}" for c in cells))
