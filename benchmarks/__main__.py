@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .harness import write_json
+from .harness import workload_list, write_json
 from .plankton_bench import WORKLOADS, run_all
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -28,10 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run peers (default rq; e.g. rq,celery,dask,luigi)")
     parser.add_argument("--out", default=str(RESULTS / "latest.json"))
     args = parser.parse_args(argv)
-    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    unknown = set(workloads) - set(WORKLOADS)
-    if unknown:
-        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    workloads = workload_list(parser, args.workloads, WORKLOADS)
     report = run_all(workloads, args.repeats)
     if args.peers:
         from .peers import resolve_names, run_peers

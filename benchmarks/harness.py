@@ -400,6 +400,16 @@ def figure(values: Iterable[float], unit: str, checked: bool, **extra: Any) -> d
     return out
 
 
+def workload_list(parser: Any, text: str, known: Sequence[str]) -> list[str]:
+    """``--workloads a,b`` as a list; an unknown name is a usage error naming the known ones."""
+    workloads = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = set(workloads) - set(known)
+    if unknown:
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))} "
+                     f"(known: {', '.join(known)})")
+    return workloads
+
+
 def write_json(report: Any, out: str | os.PathLike) -> Path:
     """Write a benchmark's report as JSON (creating its folder) and say where."""
     path = Path(out)

@@ -38,7 +38,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import bench_tasks as bt
-from .harness import RedisServer, machine_info, redis_connection, used_memory, write_json
+from .harness import (
+    RedisServer,
+    machine_info,
+    redis_connection,
+    used_memory,
+    workload_list,
+    write_json,
+)
 from .plankton_bench import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -276,11 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="Plankton workers (default 2, the standard stack)")
     parser.add_argument("--out", default=str(RESULTS / "redis-cpu-latest.json"))
     args = parser.parse_args(argv)
-    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    unknown = set(workloads) - set(WORKLOADS)
-    if unknown:
-        parser.error(f"unknown workloads: {', '.join(sorted(unknown))} "
-                     f"(known: {', '.join(WORKLOADS)})")
+    workloads = workload_list(parser, args.workloads, WORKLOADS)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.workers < 1:
