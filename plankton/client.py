@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import redis
 
-from . import codec, keys, resume, runs, skip
+from . import codec, durable, keys, resume, runs, skip
 from .connection import check, connect
 from .dag import Dag
 from .errors import DagError, NotFoundError, RunTimeout
@@ -53,7 +53,7 @@ class Client:
         if check_connection:
             check(self.conn, self.settings.url, self.settings.connect_attempts)
         self.registry = Registry(self.settings.imports)
-        self.engine = Transitions(self.conn)
+        self.engine = Transitions(self.conn, self.settings.wait_replicas, self.settings.wait_ms)
         self._workers, self._workers_at = 0, -10.0
         self._enqueuer: Enqueuer | None = None
         #: DAGs found by name outside the registry (find_dag), so a script submitting in a
@@ -136,7 +136,13 @@ class Client:
             # scheduler (which would enqueue them after READY_GRACE_MS if we died here).
             # Racing it is safe: every enqueue is a compare-and-set on state and attempt.
             enqueuer.enqueue_many(rid, items, size)
+        self._durable("a new run")
         return rid
+
+    def _durable(self, what: str) -> None:
+        """PLANKTON_WAIT_REPLICAS: the run just written is on that many replicas (or the
+        WAIT timed out, logged) before submit returns its id (plankton/durable.py)."""
+        durable.settle(self.conn, self.settings.wait_replicas, self.settings.wait_ms, what)
 
     def _workers_alive(self) -> int:
         """Live workers (cached for a second): sizes the first batches."""
@@ -188,6 +194,7 @@ class Client:
                        rerun_of=run_id,
                        extra={"overrides": codec.dumps(dict(overrides or {}))},
                        finished=finished)
+        self._durable("a rerun")
         return rid
 
     def backfill(self, dag: str, since: _dt.datetime, to: _dt.datetime, *, force: bool = False,

@@ -209,6 +209,9 @@ WORKERS = f"{PREFIX}:workers"
 #: The scheduler's memory of which Redis server it worked on (scheduler.loop: a restored
 #: snapshot or a promoted replica has another ``run_id``: leases get a grace before reaping).
 REDIS_ID = f"{PREFIX}:redis_id"
+#: Pub/sub channel nobody reads: a PUBLISH to it gives a connection a replicated write to
+#: WAIT on after writes made on another pooled connection (plankton/durable.py).
+DURABLE = f"{PREFIX}:durable"
 LEADER = f"{PREFIX}:leader"
 LEADER_EPOCH = f"{PREFIX}:leader:epoch"
 

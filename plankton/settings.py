@@ -69,6 +69,11 @@ class Settings:
     #: so channels stay bounded); 1 only parents of parents (a leaf's consumer goes through RQ
     #: to any worker: no GIL shared with its producer, but it waits for a free worker); 0 none.
     claim_parents: int = 2
+    #: Replicas that must hold a FINISH or a new run before it counts as done (``WAIT``
+    #: after those writes, docs/ha.md): 0 off. Bounds what a failover can roll back.
+    wait_replicas: int = 0
+    #: Longest ``WAIT`` for those replicas (ms); past it the write stands, with a warning.
+    wait_ms: int = 1000
     #: Webhook that gets a POST when any run fails (DAGs add their own with on_failure=).
     webhook_url: str = ""
     #: When set, webhooks carry ``X-Plankton-Signature: sha256=HMAC-SHA256(secret, body)``.
@@ -107,6 +112,8 @@ _ENV: dict[str, str] = {
     "worker_connections": "PLANKTON_WORKER_CONNECTIONS",
     "claim_parents": "PLANKTON_CLAIM_PARENTS",
     "max_tasks": "PLANKTON_MAX_TASKS",
+    "wait_replicas": "PLANKTON_WAIT_REPLICAS",
+    "wait_ms": "PLANKTON_WAIT_MS",
     "webhook_url": "PLANKTON_WEBHOOK_URL",
     "webhook_secret": "PLANKTON_WEBHOOK_SECRET",
     "webhook_attempts": "PLANKTON_WEBHOOK_ATTEMPTS",

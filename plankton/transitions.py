@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import redis
 
-from . import codec, keys, scripts
+from . import codec, durable, keys, scripts
 
 _s = codec.text
 
@@ -57,8 +57,11 @@ def backoff_ms(attempt: int, base: float, cap: float) -> int:
 class Transitions:
     """Registered scripts on one connection."""
 
-    def __init__(self, conn: redis.Redis) -> None:
+    def __init__(self, conn: redis.Redis, wait_replicas: int = 0, wait_ms: int = 1000) -> None:
+        """``wait_replicas`` > 0: every FINISH is followed by ``WAIT wait_replicas wait_ms``
+        in its round trip (plankton/durable.py, PLANKTON_WAIT_REPLICAS)."""
         self.conn = conn
+        self.wait_replicas, self.wait_ms = wait_replicas, wait_ms
         self._start = conn.register_script(scripts.START)
         self._emit = conn.register_script(scripts.EMIT)
         self._finish = conn.register_script(scripts.FINISH)
@@ -104,6 +107,9 @@ class Transitions:
                blob: bytes, result: bytes, consumed: int, took: bytes = b"") -> str:
         """End the attempt with its last batch and result: OK | FENCED. ``took``: the child
         attempts its reader took values from (``channel.Reader.finish_info``), validated."""
+        if self.wait_replicas > 0:
+            return self.finish_many([(run_id, parent, task, attempt, seq, n, blob, result,
+                                      consumed, took)])[0]
         return _s(self._finish(keys=_finish_keys(run_id, parent, task),
                                args=[task, attempt, seq, n, blob, result, consumed, took]))
 
@@ -115,11 +121,16 @@ class Transitions:
         for run_id, parent, task, attempt, seq, n, blob, result, consumed, took in calls:
             pipe.evalsha(self._finish_sha, 3, *_finish_keys(run_id, parent, task), task,
                          attempt, seq, n, blob, result, consumed, took)
+        if self.wait_replicas > 0:
+            durable.add_wait(pipe, self.wait_replicas, self.wait_ms)
         try:
-            return [_s(r) for r in pipe.execute()]
+            replies = pipe.execute()
         except redis.exceptions.NoScriptError:  # Redis restarted and lost its script cache
-            self._finish_sha = None
-            return [self.finish(*call) for call in calls]
+            self._finish_sha = None  # loaded again by the retry
+            return self.finish_many(calls)
+        if self.wait_replicas > 0:
+            durable.short(replies.pop(), self.wait_replicas, "a FINISH")
+        return [_s(r) for r in replies]
 
     def ack_and_read(self, conn: redis.Redis, run_id: str, task: str, attempt: int | str,
                      ch_read: int, consumed: int, first: bool, after: str, count: int,

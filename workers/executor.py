@@ -121,7 +121,7 @@ class Executor:
                                      lib_version=None, client_name=tag)
         #: Every consumer waiting on an empty channel waits in this one read (one connection).
         self.shared_reader = SharedReader(self.blocking_conn, self.conn, keys.wake(name))
-        self.engine = Transitions(self.conn)
+        self.engine = Transitions(self.conn, settings.wait_replicas, settings.wait_ms)
         self.enqueuer = Enqueuer(self.conn)
         self.slots = threading.Semaphore(max(1, settings.concurrency))
         self.pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="task")
