@@ -16,25 +16,15 @@ from __future__ import annotations
 
 import pytest
 
-import plankton as pk
 from plankton import codec, keys
 from plankton.channel import Reader, Writer
 from plankton.client import Client
 from plankton.errors import Fenced
 from plankton.transitions import Claimed, Transitions
 from plankton.transport import Enqueuer
+from tests.inert_tasks import Leaf, Parent
 
 MAX_BYTES = 1 << 20
-
-
-class Leaf(pk.Task):
-    def run(self):  # never run here: the test plays the workers
-        raise NotImplementedError
-
-
-class Parent(pk.Task):
-    def run(self):
-        raise NotImplementedError
 
 
 def _snapshot(conn, run_id: str) -> dict[bytes, bytes]:

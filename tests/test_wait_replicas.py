@@ -14,22 +14,12 @@ import signal
 import pytest
 import redis
 
-import plankton as pk
 from plankton import codec, durable, keys
 from plankton.channel import Writer
 from plankton.client import Client
 from plankton.settings import load
+from tests.inert_tasks import Leaf, Parent
 from tests.servers import RedisServer, wait_for
-
-
-class Leaf(pk.Task):
-    def run(self):  # never run here: the test plays the worker
-        raise NotImplementedError
-
-
-class Parent(pk.Task):
-    def run(self):
-        raise NotImplementedError
 
 
 @pytest.fixture
