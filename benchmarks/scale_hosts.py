@@ -48,6 +48,7 @@ from .harness import machine_info, write_json  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 IMPORTS = ["benchmarks.bench_tasks"]
 TASKS, SECONDS = 2000, 0.02
+CORES = os.cpu_count() or 1
 
 
 def _threads(name: str) -> int:
@@ -76,6 +77,47 @@ def _connections(r: Any, names: list[str]) -> dict[str, int]:
         if name in counts:
             counts[name] += 1
     return counts
+
+
+def _tree_cpu(roots: list[int]) -> float:
+    """CPU seconds (user + system, every thread) of the processes ``roots`` and all their
+    descendants, from ``/proc/PID/stat``: what the bed's workers, scheduler and Redis used."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        parent[int(pid)] = int(fields[1])
+        ticks[int(pid)] = int(fields[11]) + int(fields[12])
+    keep: set[int] = set()
+    todo = list(roots)
+    children: dict[int, list[int]] = {}
+    for child, ppid in parent.items():
+        children.setdefault(ppid, []).append(child)
+    while todo:
+        one = todo.pop()
+        if one not in keep:
+            keep.add(one)
+            todo += children.get(one, [])
+    return sum(ticks.get(one, 0) for one in keep) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot (``/proc/stat``)."""
+    vals = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    return (sum(vals[:8]) - idle) / hz, sum(vals[:8]) / hz
+
+
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 def _redis_cpu(r: Any) -> float:
@@ -143,13 +185,22 @@ def measure(site: Site, n: int, repeats: int) -> dict[str, Any]:
     c, r = site.client, site.client.conn
     c.wait(c.submit("scale_io", params={"n": 2 * n, "seconds": SECONDS}), timeout=120)
     walls, engine, cpus, ok = [], [], [], True
+    bed_cpu, client_cpu, busy = [], [], []
+    roots = [p.pid for p in site.bed.procs]
+    idle0, t_idle = _tree_cpu(roots), time.perf_counter()
+    time.sleep(2.0)
+    idle_cpu = (_tree_cpu(roots) - idle0) / (time.perf_counter() - t_idle)
     for _ in range(repeats):
-        cpu0 = _redis_cpu(r)
+        cpu0, bed0, self0, m0 = _redis_cpu(r), _tree_cpu(roots), _self_cpu(), _machine_busy()
         t0 = time.perf_counter()
         run = c.wait(c.submit("scale_io", params={"n": TASKS, "seconds": SECONDS}),
                      timeout=600)
         walls.append(time.perf_counter() - t0)
+        m1 = _machine_busy()
         cpus.append(_redis_cpu(r) - cpu0)
+        bed_cpu.append(_tree_cpu(roots) - bed0)
+        client_cpu.append(_self_cpu() - self0)
+        busy.append((m1[0] - m0[0]) / max(1e-9, m1[1] - m0[1]))
         ok &= run["status"] == "succeeded" and run["result"] == TASKS
         # the engine path of `python -m benchmarks --workloads scale-io` (the issue's 0.76):
         # a tree built beforehand, and wait(tasks=False)
@@ -168,6 +219,15 @@ def measure(site: Site, n: int, repeats: int) -> dict[str, Any]:
         "engine_efficiency": round(ideal / statistics.median(engine), 3),
         "walls_s": [round(w, 3) for w in walls], "checked": ok,
         "redis_cpu_us_per_task": round(statistics.median(cpus) / (TASKS + 1) * 1e6, 1),
+        # where the CPU went: the bed's processes (workers, scheduler, Redis) and this
+        # client, per task, against the machine's cores over the same wall time
+        "bed_cpu_ms_per_task": round(statistics.median(bed_cpu) / (TASKS + 1) * 1e3, 3),
+        "client_cpu_ms_per_task": round(statistics.median(client_cpu) / (TASKS + 1) * 1e3,
+                                        3),
+        "bed_cpu_share_of_cores": round(statistics.median(
+            [b / (w * CORES) for b, w in zip(bed_cpu, walls)]), 3),
+        "machine_busy": round(statistics.median(busy), 3),
+        "idle_cpu_cores": round(idle_cpu, 3),
         "connections_per_worker_max": max(conns.values()),
         "connections_per_worker_mean": round(sum(conns.values()) / len(conns), 1),
         "threads_per_worker_max": max(_threads(name) for name in site.names),
@@ -185,7 +245,10 @@ def run_site(label: str, n_hosts: int, sizes: list[int], repeats: int) -> list[d
             print(f"  {label:>10} {n:>3} workers: wall {row['wall_s']:.2f}s, efficiency "
                   f"{row['efficiency']:.2f} (engine path {row['engine_efficiency']:.2f}), "
                   f"conns/worker <= {row['connections_per_worker_max']}"
-                  f", threads/worker {row['threads_per_worker_max']}", flush=True)
+                  f", threads/worker {row['threads_per_worker_max']}; bed CPU "
+                  f"{row['bed_cpu_ms_per_task']:.2f} ms/task = {row['bed_cpu_share_of_cores']:.0%}"
+                  f" of {CORES} cores, machine busy {row['machine_busy']:.0%}, idle bed "
+                  f"{row['idle_cpu_cores']:.2f} cores", flush=True)
             rows.append(row)
     finally:
         site.close()
@@ -194,12 +257,14 @@ def run_site(label: str, n_hosts: int, sizes: list[int], repeats: int) -> list[d
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = ("site", "workers", "wall s", "ideal s", "efficiency", "engine eff.", "tasks/s",
-            "Redis us/task", "conns/worker", "threads/worker")
+            "Redis us/task", "bed ms/task", "bed/cores", "busy", "conns/worker",
+            "threads/worker")
     print("\n" + "  ".join(f"{h:>14}" for h in head))
     for row in rows:
         cells = (row["site"], row["workers"], row["wall_s"], row["ideal_s"], row["efficiency"],
                  row["engine_efficiency"],
-                 row["tasks_per_s"], row["redis_cpu_us_per_task"],
+                 row["tasks_per_s"], row["redis_cpu_us_per_task"], row["bed_cpu_ms_per_task"],
+                 row["bed_cpu_share_of_cores"], row["machine_busy"],
                  row["connections_per_worker_max"], row["threads_per_worker_max"])
         print("  ".join(f"{c!s:>14}" for c in cells))
 
