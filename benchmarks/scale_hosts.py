@@ -12,8 +12,12 @@ path of ``python -m benchmarks --workloads scale-io`` (a tree built beforehand, 
 Reported per worker count: wall time, ideal time (2,000 x 20 ms / workers), efficiency (ideal /
 wall), tasks/s, Redis connections per worker (``CLIENT LIST``: the connections a worker names
 ``plankton-worker:NAME``, and the one RQ names NAME), threads per worker (``/proc``), and
-the Redis main thread's CPU per task (``INFO cpu``). With ``--peer-sizes`` the same counts run
-again with every process on one host (the root namespace, loopback), in the same session.
+the Redis main thread's CPU per task (``INFO cpu``), and where the CPU went: the bed's
+processes (workers, scheduler, Redis: ``/proc/PID/stat`` of each process tree) per task and as
+a share of all cores over the wall time, the whole machine's busy share (``/proc/stat``: other
+sessions included) and what the idle bed costs (2 s before the timed runs). With
+``--peer-sizes`` the same counts run again with every process on one host (the root
+namespace, loopback), in the same session.
 
     sudo .venv/bin/python -m benchmarks.scale_hosts                # 1,2,4,8,16,32 workers
     sudo .venv/bin/python -m benchmarks.scale_hosts --sizes 16,32 --peer-sizes 16,32

@@ -10,7 +10,7 @@ end of the host's veth: the host's packets are silently dropped, as in a real pa
 :class:`RedisHA` puts a master, a replica and three sentinels on the hosts (password on every
 Redis, ``masterauth`` so a restarted old master can follow the new one) and gives the
 ``redis+sentinel://`` URL every Plankton process takes. Used by
-``tests/reliability/test_failover.py`` and ``benchmarks/multihost.py``.
+``tests/reliability/test_failover.py`` and ``benchmarks/scale_hosts.py``.
 
 Needs root, iproute2, util-linux (``unshare``) and procps (``sysctl``): :func:`skip_reason`.
 """
