@@ -116,6 +116,22 @@ class PlanktonWorker(SimpleWorker):
             self._forget(job, queue, run_id, pairs)
             self.set_state(WorkerStatus.IDLE)
 
+    #: Least time between two of RQ's worker-hash heartbeats (s); see :meth:`heartbeat`.
+    rq_beat_every: float = 10.0
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ beats its worker hash three times per job (before and after the dequeue, after
+        the job), an HSET and an EXPIRE each: 6 of a job's ~12 round trips. The hash lives
+        ``worker_ttl + 60`` s (8 minutes) and only RQ's own tools read its ``last_heartbeat``
+        (the scheduler reads Plankton's ``plankton:workers``), so one beat every
+        :attr:`rq_beat_every` s keeps it alive; a beat with a timeout or a pipeline (RQ's
+        own special cases) always goes out."""
+        last = self.last_heartbeat
+        if timeout is None and pipeline is None and last is not None \
+                and (now() - last).total_seconds() < self.rq_beat_every:
+            return
+        super().heartbeat(timeout, pipeline)
+
     def set_state(self, state: str, pipeline: Any = None) -> None:
         # Kept in memory: RQ would write the worker hash twice per job, and Plankton's own
         # worker heartbeat (plankton:workers) is what the scheduler reads.
