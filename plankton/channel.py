@@ -32,7 +32,7 @@ from . import codec, keys
 from .errors import Fenced, UpstreamFailed
 from .shared_read import SharedReader
 from .states import TaskState
-from .transitions import Transitions
+from .transitions import InFlight, Transitions
 
 log = logging.getLogger(__name__)
 
@@ -103,19 +103,28 @@ class NoWaits:
         pass
 
 
+#: ``adopt(parent, attempt, queue)``: the writer's worker starts that queued attempt of the
+#: parent itself (as a worker does at once with ``PLANKTON_CLAIM_PARENTS=2``); returns whether
+#: it tried.
+Adopt = Callable[[str, int, str], bool]
+
+
 class Writer:
     """The sending end of one attempt of a task: values go to its parent's channel.
 
     Parameters: ``transitions`` (the scripts), ``run_id``, ``parent`` ('' for a root: its
     values go nowhere), ``task_id``, ``attempt``, ``cap`` (the channel's bound, unread
     values), ``max_bytes`` (largest encoded value), ``where`` (names the task in errors),
-    ``waits`` (hooks around a wait on a full channel) and ``fence`` (how the worker's claim
-    names the attempt in its writes, ``Claimed.fence``; the bare number by default).
+    ``waits`` (hooks around a wait on a full channel), ``fence`` (how the worker's claim
+    names the attempt in its writes, ``Claimed.fence``; the bare number by default) and
+    ``adopt`` (see :data:`Adopt`: with it, this writer's worker starts a parent released to
+    RQ that no worker took when its channel is full or it waited ``ADOPT_AFTER_MS``).
     """
 
     def __init__(self, transitions: Transitions, run_id: str, parent: str, task_id: str,
                  attempt: int, *, cap: int, max_bytes: int, where: str,
-                 waits: Waits | None = None, fence: str | None = None) -> None:
+                 waits: Waits | None = None, fence: str | None = None,
+                 adopt: Adopt | None = None) -> None:
         self.transitions = transitions
         self.run_id, self.parent, self.task_id, self.attempt = run_id, parent, task_id, attempt
         self.fence = fence or str(attempt)
@@ -126,6 +135,7 @@ class Writer:
         self.waits: Waits = waits or NoWaits()
         #: Guards the buffer: the task's thread emits, the flusher thread sends old batches.
         self.lock = threading.Lock()
+        #: Never replaced (batches are taken from its head in place): the fast emit() holds it.
         self.buffer: list[Any] = []
         self.buffer_bytes = 0
         #: Items of the buffer encoded at emit() (bytes); 0: pack the list in one call.
@@ -138,40 +148,75 @@ class Writer:
         self.sent_values = 0
         #: A batch taken from the buffer and not yet accepted by EMIT: (seq, n, blob).
         self.pending: tuple[int, int, bytes] | None = None
+        #: A batch whose EMIT is sent and not yet answered (the producer fills the next one
+        #: meanwhile): (the send, the batch), and when it was sent.
+        self.inflight: tuple[InFlight, tuple[int, int, bytes]] | None = None
+        self.inflight_at = 0.0
         #: Set once EMIT refused this attempt (or its owner says it was superseded).
         self.fenced = False
+        self.adopt = adopt
+        #: EMIT answers QUEUED for a parent waiting in RQ (until the first adoption try).
+        self.bound = adopt is not None
+        #: emit() sends the buffer when it holds this many values: a batch, or 0 while a
+        #: batch refused without waiting (the flusher's) is still to send.
+        self.limit = self.batch_values
+        self.emit: Callable[[Any], None] = (self._fast_emit() if self.small_ok
+                                            else self._emit_checked)
 
     @property
     def emitted(self) -> int:
         """Every value handed to emit(), buffered or sent."""
         return self.sent_values + len(self.buffer)
 
-    def emit(self, value: Any) -> None:
-        """Buffer ``value``; send a batch when full. Waits (never drops) on a full channel."""
-        # The hot path of a stream: small immutable scalars are buffered as they are (see
-        # SMALL), then an uncontended lock (the flusher thread only tries it without waiting).
-        kind = type(value)
-        if ((kind is str and len(value) <= SMALL and value.isascii())
-                or kind in _TINY or (kind is int and _INT_MIN <= value < _INT_END)) \
-                and self.small_ok:
-            item, size = value, 0
-        else:
-            item = codec.check_value(value, self.where, self.max_bytes)
-            size = len(item)
-        lock = self.lock
-        lock.acquire()
-        try:
+    def _fast_emit(self) -> Callable[[Any], None]:
+        """``emit(value)`` for the hot path of a stream: buffer ``value``; send a batch when
+        full; wait (never drop) on a full channel.
+
+        Small immutable scalars (see SMALL) are appended as they are, without the lock: the
+        task's thread is the only one that appends, and a flusher that takes a batch meanwhile
+        (under the lock) takes the first ``n`` values in place, so a value appended during
+        the take stays for the next batch. Everything else goes through ``_emit_checked``.
+        A closure over locals: 0.09 µs per value instead of 0.18 µs (a third of a
+        100,000-value stream's producer CPU was this call)."""
+        buffer, append, checked, writer = self.buffer, self.buffer.append, self._emit_checked, self
+        monotonic, tiny, small, int_min, int_end = _monotonic, _TINY, SMALL, _INT_MIN, _INT_END
+
+        def emit(value: Any) -> None:
+            kind = type(value)
+            if kind is str:
+                if len(value) > small or not value.isascii():
+                    return checked(value)
+            elif kind is int:
+                if not int_min <= value < int_end:
+                    return checked(value)
+            elif kind not in tiny:
+                return checked(value)
+            if not buffer:
+                writer.buffer_since = monotonic()
+            append(value)
+            if len(buffer) >= writer.limit:
+                writer._full()
+            return None
+
+        return emit
+
+    def _emit_checked(self, value: Any) -> None:
+        """emit() of any other value: encoded now (a bad value fails the emit() that gave it;
+        a container changed after emit() is sent as it was), under the lock."""
+        item = codec.check_value(value, self.where, self.max_bytes)
+        with self.lock:
             buffer = self.buffer
             if not buffer:
                 self.buffer_since = _monotonic()
             buffer.append(item)
-            if size:
-                self.packed_items += 1
-                size = self.buffer_bytes = self.buffer_bytes + size
-            if len(buffer) >= self.batch_values or size >= BATCH_BYTES or self.pending is not None:
-                self._flush_locked(block=True)
-        finally:
-            lock.release()
+            self.packed_items += 1
+            self.buffer_bytes += len(item)
+            if len(buffer) >= self.limit or self.buffer_bytes >= BATCH_BYTES:
+                self._flush_locked(block=True, overlap=True)
+
+    def _full(self) -> None:
+        with self.lock:
+            self._flush_locked(block=True, overlap=True)
 
     def flush(self) -> None:
         """Send buffered values; waits (never drops) while the parent's channel is full."""
@@ -179,15 +224,21 @@ class Writer:
             self._flush_locked(block=True)
 
     def due_at(self) -> float | None:
-        """When ``flush_if_old`` has something to send (monotonic s), or None."""
-        if (self.buffer or self.pending is not None) and not self.fenced:
-            return self.buffer_since + FLUSH_AFTER
-        return None
+        """When ``flush_if_old`` has something to do (monotonic s), or None: a buffer to
+        send, or the reply of a batch sent ahead to read (its connection goes back to the
+        pool then, even if the task computes for long before its next emit())."""
+        if self.fenced:
+            return None
+        due = self.inflight_at + FLUSH_AFTER if self.inflight is not None else None
+        if self.buffer or self.pending is not None:
+            since = self.buffer_since + FLUSH_AFTER
+            due = since if due is None else min(due, since)
+        return due
 
     def flush_if_old(self, now: float) -> None:
         """Flusher thread: send a batch that waited long enough; never blocks on FULL."""
-        if (self.buffer or self.pending) and not self.fenced \
-                and now - self.buffer_since >= FLUSH_AFTER and self.lock.acquire(False):
+        due = self.due_at()
+        if due is not None and now >= due and self.lock.acquire(False):
             try:
                 self._flush_locked(block=False)
             except Fenced:
@@ -195,9 +246,20 @@ class Writer:
             finally:
                 self.lock.release()
 
+    def drop(self) -> None:
+        """The attempt is over without FINISH (failed, fenced): give back the connection
+        of a batch sent ahead, its reply unread."""
+        with self.lock:
+            if self.inflight is not None:
+                sent, self.pending = self.inflight
+                self.inflight = None
+                self.limit = 0
+                self.transitions.emit_drop(sent)
+
     def final_batch(self) -> tuple[int, int, bytes]:
         """What FINISH appends: (seq, n, blob) of the last batch (pending ones sent first)."""
         with self.lock:
+            self._settle(block=True)
             self._send_pending(block=True)
             if not self.buffer:
                 return self.seq + 1, 0, b""
@@ -225,18 +287,75 @@ class Writer:
         """Move the buffer into ``pending`` as one msgpack array (items are encoded already)."""
         buffer = self.buffer
         n = len(buffer)
-        blob = codec.pack_batch(buffer, self.packed_items)
-        self.buffer, self.buffer_bytes, self.packed_items = [], 0, 0
+        items = buffer[:n]
+        del buffer[:n]                   # in place: see _fast_emit
+        blob = codec.pack_batch(items, self.packed_items)
+        self.buffer_bytes = self.packed_items = 0
         self.seq += 1
         self.pending = (self.seq, n, blob)
         self.sent_values += n
 
-    def _flush_locked(self, block: bool) -> None:
-        if not self._send_pending(block):
+    def _flush_locked(self, block: bool, overlap: bool = False) -> None:
+        """Send what is buffered. ``overlap`` (a full batch in emit()): send it without
+        waiting for the reply, read at the next flush; otherwise the values are in the
+        channel (or refused) on return."""
+        try:
+            if not self._settle(block) or not self._send_pending(block):
+                return
+            if self.buffer:
+                self._take_batch()
+                if overlap:
+                    self._send_ahead()
+                else:
+                    self._send_pending(block)
+        finally:
+            self.limit = 0 if self.pending is not None else self.batch_values
+
+    def _send_ahead(self) -> None:
+        """EMIT the pending batch and return before Redis answers (``_settle`` reads it)."""
+        assert self.pending is not None
+        seq, n, blob = self.pending
+        try:
+            sent = self.transitions.emit_send(self.run_id, self.parent, self.task_id,
+                                              self.fence, seq, n, blob, self.cap, self.bound)
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._send_pending(block=True)  # the ordinary way, riding through the outage
             return
-        if self.buffer:
-            self._take_batch()
-            self._send_pending(block)
+        self.inflight, self.pending = (sent, self.pending), None
+        self.inflight_at = _monotonic()
+
+    def _settle(self, block: bool) -> bool:
+        """Read the reply of the batch sent ahead, if any; True when it was accepted (or
+        there was none). Without ``block``, a reply that has not arrived is left."""
+        if self.inflight is None:
+            return True
+        sent, batch = self.inflight
+        if not block and not self.transitions.emit_ready(sent):
+            return False
+        self.inflight = None
+        try:
+            reply = self.transitions.emit_reply(sent)
+        except (redis.ConnectionError, redis.TimeoutError):
+            reply = "LOST"                  # sent again below: EMIT de-duplicates by seq
+        if reply in ("OK", "DUP"):
+            return True
+        if reply == "FENCED":
+            self.fenced = True
+            raise Fenced(self.where, "EMIT refused: the attempt is no longer current")
+        self.pending = batch                # FULL, QUEUED or lost: sent again the ordinary way
+        return self._send_pending(block)
+
+    def _adopt(self, reply: str) -> None:
+        """No worker has started the parent yet (it waits in RQ, every worker busy), and its
+        channel is full or it has waited ``scripts.ADOPT_AFTER_MS``: ask the owner to start
+        it here, then send again (it runs now: OK or FULL). Asked once: if it cannot (its
+        queue is not served here) or the parent is still queued after that, the channel is
+        not bounded before the parent starts (DESIGN guarantee 2 bounds it while the parent
+        runs), so a producer never waits on a consumer that no worker here may start."""
+        _, attempt, queue = reply.split(":", 2)
+        self.bound = False
+        if self.adopt is not None:
+            self.adopt(self.parent, int(attempt), queue)
 
     def _send_pending(self, block: bool) -> bool:
         """Send the pending batch; True when nothing is left pending."""
@@ -246,7 +365,7 @@ class Writer:
             while self.pending is not None:
                 seq, n, blob = self.pending
                 args = (self.run_id, self.parent, self.task_id, self.fence, seq, n, blob,
-                        self.cap)
+                        self.cap, self.bound)
                 if block:
                     reply = ride_through(self.transitions.emit, *args)
                 else:
@@ -260,6 +379,9 @@ class Writer:
                 if reply == "FENCED":
                     self.fenced = True
                     raise Fenced(self.where, "EMIT refused: the attempt is no longer current")
+                if reply.startswith("QUEUED"):
+                    self._adopt(reply)
+                    continue
                 if not block:
                     return False
                 if not blocked:

@@ -350,9 +350,17 @@ end
 return 1
 """
 
+#: How long (ms) a consumer released to RQ may wait for a free worker once its producers
+#: emit, before a producer's worker starts it itself (``Executor.adopt``): an idle worker
+#: takes it from RQ in ~1 ms; one still queued after this means every worker is busy.
+ADOPT_AFTER_MS = 50
+
 #: Worker: append a batch of values to the parent's channel.
 #: KEYS[2] the parent's channel (``keys.channel``; unused for a root task).
-#: ARGV: task, attempt, seq, n, blob, cap. Returns OK | DUP | FULL | FENCED.
+#: ARGV: task, attempt, seq, n, blob, cap, adopt_after_ms ('': off). Returns OK | DUP | FULL |
+#: FENCED, or, with adopt_after_ms, 'QUEUED:attempt:queue' when the parent waits in RQ (released,
+#: not started) and its channel is full or it has waited that long: the producer's worker may
+#: start it (nothing was appended).
 EMIT = _PRELUDE + r"""
 local t, seq, n = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
 local a, tok = fence(ARGV[2])
@@ -370,10 +378,17 @@ end
 local parent = st[4]
 if parent ~= '' then
   local pk = tkey(parent)
-  local ps = redis.call('HMGET', pk, 'state', 'produced', 'ch_read')
-  if ps[1] == 'running' then
+  local ps = redis.call('HMGET', pk, 'state', 'produced', 'ch_read', 'attempt', 'queue')
+  local running = ps[1] == 'running'
+  local adopt = ps[1] == 'queued' and ARGV[7] ~= ''
+  if running or adopt then
     local unread = tonumber(ps[2] or '0') - tonumber(ps[3] or '0')
-    if unread > 0 and unread + n > tonumber(ARGV[6]) then return 'FULL' end
+    local full = unread > 0 and unread + n > tonumber(ARGV[6])
+    if running and full then return 'FULL' end
+    if adopt and (full or now_ms() - tonumber(redis.call('HGET', pk, 'queued_at') or '0')
+                  >= tonumber(ARGV[7])) then
+      return 'QUEUED:' .. ps[4] .. ':' .. (ps[5] or 'default')
+    end
   end
   redis.call('XADD', KEYS[2], '*', 'c', t, 'a', a, 'k', 'v', 'n', n, 'v', ARGV[5])
   redis.call('HINCRBY', pk, 'produced', n)

@@ -65,10 +65,12 @@ class Settings:
     #: Most tasks one run may have: a DAG building more raises DagError while it builds.
     max_tasks: int = 1_000_000
     #: Which parents a worker runs itself when its task starts release them (no RQ trip):
-    #: 2 all (a consumer streams from its producers at once, however busy other workers are,
-    #: so channels stay bounded); 1 only parents of parents (a leaf's consumer goes through RQ
-    #: to any worker: no GIL shared with its producer, but it waits for a free worker); 0 none.
-    claim_parents: int = 2
+    #: 1 (default) parents of parents; a leaf's consumer goes through RQ to a free worker, so
+    #: it runs beside its producer, not under the same GIL; if the producer fills the channel
+    #: before any worker took the consumer, the producer's worker starts it (the channel
+    #: stays bounded); 2 all, at once (a worker alone does this too); 0 none (a producer then
+    #: streams on unbounded until its consumer starts).
+    claim_parents: int = 1
     #: Replicas that must hold a FINISH or a new run before it counts as done (``WAIT``
     #: after those writes, docs/ha.md): 0 off. Bounds what a failover can roll back.
     wait_replicas: int = 0

@@ -48,10 +48,23 @@ def _finish_keys(run_id: str, parent: str, task: str) -> list[str]:
     return [keys.run(run_id), keys.channel(run_id, parent), keys.channel(run_id, task)]
 
 
+def _adopt_arg(bound: bool) -> int | str:
+    """EMIT's adopt_after_ms argument."""
+    return scripts.ADOPT_AFTER_MS if bound else ""
+
+
 def backoff_ms(attempt: int, base: float, cap: float) -> int:
     """Exponential backoff with jitter: base * 2^(attempt-1), capped, times 0.5-1.0."""
     delay = min(cap, base * (2 ** max(0, attempt - 1)))
     return int(delay * 1000 * (0.5 + random.random() / 2))
+
+
+@dataclass
+class InFlight:
+    """An EMIT sent and not yet answered: the connection holding its reply, and its args."""
+
+    conn: Any
+    args: tuple[Any, ...]
 
 
 class Transitions:
@@ -97,11 +110,65 @@ class Transitions:
         return claimed, released
 
     def emit(self, run_id: str, parent: str, task: str, attempt: int | str, seq: int, n: int,
-             blob: bytes, cap: int) -> str:
-        """Append a batch to ``parent``'s channel: OK | DUP | FULL | FENCED. ``attempt``: a
-        number, or a claim's ``fence`` (as every write of a worker)."""
+             blob: bytes, cap: int, bound: bool = False) -> str:
+        """Append a batch to ``parent``'s channel: OK | DUP | FULL | FENCED, or (``bound``)
+        ``QUEUED:attempt:queue``: the parent waits in RQ and its channel is full or it has
+        waited ``scripts.ADOPT_AFTER_MS``; nothing appended, the caller may start it.
+        ``attempt``: a number, or a claim's ``fence`` (as every write of a worker)."""
         return _s(self._emit(keys=[keys.run(run_id), keys.channel(run_id, parent)],
-                             args=[task, attempt, seq, n, blob, cap]))
+                             args=[task, attempt, seq, n, blob, cap, _adopt_arg(bound)]))
+
+    def emit_send(self, run_id: str, parent: str, task: str, attempt: int | str, seq: int,
+                  n: int, blob: bytes, cap: int, bound: bool = False) -> "InFlight":
+        """EMIT without waiting for its reply: the command is written to a connection taken
+        from the pool, held until :meth:`emit_reply` reads the answer. A producer sends a
+        full batch this way and fills the next one while Redis appends it (the round trip
+        of a 4,096-value batch was a third of a 100,000-value stream's wall time)."""
+        args = (run_id, parent, task, attempt, seq, n, blob, cap, bound)
+        pool = self.conn.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command("EVALSHA", self._emit.sha, 2, keys.run(run_id),
+                              keys.channel(run_id, parent), task, attempt, seq, n, blob, cap,
+                              _adopt_arg(bound))
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+        return InFlight(conn, args)
+
+    def emit_ready(self, sent: "InFlight") -> bool:
+        """Whether the reply of ``sent`` has arrived (reading it would not wait)."""
+        try:
+            return bool(sent.conn.can_read(timeout=0))
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            return True                     # emit_reply finds the error and releases
+
+    def emit_reply(self, sent: "InFlight") -> str:
+        """The reply of an :meth:`emit_send` (as :meth:`emit`'s); the connection goes
+        back to the pool whatever happens. A script Redis no longer knows (restart, failover)
+        is sent again the ordinary way, which loads it; a lost connection raises redis-py's
+        ConnectionError (the caller sends again: EMIT de-duplicates by sequence number)."""
+        pool = self.conn.connection_pool
+        conn = sent.conn
+        try:
+            reply = conn.read_response()
+        except redis.exceptions.NoScriptError:
+            pool.release(conn)
+            return self.emit(*sent.args)
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+        pool.release(conn)
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return _s(reply)
+
+    def emit_drop(self, sent: "InFlight") -> None:
+        """Give the connection of an unanswered :meth:`emit_send` back, its reply unread."""
+        sent.conn.disconnect()
+        self.conn.connection_pool.release(sent.conn)
 
     def finish(self, run_id: str, parent: str, task: str, attempt: int | str, seq: int, n: int,
                blob: bytes, result: bytes, consumed: int, took: bytes = b"") -> str:

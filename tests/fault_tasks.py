@@ -317,6 +317,12 @@ class Sip(pk.Task):
         return [count, total]
 
 
+class SipElsewhere(Sip):
+    """A slow parent on a queue of its own (no worker serves it unless told)."""
+
+    queue = "elsewhere"
+
+
 # -- hostile input -----------------------------------------------------------------------
 class Big(pk.Task):
     """Emits (or returns) one bytes value of ``size`` bytes."""

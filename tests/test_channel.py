@@ -8,6 +8,7 @@ the START script as a worker would, and the test drives ``channel.Writer`` and
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -152,3 +153,67 @@ def test_a_child_failed_for_good_reaches_the_reader_as_upstream_failed_naming_it
         list(r)
     assert info.value.child == failing.name
     assert info.value.error == "ValueError: bad row 7"
+
+
+def _in_use(transitions: Transitions) -> int:
+    """Connections of the writer's pool checked out (a batch sent ahead holds one)."""
+    return len(transitions.conn.connection_pool._in_use_connections)
+
+
+def test_a_full_batch_goes_out_ahead_and_its_reply_is_read_at_the_next_flush(claimed):
+    client, transitions, c = claimed
+    a = writer(transitions, c["a"])
+    size = a.batch_values
+    for i in range(size):
+        a.emit(i)
+    # the batch is on its way; the producer goes on while Redis appends it
+    assert a.inflight is not None and a.pending is None and _in_use(transitions) == 1
+    for i in range(size, 2 * size + 10):
+        a.emit(i)
+    # the first reply was read when the second batch left; only the second is out
+    assert a.inflight is not None and a.inflight[1][0] == 2 and _in_use(transitions) == 1
+    finish(a, "done")
+    assert a.inflight is None and _in_use(transitions) == 0
+    finish(writer(transitions, c["b"]))
+    assert list(reader(client, transitions, c["parent"])) == list(range(2 * size + 10))
+
+
+def test_a_batch_sent_ahead_whose_connection_dies_is_sent_again_and_kept_once(claimed):
+    client, transitions, c = claimed
+    a = writer(transitions, c["a"])
+    size = a.batch_values
+    for i in range(size):
+        a.emit(i)
+    sent = a.inflight[0]
+    sent.conn.read_response()   # Redis appended the batch; its reply is lost with the socket
+    sent.conn.disconnect()
+    for i in range(size, 2 * size):
+        a.emit(i)                # reads the lost reply: sends batch 1 again (DUP), then 2
+    finish(a)
+    finish(writer(transitions, c["b"]))
+    assert list(reader(client, transitions, c["parent"])) == list(range(2 * size))
+    assert _in_use(transitions) == 0
+
+
+def test_the_flusher_reads_a_reply_left_out_and_an_ended_attempt_gives_its_connection_back(
+        claimed):
+    client, transitions, c = claimed
+    a = writer(transitions, c["a"])
+    for i in range(a.batch_values):
+        a.emit(i)
+    assert a.inflight is not None
+    due = a.due_at()
+    assert due is not None
+    a.flush_if_old(due - 0.001)          # too early: left
+    assert a.inflight is not None
+    # the task computes for long before its next emit: the flusher takes the reply
+    deadline = due + 5
+    while a.inflight is not None and time.monotonic() < deadline:
+        a.flush_if_old(time.monotonic())
+    assert a.inflight is None and a.pending is None and _in_use(transitions) == 0
+    b = writer(transitions, c["b"])
+    for i in range(b.batch_values):
+        b.emit(i)
+    assert _in_use(transitions) == 1
+    b.drop()                             # the attempt failed: nothing more will be sent
+    assert b.inflight is None and _in_use(transitions) == 0

@@ -175,21 +175,7 @@ class Executor:
                                               self.queues, budget, self.host,
                                               self.settings.claim_parents >= 2 or
                                               self._alone())
-        with self.active_lock:
-            for claim in claimed:
-                key = (claim.run_id, claim.task_id, claim.attempt)
-                self.held.add(key)
-                self.fences[key] = claim.fence
-        if released:
-            self.enqueuer.enqueue_many(run_id, released, batch=len(released))
-        leaves = []
-        for claim in claimed:
-            if claim.n_children == 0:
-                leaves.append(claim)
-                continue
-            # A task with children is a consumer: it starts without a CPU slot (it would only
-            # wait on its channel), so starting a tall tree never queues behind itself.
-            self.pool.submit(self._execute, claim, SlotHold(self.slots))
+        leaves = self._take(run_id, claimed, released)
         if leaves:
             finisher = Finisher(self.engine)
             hold = SlotHold(self.slots)
@@ -215,6 +201,51 @@ class Executor:
         self.acquire_slot()
         self.release_slot()
 
+    def _take(self, run_id: str, claimed: list[Claimed],
+              released: list[tuple[str, int, str]]) -> list[Claimed]:
+        """Hold what START claimed, enqueue the parents it released, start the consumers on
+        their threads; returns the leaves (the caller runs them)."""
+        with self.active_lock:
+            for claim in claimed:
+                key = (claim.run_id, claim.task_id, claim.attempt)
+                self.held.add(key)
+                self.fences[key] = claim.fence
+        if released:
+            self.enqueuer.enqueue_many(run_id, released, batch=len(released))
+        leaves = []
+        for claim in claimed:
+            if claim.n_children == 0:
+                leaves.append(claim)
+                continue
+            # A task with children is a consumer: it starts without a CPU slot (it would only
+            # wait on its channel), so starting a tall tree never queues behind itself.
+            self.pool.submit(self._execute, claim, SlotHold(self.slots))
+        return leaves
+
+    def adopt(self, run_id: str, parent: str, attempt: int, queue: str) -> bool:
+        """Start a queued consumer here: a producer running here filled its channel before any
+        worker took the consumer from RQ (``channel.Adopt``).
+
+        Why: a leaf's parent goes through RQ (``PLANKTON_CLAIM_PARENTS=1``), so that an idle
+        worker runs it in another process, beside its producer rather than under the same
+        GIL (stream-100k: 1.3M -> 2.2M values/s on 2 workers). When every worker is busy, the
+        producer's channel fills instead; then its worker starts the consumer on a thread of
+        its own (as ``PLANKTON_CLAIM_PARENTS=2`` does at once), so the channel stays bounded
+        and no producer waits for a consumer that no worker is free to start. False: not
+        here (a warm stop, claiming off, or a queue this worker does not serve)."""
+        if (self.settings.claim_parents < 1 or queue not in self.queues
+                or self.stop_asked.is_set() or self.stopping.is_set()):
+            return False
+        budget = max(0, MAX_LOCAL_THREADS - self.running_count())
+        claimed, released = self.engine.start(run_id, self.name, self.settings.lease_ms,
+                                              [(parent, attempt)], self.queues, budget,
+                                              self.host, False)
+        self._take(run_id, claimed, released)  # parents only: each starts on its own thread
+        if claimed:
+            log.info("run %s: started consumer %s here (its channel filled while it waited "
+                     "for a worker)", run_id, parent)
+        return True
+
     def _alone(self) -> bool:
         """No other live worker (checked at most once a second)."""
         now = time.monotonic()
@@ -230,7 +261,7 @@ class Executor:
                  finisher: "Finisher | None" = None) -> None:
         """Run one attempt; a leaf's ``hold`` is the batch loop's and stays with it."""
         rt = Runtime(claim, self.engine, self.blocking_conn, self.settings, hold,
-                     self.shared_reader)
+                     self.shared_reader, self.adopt)
         rt.thread = threading.current_thread()
         key = (claim.run_id, claim.task_id, claim.attempt)
         with self.active_lock:
@@ -248,6 +279,7 @@ class Executor:
                 finisher.flush()
             self._record_failure(rt, exc)
         finally:
+            rt.writer.drop()       # a batch sent ahead by an attempt that did not finish
             with self.active_lock:
                 self.active.pop(key, None)
                 self._kill_at.pop(key, None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import redis
 
@@ -53,14 +53,19 @@ class Runtime(TaskContext):
     """
 
     def __init__(self, claim: Claimed, transitions: Transitions, blocking_conn: redis.Redis,
-                 settings: Settings, hold: SlotHold, shared: SharedReader | None = None) -> None:
+                 settings: Settings, hold: SlotHold, shared: SharedReader | None = None,
+                 adopt: Callable[[str, str, int, str], bool] | None = None) -> None:
+        """``adopt(run_id, parent, attempt, queue)``: the executor's ``adopt``, which starts a
+        queued parent here when this attempt fills its channel before any worker took it."""
         self.claim = claim
         self.hold = hold
         self.where = f"{claim.name} (run {claim.run_id}, task {claim.task_id})"
         self.writer = Writer(transitions, claim.run_id, claim.parent, claim.task_id,
                              claim.attempt, cap=settings.channel_cap,
                              max_bytes=settings.max_value_bytes, where=self.where, waits=self,
-                             fence=claim.fence)
+                             fence=claim.fence,
+                             adopt=(lambda p, a, q: adopt(claim.run_id, p, a, q))
+                             if adopt is not None and claim.parent else None)
         self.reader = Reader(transitions, blocking_conn, claim.run_id, claim.task_id,
                              claim.attempt, claim.n_children,
                              max_bytes=settings.max_value_bytes, where=self.where, waits=self,
