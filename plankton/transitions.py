@@ -126,7 +126,7 @@ class Transitions:
         of a 4,096-value batch was a third of a 100,000-value stream's wall time)."""
         args = (run_id, parent, task, attempt, seq, n, blob, cap, bound)
         pool = self.conn.connection_pool
-        conn = pool.get_connection()
+        conn: Any = pool.get_connection()  # redis-py types its Connection methods loosely
         try:
             conn.send_command("EVALSHA", self._emit.sha, 2, keys.run(run_id),
                               keys.channel(run_id, parent), task, attempt, seq, n, blob, cap,
