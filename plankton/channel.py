@@ -118,7 +118,7 @@ class Writer:
     ``waits`` (hooks around a wait on a full channel), ``fence`` (how the worker's claim
     names the attempt in its writes, ``Claimed.fence``; the bare number by default) and
     ``adopt`` (see :data:`Adopt`: with it, this writer's worker starts a parent released to
-    RQ that no worker took when its channel is full or it waited ``ADOPT_AFTER_MS``).
+    RQ that no worker took within ``scripts.ADOPT_AFTER_MS``; until then the cap holds).
     """
 
     def __init__(self, transitions: Transitions, run_id: str, parent: str, task_id: str,
@@ -346,12 +346,12 @@ class Writer:
         return self._send_pending(block)
 
     def _adopt(self, reply: str) -> None:
-        """No worker has started the parent yet (it waits in RQ, every worker busy), and its
-        channel is full or it has waited ``scripts.ADOPT_AFTER_MS``: ask the owner to start
-        it here, then send again (it runs now: OK or FULL). Asked once: if it cannot (its
-        queue is not served here) or the parent is still queued after that, the channel is
-        not bounded before the parent starts (DESIGN guarantee 2 bounds it while the parent
-        runs), so a producer never waits on a consumer that no worker here may start."""
+        """No worker has started the parent, released to RQ ``scripts.ADOPT_AFTER_MS`` ago
+        (every worker busy): ask the owner to start it here, then send again (it runs now:
+        OK or FULL). Asked once: if it cannot (its queue is not served here) or the parent
+        is still queued after that, the channel is not bounded before the parent starts
+        (DESIGN guarantee 2 bounds it while the parent runs), so a producer never waits on a
+        consumer that no worker here may start."""
         _, attempt, queue = reply.split(":", 2)
         self.bound = False
         if self.adopt is not None:

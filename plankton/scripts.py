@@ -358,9 +358,9 @@ ADOPT_AFTER_MS = 50
 #: Worker: append a batch of values to the parent's channel.
 #: KEYS[2] the parent's channel (``keys.channel``; unused for a root task).
 #: ARGV: task, attempt, seq, n, blob, cap, adopt_after_ms ('': off). Returns OK | DUP | FULL |
-#: FENCED, or, with adopt_after_ms, 'QUEUED:attempt:queue' when the parent waits in RQ (released,
-#: not started) and its channel is full or it has waited that long: the producer's worker may
-#: start it (nothing was appended).
+#: FENCED, or, with adopt_after_ms, 'QUEUED:attempt:queue' when the parent has waited that long
+#: in RQ (released, not started): the producer's worker may start it (nothing was appended).
+#: Until then the cap holds for a queued parent too (FULL), as for a running one.
 EMIT = _PRELUDE + r"""
 local t, seq, n = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
 local a, tok = fence(ARGV[2])
@@ -384,11 +384,12 @@ if parent ~= '' then
   if running or adopt then
     local unread = tonumber(ps[2] or '0') - tonumber(ps[3] or '0')
     local full = unread > 0 and unread + n > tonumber(ARGV[6])
-    if running and full then return 'FULL' end
-    if adopt and (full or now_ms() - tonumber(redis.call('HGET', pk, 'queued_at') or '0')
-                  >= tonumber(ARGV[7])) then
+    -- a consumer waits in RQ ADOPT_AFTER_MS at most, its producers up to the cap meanwhile
+    if adopt and now_ms() - tonumber(redis.call('HGET', pk, 'queued_at') or '0')
+                 >= tonumber(ARGV[7]) then
       return 'QUEUED:' .. ps[4] .. ':' .. (ps[5] or 'default')
     end
+    if full then return 'FULL' end
   end
   redis.call('XADD', KEYS[2], '*', 'c', t, 'a', a, 'k', 'v', 'n', n, 'v', ARGV[5])
   redis.call('HINCRBY', pk, 'produced', n)

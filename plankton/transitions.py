@@ -112,8 +112,8 @@ class Transitions:
     def emit(self, run_id: str, parent: str, task: str, attempt: int | str, seq: int, n: int,
              blob: bytes, cap: int, bound: bool = False) -> str:
         """Append a batch to ``parent``'s channel: OK | DUP | FULL | FENCED, or (``bound``)
-        ``QUEUED:attempt:queue``: the parent waits in RQ and its channel is full or it has
-        waited ``scripts.ADOPT_AFTER_MS``; nothing appended, the caller may start it.
+        ``QUEUED:attempt:queue``: the parent has waited ``scripts.ADOPT_AFTER_MS`` in RQ;
+        nothing appended, the caller may start it (until then, FULL past the cap).
         ``attempt``: a number, or a claim's ``fence`` (as every write of a worker)."""
         return _s(self._emit(keys=[keys.run(run_id), keys.channel(run_id, parent)],
                              args=[task, attempt, seq, n, blob, cap, _adopt_arg(bound)]))

@@ -228,9 +228,10 @@ class Executor:
 
         Why: a leaf's parent goes through RQ (``PLANKTON_CLAIM_PARENTS=1``), so that an idle
         worker runs it in another process, beside its producer rather than under the same
-        GIL (stream-100k: 1.3M -> 2.2M values/s on 2 workers). When every worker is busy, the
-        producer's channel fills instead; then its worker starts the consumer on a thread of
-        its own (as ``PLANKTON_CLAIM_PARENTS=2`` does at once), so the channel stays bounded
+        GIL (stream-100k: 1.3M -> 2.2M values/s on 2 workers). When every worker is busy, it
+        waits in RQ (its producers up to the channel's cap); once it has waited
+        ``scripts.ADOPT_AFTER_MS`` the producer's worker starts it on a thread of its own (as
+        ``PLANKTON_CLAIM_PARENTS=2`` does at once), so the channel stays bounded and streaming
         and no producer waits for a consumer that no worker is free to start. False: not
         here (a warm stop, claiming off, or a queue this worker does not serve)."""
         if (self.settings.claim_parents < 1 or queue not in self.queues

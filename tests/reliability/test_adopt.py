@@ -1,11 +1,11 @@
 """Where a leaf's consumer runs (PLANKTON_CLAIM_PARENTS=1, the default).
 
 A leaf's parent goes through RQ, so a free worker runs it beside its producer, in another
-process (not under the producer's GIL). If no worker takes it before the producer fills the
-channel, the producer's worker starts it itself ("adopts" it): the channel stays bounded and
-nobody waits for a consumer that no worker is free to run. A consumer that no worker here may
-run (its queue is served elsewhere) leaves its producer unbounded until it starts, as DESIGN
-guarantee 2 allows: the producer never waits on it.
+process (not under the producer's GIL). If no worker takes it within ``ADOPT_AFTER_MS`` (its
+producers held to the cap meanwhile), the producer's worker starts it itself ("adopts" it):
+the channel stays bounded and nobody waits for a consumer that no worker is free to run. A
+consumer that no worker here may run (its queue is served elsewhere) leaves its producer
+unbounded until it starts, as DESIGN guarantee 2 allows: the producer never waits on it.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def test_a_producer_with_no_free_worker_starts_its_consumer_and_stays_bounded(
     assert run["result"] == [N, N * (N - 1) // 2]              # all delivered, none twice
     assert _workers(r, run_id) == {"Sip": "only", "Burst": "only"}
     # while the parent waited in RQ and after it started, the channel held at most the cap
-    # and one batch (without the adoption: all 20,000 values, the producer never waiting)
+    # and one batch (with no bound before it starts: all 20,000 values)
     assert peak["samples"] > 50
     assert peak["unread"] <= CAP + batch_values(CAP), peak
 
