@@ -392,8 +392,11 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 def figure(values: Iterable[float], unit: str, checked: bool, **extra: Any) -> dict[str, Any]:
-    """One reported figure: ``{"median", "min", "max", "unit", "checked", ...extra}``."""
+    """One reported figure: ``{"median", "min", "max", "unit", "checked", "runs", ...extra}``
+    (``runs``: every repeat in order, so a slow first run shows as such)."""
+    values = list(values)
     out: dict[str, Any] = summarise(values)
+    out["runs"] = [round(float(v), 6) for v in values]
     out["unit"] = unit
     out["checked"] = bool(checked)
     out.update(extra)

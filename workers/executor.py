@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import redis
 
-from plankton import codec, keys, logsetup, runs
+from plankton import codec, keys, logsetup, runs, scripts
 from plankton.channel import ride_through
 from plankton.connection import client_name, connect
 from plankton.errors import Fenced, NotFoundError, PlanktonError
@@ -243,8 +243,8 @@ class Executor:
                                               self.host, False)
         self._take(run_id, claimed, released)  # parents only: each starts on its own thread
         if claimed:
-            log.info("run %s: started consumer %s here (its channel filled while it waited "
-                     "for a worker)", run_id, parent)
+            log.info("run %s: started consumer %s here (no worker took it from RQ within "
+                     "%d ms)", run_id, parent, scripts.ADOPT_AFTER_MS)
         return True
 
     def _alone(self) -> bool:
