@@ -18,6 +18,7 @@ from typing import Any, Iterable, cast
 import redis
 
 from . import codec, keys, prefill, redact, scripts, skip, slots, states
+from .bulk import BulkWriter
 from .errors import Fenced
 from .hashing import tree_digest
 from .states import RunStatus, TaskState
@@ -225,33 +226,36 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
     rank = {id(t): i for i, t in enumerate(leaves)}
     small = fence is None and len(order) <= chunk
     tx: Any
-    if fence:
-        pipe: Any = FencedPipe(conn, run_id, fence)
-    elif small:
-        # One transaction, one round trip: tasks, run, indexes, and (``then``) the first
-        # enqueue; nobody can see the run before its tasks.
-        pipe = tx = conn.pipeline(transaction=True)
+    if fence or small or slots.is_cluster(conn):
+        # small: one transaction, one round trip: tasks, run, indexes, and (``then``) the
+        # first enqueue; nobody can see the run before its tasks. fence: every write checked.
+        # A Cluster's client has no one connection to stream on.
+        pipe: Any = FencedPipe(conn, run_id, fence) if fence else conn.pipeline(transaction=True)
+        if small:
+            tx = pipe
+        ready: dict[str, int] = {}
+        consts: dict[type, dict[str, Any]] = {}
+        for i, task in enumerate(order):
+            tid = plan.tid(task)
+            record = task_record(plan, task, i, consts)
+            record["tree_hash"] = hashes[tid]
+            record.update(prefill.task_fields(plan, task, finished))
+            pipe.hset(keys.task(run_id, tid), mapping=record)
+            if id(task) in rank:
+                ready[tid] = rank[id(task)]
+            if len(ready) >= chunk or (not small and len(pipe) >= chunk):
+                pipe.zadd(keys.ready(run_id), ready)  # one ZADD per chunk of leaves
+                ready = {}
+                if not small:
+                    pipe.execute()
+        if ready:
+            pipe.zadd(keys.ready(run_id), ready)
+        if not small:
+            pipe.execute()
     else:
-        pipe = conn.pipeline(transaction=False)
-    ready: dict[str, int] = {}
-    consts: dict[type, dict[str, Any]] = {}
-    for i, task in enumerate(order):
-        tid = plan.tid(task)
-        record = task_record(plan, task, i, consts)
-        record["tree_hash"] = hashes[tid]
-        record.update(prefill.task_fields(plan, task, finished))
-        pipe.hset(keys.task(run_id, tid), mapping=record)
-        if id(task) in rank:
-            ready[tid] = rank[id(task)]
-        if len(ready) >= chunk or (not small and len(pipe) >= chunk):
-            pipe.zadd(keys.ready(run_id), ready)  # one ZADD per chunk of leaves
-            ready = {}
-            if not small:
-                pipe.execute()
-    if ready:
-        pipe.zadd(keys.ready(run_id), ready)
-    if not small:
-        pipe.execute()
+        # chunks on one connection, Redis running each while the next is built (bulk.py);
+        # the run hash that makes the run visible follows in a transaction of its own
+        _write_tasks_bulk(conn, run_id, plan, order, hashes, finished, rank, chunk)
     submitted = now_ms()
     run = {
         "run_id": run_id, "dag": dag, "status": RunStatus.QUEUED, "params": codec.dumps(params),
@@ -274,6 +278,31 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
     if index is not tx:
         replies += index.execute()
     return replies
+
+
+def _write_tasks_bulk(conn: redis.Redis, run_id: str, plan: Plan, order: list[Task],
+                      hashes: dict[str, str], finished: dict[str, prefill.Finished],
+                      rank: dict[int, int], chunk: int) -> None:
+    """The task hashes and the ready set of a big run, as ``write_run``'s pipeline would
+    write them, through a ``bulk.BulkWriter`` (one ZADD per chunk of leaves)."""
+    consts: dict[type, dict[str, Any]] = {}
+    ready: list[Any] = []
+    ready_key = keys.ready(run_id)
+    with BulkWriter(conn, chunk) as bulk:
+        add = bulk.add
+        for i, task in enumerate(order):
+            tid = plan.tid(task)
+            record = task_record(plan, task, i, consts)
+            record["tree_hash"] = hashes[tid]
+            record.update(prefill.task_fields(plan, task, finished))
+            add("HSET", keys.task(run_id, tid), *[x for kv in record.items() for x in kv])
+            if id(task) in rank:
+                ready += (rank[id(task)], tid)
+                if len(ready) >= 2 * chunk:
+                    add("ZADD", ready_key, *ready)
+                    ready = []
+        if ready:
+            add("ZADD", ready_key, *ready)
 
 
 _s = codec.text
