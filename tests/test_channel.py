@@ -160,12 +160,17 @@ def _in_use(transitions: Transitions) -> int:
     return len(transitions.conn.connection_pool._in_use_connections)
 
 
+def _batch_out(transitions: Transitions, c: Claimed) -> tuple[Writer, int]:
+    """A writer of leaf "a" that has filled one batch (sent ahead); and the batch size."""
+    a = writer(transitions, c)
+    for i in range(a.batch_values):
+        a.emit(i)
+    return a, a.batch_values
+
+
 def test_a_full_batch_goes_out_ahead_and_its_reply_is_read_at_the_next_flush(claimed):
     client, transitions, c = claimed
-    a = writer(transitions, c["a"])
-    size = a.batch_values
-    for i in range(size):
-        a.emit(i)
+    a, size = _batch_out(transitions, c["a"])
     # the batch is on its way; the producer goes on while Redis appends it
     assert a.inflight is not None and a.pending is None and _in_use(transitions) == 1
     for i in range(size, 2 * size + 10):
@@ -180,10 +185,7 @@ def test_a_full_batch_goes_out_ahead_and_its_reply_is_read_at_the_next_flush(cla
 
 def test_a_batch_sent_ahead_whose_connection_dies_is_sent_again_and_kept_once(claimed):
     client, transitions, c = claimed
-    a = writer(transitions, c["a"])
-    size = a.batch_values
-    for i in range(size):
-        a.emit(i)
+    a, size = _batch_out(transitions, c["a"])
     sent = a.inflight[0]
     sent.conn.read_response()   # Redis appended the batch; its reply is lost with the socket
     sent.conn.disconnect()
@@ -198,9 +200,7 @@ def test_a_batch_sent_ahead_whose_connection_dies_is_sent_again_and_kept_once(cl
 def test_the_flusher_reads_a_reply_left_out_and_an_ended_attempt_gives_its_connection_back(
         claimed):
     client, transitions, c = claimed
-    a = writer(transitions, c["a"])
-    for i in range(a.batch_values):
-        a.emit(i)
+    a, _ = _batch_out(transitions, c["a"])
     assert a.inflight is not None
     due = a.due_at()
     assert due is not None
@@ -211,9 +211,7 @@ def test_the_flusher_reads_a_reply_left_out_and_an_ended_attempt_gives_its_conne
     while a.inflight is not None and time.monotonic() < deadline:
         a.flush_if_old(time.monotonic())
     assert a.inflight is None and a.pending is None and _in_use(transitions) == 0
-    b = writer(transitions, c["b"])
-    for i in range(b.batch_values):
-        b.emit(i)
+    b, _ = _batch_out(transitions, c["b"])
     assert _in_use(transitions) == 1
     b.drop()                             # the attempt failed: nothing more will be sent
     assert b.inflight is None and _in_use(transitions) == 0

@@ -25,6 +25,17 @@ def _workers(r, run_id):
             for t in range(int(r.hget(f"plankton:{{{run_id}}}:run", "n_tasks")))}
 
 
+def _busy_elsewhere(fc, r, here: str, **env: str) -> None:
+    """A scheduler, worker ``here`` on the default queue and a worker on queue "other": live
+    (so no worker is alone), never free for the default queue's jobs."""
+    fc.env_extra = dict(env)
+    fc.scheduler()
+    fc.worker(here, "--queues", "default")
+    fc.worker(f"{here}-other", "--queues", "other")
+    h.worker_ready(r, here)
+    h.worker_ready(r, f"{here}-other")
+
+
 def test_a_free_worker_runs_the_consumer_beside_its_producer(fc, redis_url, r):
     fc.scheduler()
     fc.worker("pa")
@@ -44,12 +55,7 @@ def test_a_free_worker_runs_the_consumer_beside_its_producer(fc, redis_url, r):
 
 def test_a_producer_with_no_free_worker_starts_its_consumer_and_stays_bounded(
         fc, redis_url, r, rconn):
-    fc.env_extra = {"PLANKTON_CHANNEL_CAP": str(CAP)}
-    fc.scheduler()
-    fc.worker("only", "--queues", "default")
-    fc.worker("other", "--queues", "other")     # live (no worker is alone), never free here
-    h.worker_ready(r, "only")
-    h.worker_ready(r, "other")
+    _busy_elsewhere(fc, r, "only", PLANKTON_CHANNEL_CAP=str(CAP))
     c = h.client(redis_url)
     run_id = c.submit(ft.Sip(nap=0.001, every=50).add_children(ft.Burst(n=N, wait=False)))
     parent = h.task_ids(r, run_id, "Sip")[0]
@@ -64,12 +70,7 @@ def test_a_producer_with_no_free_worker_starts_its_consumer_and_stays_bounded(
 
 
 def test_a_consumer_no_worker_here_may_run_never_blocks_its_producer(fc, redis_url, r):
-    fc.env_extra = {"PLANKTON_CHANNEL_CAP": str(CAP)}
-    fc.scheduler()
-    fc.worker("near", "--queues", "default")
-    fc.worker("idle", "--queues", "other")
-    h.worker_ready(r, "near")
-    h.worker_ready(r, "idle")
+    _busy_elsewhere(fc, r, "near", PLANKTON_CHANNEL_CAP=str(CAP))
     c = h.client(redis_url)
     n = 5 * CAP
     run_id = c.submit(ft.SipElsewhere(nap=0, every=1000).add_children(ft.Burst(n=n, wait=False)))
@@ -88,11 +89,7 @@ def test_a_consumer_no_worker_here_may_run_never_blocks_its_producer(fc, redis_u
 
 
 def test_a_consumer_left_waiting_by_busy_workers_starts_beside_a_slow_producer(fc, redis_url, r):
-    fc.scheduler()
-    fc.worker("only", "--queues", "default")
-    fc.worker("other", "--queues", "other")
-    h.worker_ready(r, "only")
-    h.worker_ready(r, "other")
+    _busy_elsewhere(fc, r, "only")
     c = h.client(redis_url)
     # 200 values over ~0.4 s, far under the cap: the consumer is started by the producer's
     # worker once it has waited ADOPT_AFTER_MS in RQ, and reads while the producer emits
