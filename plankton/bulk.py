@@ -18,11 +18,7 @@ from typing import Any
 
 import redis
 
-_pack_command: Any
-try:  # the packer resp.py plugs into redis-py, called here once per command directly
-    from hiredis import pack_command as _pack_command
-except ImportError:  # pragma: no cover - hiredis is a dependency
-    _pack_command = None
+from .resp import pack_many
 
 
 class BulkWriter:
@@ -58,12 +54,7 @@ class BulkWriter:
         if not self.commands:
             return
         connection = self.connection
-        blob: Any = None
-        if _pack_command is not None:
-            try:
-                blob = b"".join(map(_pack_command, self.commands))
-            except TypeError:       # a type hiredis does not pack: redis-py's packer decides
-                blob = None
+        blob = pack_many(self.commands)
         connection.send_packed_command([blob] if blob is not None
                                        else connection.pack_commands(self.commands))
         sent, self.commands = len(self.commands), []

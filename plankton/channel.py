@@ -103,10 +103,10 @@ class NoWaits:
         pass
 
 
-#: ``adopt(parent, attempt, queue)``: the writer's worker starts that queued attempt of the
-#: parent itself (as a worker does at once with ``PLANKTON_CLAIM_PARENTS=2``); returns whether
-#: it tried.
-Adopt = Callable[[str, int, str], bool]
+#: ``adopt(run_id, parent, attempt, queue)``: the writer's worker starts that queued attempt of
+#: the parent itself (as a worker does at once with ``PLANKTON_CLAIM_PARENTS=2``); returns
+#: whether it tried (``workers.executor.Executor.adopt``).
+Adopt = Callable[[str, str, int, str], bool]
 
 
 class Writer:
@@ -342,6 +342,8 @@ class Writer:
         if reply == "FENCED":
             self.fenced = True
             raise Fenced(self.where, "EMIT refused: the attempt is no longer current")
+        if reply.startswith("QUEUED"):
+            self._adopt(reply)
         self.pending = batch                # FULL, QUEUED or lost: sent again the ordinary way
         return self._send_pending(block)
 
@@ -355,7 +357,7 @@ class Writer:
         _, attempt, queue = reply.split(":", 2)
         self.bound = False
         if self.adopt is not None:
-            self.adopt(self.parent, int(attempt), queue)
+            self.adopt(self.run_id, self.parent, int(attempt), queue)
 
     def _send_pending(self, block: bool) -> bool:
         """Send the pending batch; True when nothing is left pending."""

@@ -54,6 +54,18 @@ class FastPacker:
             return list(self._fallback(*args))
 
 
+def pack_many(commands: list[tuple[Any, ...]]) -> bytes | None:
+    """Many commands (tuples, as ``pack`` takes them) in one buffer, one hiredis call each;
+    None when one of them is not hiredis's to pack (or hiredis is absent): the caller then
+    uses the connection's own ``pack_commands``, which decides per command."""
+    if _pack_command is None:
+        return None
+    try:
+        return b"".join(map(_pack_command, commands))
+    except TypeError:
+        return None
+
+
 def packer() -> FastPacker | None:
     """A packer for ``command_packer=``, or None (redis-py's default) without hiredis."""
     return FastPacker() if _pack_command is not None else None

@@ -234,12 +234,7 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
         if small:
             tx = pipe
         ready: dict[str, int] = {}
-        consts: dict[type, dict[str, Any]] = {}
-        for i, task in enumerate(order):
-            tid = plan.tid(task)
-            record = task_record(plan, task, i, consts)
-            record["tree_hash"] = hashes[tid]
-            record.update(prefill.task_fields(plan, task, finished))
+        for task, tid, record in _records(plan, order, hashes, finished):
             pipe.hset(keys.task(run_id, tid), mapping=record)
             if id(task) in rank:
                 ready[tid] = rank[id(task)]
@@ -280,21 +275,28 @@ def write_run(conn: redis.Redis, run_id: str, root: Task, order: list[Task], *, 
     return replies
 
 
+def _records(plan: Plan, order: list[Task], hashes: dict[str, str],
+             finished: dict[str, prefill.Finished]) -> Iterator[tuple[Task, str, dict[str, Any]]]:
+    """(task, id, hash fields) of every task of a run being written, in order."""
+    consts: dict[type, dict[str, Any]] = {}
+    for i, task in enumerate(order):
+        tid = plan.tid(task)
+        record = task_record(plan, task, i, consts)
+        record["tree_hash"] = hashes[tid]
+        record.update(prefill.task_fields(plan, task, finished))
+        yield task, tid, record
+
+
 def _write_tasks_bulk(conn: redis.Redis, run_id: str, plan: Plan, order: list[Task],
                       hashes: dict[str, str], finished: dict[str, prefill.Finished],
                       rank: dict[int, int], chunk: int) -> None:
     """The task hashes and the ready set of a big run, as ``write_run``'s pipeline would
     write them, through a ``bulk.BulkWriter`` (one ZADD per chunk of leaves)."""
-    consts: dict[type, dict[str, Any]] = {}
     ready: list[Any] = []
     ready_key = keys.ready(run_id)
     with BulkWriter(conn, chunk) as bulk:
         add = bulk.add
-        for i, task in enumerate(order):
-            tid = plan.tid(task)
-            record = task_record(plan, task, i, consts)
-            record["tree_hash"] = hashes[tid]
-            record.update(prefill.task_fields(plan, task, finished))
+        for task, tid, record in _records(plan, order, hashes, finished):
             add("HSET", keys.task(run_id, tid), *[x for kv in record.items() for x in kv])
             if id(task) in rank:
                 ready += (rank[id(task)], tid)

@@ -48,6 +48,11 @@ def _finish_keys(run_id: str, parent: str, task: str) -> list[str]:
     return [keys.run(run_id), keys.channel(run_id, parent), keys.channel(run_id, task)]
 
 
+def _emit_keys(run_id: str, parent: str) -> list[str]:
+    """KEYS of EMIT: the run and the parent's channel."""
+    return [keys.run(run_id), keys.channel(run_id, parent)]
+
+
 def _adopt_arg(bound: bool) -> int | str:
     """EMIT's adopt_after_ms argument."""
     return scripts.ADOPT_AFTER_MS if bound else ""
@@ -115,7 +120,7 @@ class Transitions:
         ``QUEUED:attempt:queue``: the parent has waited ``scripts.ADOPT_AFTER_MS`` in RQ;
         nothing appended, the caller may start it (until then, FULL past the cap).
         ``attempt``: a number, or a claim's ``fence`` (as every write of a worker)."""
-        return _s(self._emit(keys=[keys.run(run_id), keys.channel(run_id, parent)],
+        return _s(self._emit(keys=_emit_keys(run_id, parent),
                              args=[task, attempt, seq, n, blob, cap, _adopt_arg(bound)]))
 
     def emit_send(self, run_id: str, parent: str, task: str, attempt: int | str, seq: int,
@@ -128,9 +133,8 @@ class Transitions:
         pool = self.conn.connection_pool
         conn: Any = pool.get_connection()  # redis-py types its Connection methods loosely
         try:
-            conn.send_command("EVALSHA", self._emit.sha, 2, keys.run(run_id),
-                              keys.channel(run_id, parent), task, attempt, seq, n, blob, cap,
-                              _adopt_arg(bound))
+            conn.send_command("EVALSHA", self._emit.sha, 2, *_emit_keys(run_id, parent),
+                              task, attempt, seq, n, blob, cap, _adopt_arg(bound))
         except BaseException:
             conn.disconnect()
             pool.release(conn)

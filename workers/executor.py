@@ -223,8 +223,8 @@ class Executor:
         return leaves
 
     def adopt(self, run_id: str, parent: str, attempt: int, queue: str) -> bool:
-        """Start a queued consumer here: a producer running here filled its channel before any
-        worker took the consumer from RQ (``channel.Adopt``).
+        """Start a queued consumer here: a producer running here emits, and no worker has
+        taken the consumer from RQ for ``scripts.ADOPT_AFTER_MS`` (``channel.Adopt``).
 
         Why: a leaf's parent goes through RQ (``PLANKTON_CLAIM_PARENTS=1``), so that an idle
         worker runs it in another process, beside its producer rather than under the same

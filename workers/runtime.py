@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import redis
 
 from plankton import codec
-from plankton.channel import Reader, Writer
+from plankton.channel import Adopt, Reader, Writer
 from plankton.settings import Settings
 from plankton.shared_read import SharedReader
 from plankton.task import TaskContext
@@ -54,18 +54,16 @@ class Runtime(TaskContext):
 
     def __init__(self, claim: Claimed, transitions: Transitions, blocking_conn: redis.Redis,
                  settings: Settings, hold: SlotHold, shared: SharedReader | None = None,
-                 adopt: Callable[[str, str, int, str], bool] | None = None) -> None:
-        """``adopt(run_id, parent, attempt, queue)``: the executor's ``adopt``, which starts a
-        queued parent here when this attempt fills its channel before any worker took it."""
+                 adopt: Adopt | None = None) -> None:
+        """``adopt``: the executor's, which starts this attempt's parent here when it has
+        waited ``scripts.ADOPT_AFTER_MS`` in RQ (``channel.Adopt``)."""
         self.claim = claim
         self.hold = hold
         self.where = f"{claim.name} (run {claim.run_id}, task {claim.task_id})"
         self.writer = Writer(transitions, claim.run_id, claim.parent, claim.task_id,
                              claim.attempt, cap=settings.channel_cap,
                              max_bytes=settings.max_value_bytes, where=self.where, waits=self,
-                             fence=claim.fence,
-                             adopt=(lambda p, a, q: adopt(claim.run_id, p, a, q))
-                             if adopt is not None and claim.parent else None)
+                             fence=claim.fence, adopt=adopt if claim.parent else None)
         self.reader = Reader(transitions, blocking_conn, claim.run_id, claim.task_id,
                              claim.attempt, claim.n_children,
                              max_bytes=settings.max_value_bytes, where=self.where, waits=self,
