@@ -337,6 +337,14 @@ class Writer:
             reply = self.transitions.emit_reply(sent)
         except (redis.ConnectionError, redis.TimeoutError):
             reply = "LOST"                  # sent again below: EMIT de-duplicates by seq
+        if self._accepted(reply):
+            return True
+        self.pending = batch                # FULL, QUEUED or lost: sent again the ordinary way
+        return self._send_pending(block)
+
+    def _accepted(self, reply: str) -> bool:
+        """What an EMIT reply means: True for OK or DUP; FENCED raises; QUEUED adopts the
+        parent (then the batch is sent again); FULL (or a lost reply) is False."""
         if reply in ("OK", "DUP"):
             return True
         if reply == "FENCED":
@@ -344,8 +352,7 @@ class Writer:
             raise Fenced(self.where, "EMIT refused: the attempt is no longer current")
         if reply.startswith("QUEUED"):
             self._adopt(reply)
-        self.pending = batch                # FULL, QUEUED or lost: sent again the ordinary way
-        return self._send_pending(block)
+        return False
 
     def _adopt(self, reply: str) -> None:
         """No worker has started the parent, released to RQ ``scripts.ADOPT_AFTER_MS`` ago
@@ -375,15 +382,11 @@ class Writer:
                         reply = self.transitions.emit(*args)
                     except (redis.ConnectionError, redis.TimeoutError):
                         return False      # the flusher never waits on Redis; the task will
-                if reply in ("OK", "DUP"):
+                if self._accepted(reply):
                     self.pending = None
                     return True
-                if reply == "FENCED":
-                    self.fenced = True
-                    raise Fenced(self.where, "EMIT refused: the attempt is no longer current")
                 if reply.startswith("QUEUED"):
-                    self._adopt(reply)
-                    continue
+                    continue                # adopted: sent again at once
                 if not block:
                     return False
                 if not blocked:
