@@ -86,8 +86,9 @@ class BOne(pk.Task):
 def scale(leaves: int, mids: int) -> pk.Task:
     """leaves -> mids (each sums its leaves' 1s) -> root (sums the mids: == leaves)."""
     per = leaves // mids
-    return BSum().add_children(*(
-        BSum().add_children(*(BOne(i=m * per + j) for j in range(per))) for m in range(mids)))
+    return BSum().add_children(
+        *(BSum().add_children(*(BOne(i=m * per + j) for j in range(per))) for m in range(mids))
+    )
 
 
 def sleepers(n: int, seconds: float) -> pk.Task:
@@ -122,5 +123,8 @@ class BBusy(pk.Task):
 
 STOP_QUEUES = 8
 for _i in range(STOP_QUEUES):
-    globals()[f"BBusy{_i}"] = type(f"BBusy{_i}", (BBusy,), {
-        "queue": f"stop{_i}", "__module__": __name__, "__qualname__": f"BBusy{_i}"})
+    globals()[f"BBusy{_i}"] = type(
+        f"BBusy{_i}",
+        (BBusy,),
+        {"queue": f"stop{_i}", "__module__": __name__, "__qualname__": f"BBusy{_i}"},
+    )

@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import RedisServer, machine_info, percentile, redis_connection, write_json
+from benchmarks.harness import RedisServer, machine_info, percentile, redis_connection, write_json
+from plankton.engine import counters
+from plankton.operations import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -35,28 +37,28 @@ SCENARIOS = (0, 48, 1024, 16384)
 
 def _fields() -> dict[str, float]:
     """One slot's metrics hash: what a few runs of 3 DAGs of 6 families leave."""
-    from plankton import metrics
 
     out: dict[str, float] = {}
     for d in range(3):
-        out[metrics.field("runs_started", f"dag{d}")] = 2
-        out[metrics.field("runs_ended", f"dag{d}", "succeeded")] = 2
-        out[metrics.field("run_seconds_b", f"dag{d}", "succeeded", 3)] = 2
-        out[metrics.field("run_seconds_sum", f"dag{d}", "succeeded")] = 14.5
+        out[counters.field("runs_started", f"dag{d}")] = 2
+        out[counters.field("runs_ended", f"dag{d}", "succeeded")] = 2
+        out[counters.field("run_seconds_b", f"dag{d}", "succeeded", 3)] = 2
+        out[counters.field("run_seconds_sum", f"dag{d}", "succeeded")] = 14.5
     for f in range(6):
         fam = f"etl.tasks:Family{f}"
         for state in ("succeeded", "failed"):
-            out[metrics.field("tasks_ended", fam, state)] = 40
+            out[counters.field("tasks_ended", fam, state)] = 40
             for b in (1, 2, 3, 4):
-                out[metrics.field("task_seconds_b", fam, state, b)] = 10
-            out[metrics.field("task_seconds_sum", fam, state)] = 3.25
-        out[metrics.field("task_retries", fam, "error")] = 1
-        out[metrics.field("fenced_writes", "emit")] = 1
+                out[counters.field("task_seconds_b", fam, state, b)] = 10
+            out[counters.field("task_seconds_sum", fam, state)] = 3.25
+        out[counters.field("task_retries", fam, "error")] = 1
+        out[counters.field("fenced_writes", "emit")] = 1
     return out
 
 
-def _fill(conn: Any, tags: list[str], fields: dict[str, float], now_ms: int,
-          waiting: int = 1) -> None:
+def _fill(
+    conn: Any, tags: list[str], fields: dict[str, float], now_ms: int, waiting: int = 1
+) -> None:
     """Write one copy of the metric keys per tag ('' = the global keys), each with
     ``waiting`` queued tasks."""
     from plankton import keys
@@ -75,12 +77,15 @@ def _fill(conn: Any, tags: list[str], fields: dict[str, float], now_ms: int,
 
 def _values(collector: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of a scrape but the ages (they depend on the clock)."""
-    return {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
-            for m in collector.collect() for smp in m.samples if "oldest" not in smp.name}
+    return {
+        (smp.name, tuple(sorted(smp.labels.items()))): smp.value
+        for m in collector.collect()
+        for smp in m.samples
+        if "oldest" not in smp.name
+    }
 
 
 def _time(conn: Any, n: int) -> dict[str, Any]:
-    from plankton import metrics
 
     collector = metrics.PlanktonCollector(conn)
     values = _values(collector)  # warms the connections too
@@ -90,17 +95,24 @@ def _time(conn: Any, n: int) -> dict[str, Any]:
         for _m in collector.collect():
             pass
         took.append((time.perf_counter() - t0) * 1000)
-    return {"p50_ms": round(percentile(took, 50), 2), "p95_ms": round(percentile(took, 95), 2),
-            "samples": len(values), "values": values}
+    return {
+        "p50_ms": round(percentile(took, 50), 2),
+        "p95_ms": round(percentile(took, 95), 2),
+        "samples": len(values),
+        "values": values,
+    }
 
 
 def run(scrapes: int) -> dict[str, Any]:
-    from plankton import slots
+    from plankton.engine import slots
     from tests.servers import RedisClusterNodes
 
     fields = _fields()
-    report: dict[str, Any] = {"machine": machine_info(), "fields_per_copy": len(fields),
-                              "scenarios": {}}
+    report: dict[str, Any] = {
+        "machine": machine_info(),
+        "fields_per_copy": len(fields),
+        "scenarios": {},
+    }
     now_ms = int(time.time() * 1000)
     with RedisServer() as single:
         one = redis_connection(single.url)
@@ -120,8 +132,7 @@ def run(scrapes: int) -> dict[str, Any]:
                 print(f"scrape with {n} slot copies ...", file=sys.stderr, flush=True)
                 c, o = _time(rc, scrapes), _time(one, scrapes)
                 same = c.pop("values") == o.pop("values")
-                report["scenarios"][str(n)] = {"cluster": c, "one_redis": o,
-                                               "same_numbers": same}
+                report["scenarios"][str(n)] = {"cluster": c, "one_redis": o, "same_numbers": same}
             rc.close()
         finally:
             nodes.stop()
@@ -129,20 +140,27 @@ def run(scrapes: int) -> dict[str, Any]:
 
 
 def print_table(report: dict[str, Any]) -> None:
-    print(f"\n{'slot copies':>11} {'Cluster p50/p95 ms':>20} {'one Redis p50/p95 ms':>22} "
-          f"{'samples':>8}")
+    print(
+        f"\n{'slot copies':>11} {'Cluster p50/p95 ms':>20} {'one Redis p50/p95 ms':>22} "
+        f"{'samples':>8}"
+    )
     for n, row in report["scenarios"].items():
         c, o = row["cluster"], row["one_redis"]
-        print(f"{n:>11} {c['p50_ms']:>9} / {c['p95_ms']:<8} {o['p50_ms']:>10} / "
-              f"{o['p95_ms']:<9} {c['samples']:>8}"
-              + ("" if row["same_numbers"] else "   SUMS DIFFER from one Redis"))
-    print(f"\n{report['fields_per_copy']} fields per copy; 3 masters on loopback; the same "
-          "totals on one Redis as the floor")
+        print(
+            f"{n:>11} {c['p50_ms']:>9} / {c['p95_ms']:<8} {o['p50_ms']:>10} / "
+            f"{o['p95_ms']:<9} {c['samples']:>8}"
+            + ("" if row["same_numbers"] else "   SUMS DIFFER from one Redis")
+        )
+    print(
+        f"\n{report['fields_per_copy']} fields per copy; 3 masters on loopback; the same "
+        "totals on one Redis as the floor"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cluster_scrape",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.cluster_scrape", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--scrapes", type=int, default=20)
     parser.add_argument("--out", default=str(RESULTS / "cluster-scrape-latest.json"))
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@ grouped row in the DOM); then cancel the run and time until the page shows ``can
 without a reload (``reflect``), and until it shows all N+1 tasks cancelled (``settled``: the
 scheduler settles them just after, a delta of every task). Beside them, measured in the
 same run: the floor the page cannot beat, one full read of the run in-process
-(``runs.changes(conn, run, None)``), and the cost of one idle delta poll over HTTP
+(``reading.changes(conn, run, None)``), and the cost of one idle delta poll over HTTP
 (``GET /runs/{id}?since=CURSOR`` with nothing changed).
 
 Prints a table and writes ``benchmarks/results/console-open-latest.json``.
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import (
+from benchmarks.harness import (
     RedisServer,
     free_port,
     http_get,
@@ -33,6 +33,7 @@ from .harness import (
     wait_for,
     write_json,
 )
+from plankton.runs import reading
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -44,8 +45,12 @@ def _browser() -> Any:
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(arg)
     return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
 
@@ -54,35 +59,51 @@ def _repeat(driver: Any, client: Any, base: str, n: int) -> dict[str, float]:
     from selenium.webdriver.common.by import By
 
     from benchmarks import bench_tasks as bt
-    from plankton import runs
 
     run_id = client.submit(bt.BCount().add_children(*(bt.BLeaf(i=i) for i in range(n))))
     started = time.perf_counter()
-    runs.changes(client.conn, run_id, None)
+    reading.changes(client.conn, run_id, None)
     floor = time.perf_counter() - started
     started = time.perf_counter()
     driver.get(f"{base}/ui/runs/{run_id}")
-    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#tree-body tr.group"), 30, 0.005,
-             "the grouped tree")
+    wait_for(
+        lambda: driver.find_elements(By.CSS_SELECTOR, "#tree-body tr.group"),
+        30,
+        0.005,
+        "the grouped tree",
+    )
     opened = time.perf_counter() - started
-    cursor = runs.changes(client.conn, run_id, None)["cursor"]
+    cursor = reading.changes(client.conn, run_id, None)["cursor"]
     idle = [http_get(f"{base}/runs/{run_id}?since={cursor}")[0] for _ in range(10)]
     started = time.perf_counter()
     client.cancel(run_id)
-    wait_for(lambda: driver.find_element(By.ID, "run-status").text == "cancelled", 30, 0.005,
-             "the page to show the cancel")
+    wait_for(
+        lambda: driver.find_element(By.ID, "run-status").text == "cancelled",
+        30,
+        0.005,
+        "the page to show the cancel",
+    )
     reflect = time.perf_counter() - started
-    wait_for(lambda: f"cancelled {n + 1}" in driver.find_element(By.ID, "run-counts").text,
-             30, 0.005, "every task shown cancelled")
+    wait_for(
+        lambda: f"cancelled {n + 1}" in driver.find_element(By.ID, "run-counts").text,
+        30,
+        0.005,
+        "every task shown cancelled",
+    )
     settled = time.perf_counter() - started
     counts = driver.find_element(By.ID, "run-counts").text
-    navigations = driver.execute_script(
-        "return performance.getEntriesByType('navigation').length")
+    navigations = driver.execute_script("return performance.getEntriesByType('navigation').length")
     checked = f"cancelled {n + 1}" in counts and navigations == 1
     if not checked:
         print(f"check failed: counts {counts!r}, navigations {navigations}")
-    return {"open_s": opened, "reflect_s": reflect, "settled_s": settled, "floor_read_s": floor,
-            "idle_poll_ms": sorted(idle)[len(idle) // 2] * 1000, "checked": checked}
+    return {
+        "open_s": opened,
+        "reflect_s": reflect,
+        "settled_s": settled,
+        "floor_read_s": floor,
+        "idle_poll_ms": sorted(idle)[len(idle) // 2] * 1000,
+        "checked": checked,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,14 +117,31 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with RedisServer() as server:
         port = free_port()
-        env = dict(os.environ, PLANKTON_REDIS_URL=server.url,
-                   PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(
+            os.environ,
+            PLANKTON_REDIS_URL=server.url,
+            PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        )
         env.pop("PLANKTON_API_TOKEN", None)
-        api = start_process([sys.executable, "-m", "plankton.api", "--import",
-                             "benchmarks.bench_tasks", "--port", str(port)], env=env, cwd=ROOT)
+        api = start_process(
+            [
+                sys.executable,
+                "-m",
+                "plankton.api",
+                "--import",
+                "benchmarks.bench_tasks",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=ROOT,
+        )
         # the scheduler settles a cancelled run's tasks (no worker: every task stays queued)
-        scheduler = start_process([sys.executable, "-m", "scheduler", "--import",
-                                   "benchmarks.bench_tasks"], env=env, cwd=ROOT)
+        scheduler = start_process(
+            [sys.executable, "-m", "scheduler", "--import", "benchmarks.bench_tasks"],
+            env=env,
+            cwd=ROOT,
+        )
         base = f"http://127.0.0.1:{port}"
         driver = None
         client = pk.Client(server.url, imports=["benchmarks.bench_tasks"])
@@ -118,18 +156,26 @@ def main(argv: list[str] | None = None) -> int:
             client.close()
             stop_process(api)
             stop_process(scheduler)
-    report = {"machine": machine_info(), "tasks": args.tasks,
-              "figures": {k: summarise(r[k] for r in rows)
-                          for k in ("open_s", "reflect_s", "settled_s", "floor_read_s",
-                                    "idle_poll_ms")},
-              "checked": all(r["checked"] for r in rows)}
-    print(f"run page of {args.tasks:,} leaves, {args.repeats} repeats "
-          f"(checked: {report['checked']})")
+    report = {
+        "machine": machine_info(),
+        "tasks": args.tasks,
+        "figures": {
+            k: summarise(r[k] for r in rows)
+            for k in ("open_s", "reflect_s", "settled_s", "floor_read_s", "idle_poll_ms")
+        },
+        "checked": all(r["checked"] for r in rows),
+    }
+    print(
+        f"run page of {args.tasks:,} leaves, {args.repeats} repeats (checked: {report['checked']})"
+    )
     print(f"{'figure':<34} {'median':>8} {'min':>8} {'max':>8}")
-    labels = {"open_s": "open: tree drawn (s)", "reflect_s": "cancel shown, no reload (s)",
-              "settled_s": "every task shown cancelled (s)",
-              "floor_read_s": "floor: one full read in-process (s)",
-              "idle_poll_ms": "idle delta poll over HTTP (ms)"}
+    labels = {
+        "open_s": "open: tree drawn (s)",
+        "reflect_s": "cancel shown, no reload (s)",
+        "settled_s": "every task shown cancelled (s)",
+        "floor_read_s": "floor: one full read in-process (s)",
+        "idle_poll_ms": "idle delta poll over HTTP (ms)",
+    }
     for key, label in labels.items():
         f = report["figures"][key]
         print(f"{label:<34} {f['median']:>8.3f} {f['min']:>8.3f} {f['max']:>8.3f}")

@@ -19,20 +19,36 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import RedisServer, machine_info, redis_connection, write_json
-from .plankton_bench import ROOT, Stack
+from benchmarks.harness import RedisServer, machine_info, redis_connection, write_json
+from benchmarks.plankton_bench import ROOT, Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _floor_write(conn: Any, n: int, chunk: int = 10_000) -> float:
     """One pipelined HSET per task of a record shaped like the one submit writes."""
-    record = {"family": "benchmarks.bench_tasks:BLeaf", "name": "BLeaf",
-              "params": b"\x83\xa1i\xcd\x03\xe8\xa5since\xc0\xa2to\xc0",
-              "param_hash": "a" * 64, "tree_hash": "b" * 64, "parent": str(n),
-              "children": b"\x90", "n_children": 0, "n_started": 0, "n_done": 0,
-              "priority": "", "queue": "default", "timeout": "", "retries": 0,
-              "state": "ready", "attempt": 1, "attempts": 0, "fails": 0, "lost": 0, "order": 0}
+    record = {
+        "family": "benchmarks.bench_tasks:BLeaf",
+        "name": "BLeaf",
+        "params": b"\x83\xa1i\xcd\x03\xe8\xa5since\xc0\xa2to\xc0",
+        "param_hash": "a" * 64,
+        "tree_hash": "b" * 64,
+        "parent": str(n),
+        "children": b"\x90",
+        "n_children": 0,
+        "n_started": 0,
+        "n_done": 0,
+        "priority": "",
+        "queue": "default",
+        "timeout": "",
+        "retries": 0,
+        "state": "ready",
+        "attempt": 1,
+        "attempts": 0,
+        "fails": 0,
+        "lost": 0,
+        "order": 0,
+    }
     t0 = time.perf_counter()
     pipe = conn.pipeline(transaction=False)
     for i in range(n):
@@ -64,8 +80,14 @@ def _cli(env: dict[str, str], *args: str) -> tuple[float, int]:
     """Wall seconds of ``python -m plankton.cli ARGS`` (stdout to a file, not a terminal)."""
     t0 = time.perf_counter()
     with open(os.devnull, "wb") as sink:
-        proc = subprocess.run([sys.executable, "-m", "plankton.cli", *args], env=env, cwd=ROOT,
-                              stdout=sink, stderr=subprocess.PIPE, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "plankton.cli", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            timeout=600,
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"plankton {' '.join(args)}: {proc.stderr.decode()[-500:]}")
     return time.perf_counter() - t0, proc.returncode
@@ -77,7 +99,7 @@ def _render(run: dict[str, Any]) -> float:
 
     from rich.console import Console
 
-    from plankton.cli import render
+    from plankton.views import render
 
     t0 = time.perf_counter()
     render.print_run(run, Console(file=io.StringIO(), width=160))
@@ -110,14 +132,25 @@ def measure(client: Any, stack: Stack, n: int) -> dict[str, Any]:
     startup, _ = _cli(env, "--version")
     show_json, _ = _cli(env, "show", rid, "--json")
     show_tree, _ = _cli(env, "show", rid)
-    return {"n_tasks": n + 1, "checked": bool(ok), "build_s": build, "submit_s": submit,
-            "floor_write_s": floor_write, "run_s": wait, "status_s": status,
-            "floor_read_s": floor_read, "cli_startup_s": startup, "show_json_s": show_json,
-            "show_s": show_tree, "render_s": render_s,
-            "submit_per_floor": submit / floor_write, "status_per_floor": status / floor_read,
-            "show_json_per_floor": (show_json - startup) / floor_read,
-            "show_render_s": show_tree - show_json,
-            "submit_us_per_task": submit / (n + 1) * 1e6}
+    return {
+        "n_tasks": n + 1,
+        "checked": bool(ok),
+        "build_s": build,
+        "submit_s": submit,
+        "floor_write_s": floor_write,
+        "run_s": wait,
+        "status_s": status,
+        "floor_read_s": floor_read,
+        "cli_startup_s": startup,
+        "show_json_s": show_json,
+        "show_s": show_tree,
+        "render_s": render_s,
+        "submit_per_floor": submit / floor_write,
+        "status_per_floor": status / floor_read,
+        "show_json_per_floor": (show_json - startup) / floor_read,
+        "show_render_s": show_tree - show_json,
+        "submit_us_per_task": submit / (n + 1) * 1e6,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     server = RedisServer().start()
     stack = Stack(server.url)
-    report: dict[str, Any] = {"machine": machine_info(), "load_before": os.getloadavg(),
-                              "sizes": {}}
+    report: dict[str, Any] = {
+        "machine": machine_info(),
+        "load_before": os.getloadavg(),
+        "sizes": {},
+    }
     try:
         stack.start(2)
         os.environ["PLANKTON_MAX_TASKS"] = str(max(sizes) + 10)
@@ -151,17 +187,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(s["checked"] for s in report["sizes"].values()) else 1
 
 
-ROWS = [("submit by DAG name", "submit_s"), ("  of which the DAG function's build", "build_s"),
-        ("  write floor (pipelined HSET per task)", "floor_write_s"),
-        ("the run itself (wait(tasks=False))", "run_s"), ("Client.status(run_id)", "status_s"),
-        ("  read floor (pipelined HGETALL per task)", "floor_read_s"),
-        ("plankton show RUN", "show_s"), ("plankton show RUN --json", "show_json_s"),
-        ("  CLI start-up (plankton --version)", "cli_startup_s"),
-        ("submit / write floor", "submit_per_floor"), ("status / read floor", "status_per_floor"),
-        ("(show --json - start-up) / read floor", "show_json_per_floor"),
-        ("show's tree rendering (show - show --json)", "show_render_s"),
-        ("show's tree rendering (in-process)", "render_s"),
-        ("submit, us per task", "submit_us_per_task")]
+ROWS = [
+    ("submit by DAG name", "submit_s"),
+    ("  of which the DAG function's build", "build_s"),
+    ("  write floor (pipelined HSET per task)", "floor_write_s"),
+    ("the run itself (wait(tasks=False))", "run_s"),
+    ("Client.status(run_id)", "status_s"),
+    ("  read floor (pipelined HGETALL per task)", "floor_read_s"),
+    ("plankton show RUN", "show_s"),
+    ("plankton show RUN --json", "show_json_s"),
+    ("  CLI start-up (plankton --version)", "cli_startup_s"),
+    ("submit / write floor", "submit_per_floor"),
+    ("status / read floor", "status_per_floor"),
+    ("(show --json - start-up) / read floor", "show_json_per_floor"),
+    ("show's tree rendering (show - show --json)", "show_render_s"),
+    ("show's tree rendering (in-process)", "render_s"),
+    ("submit, us per task", "submit_us_per_task"),
+]
 
 
 def print_table(report: dict[str, Any]) -> None:

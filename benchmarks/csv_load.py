@@ -102,8 +102,14 @@ class Figure:
         if not self.seconds:
             return {"skipped": self.note or "not run", "checked": False}
         rates = [self.rows / s for s in self.seconds]
-        out = {"median": statistics.median(rates), "min": min(rates), "max": max(rates),
-               "unit": "rows/s", "checked": self.checked, "seconds": self.seconds}
+        out = {
+            "median": statistics.median(rates),
+            "min": min(rates),
+            "max": max(rates),
+            "unit": "rows/s",
+            "checked": self.checked,
+            "seconds": self.seconds,
+        }
         if self.cpu:
             out["cpu_seconds"] = self.cpu
         return out
@@ -148,8 +154,9 @@ def table_count(dsn: str, table: str) -> int:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
-def timed(dsn: str, run: Callable[[], bool], meter: CpuMeter | None = None
-          ) -> tuple[float, bool, float | None]:
+def timed(
+    dsn: str, run: Callable[[], bool], meter: CpuMeter | None = None
+) -> tuple[float, bool, float | None]:
     """Reset the schema, then time ``run`` (which returns whether its output checked out).
 
     Returns wall seconds, the check, and the CPU seconds ``meter`` saw (None without one).
@@ -175,13 +182,16 @@ def psql_copy(dsn: str, files: Sequence[Path], sessions: int, total: int) -> boo
     cannot all take as NULL) into text columns: the floor of moving the same bytes."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         if files[0].name.startswith("ratings"):
-            conn.execute(f"CREATE TABLE {FLOOR_TABLE} (user_id bigint, movie_id bigint, "
-                         "rating double precision, timestamp bigint)")
+            conn.execute(
+                f"CREATE TABLE {FLOOR_TABLE} (user_id bigint, movie_id bigint, "
+                "rating double precision, timestamp bigint)"
+            )
         else:
             with open(files[0], encoding="utf-8") as handle:
                 names = handle.readline().strip().split(",")
-            conn.execute(f"CREATE TABLE {FLOOR_TABLE} ("
-                         + ", ".join(f'"{n}" text' for n in names) + ")")
+            conn.execute(
+                f"CREATE TABLE {FLOOR_TABLE} (" + ", ".join(f'"{n}" text' for n in names) + ")"
+            )
     procs = [subprocess.Popen(psql_args(dsn, files[i::sessions])) for i in range(sessions)]
     codes = [p.wait(RUN_TIMEOUT_S) for p in procs]
     return codes == [0] * sessions and table_count(dsn, FLOOR_TABLE) == total
@@ -238,7 +248,7 @@ class CpuMeter:
         for pid, (ppid, _) in table.items():
             children.setdefault(ppid, []).append(pid)
         seen = {os.getpid()}
-        todo = list(children.get(os.getpid(), []))   # live children of ours not yet reaped
+        todo = list(children.get(os.getpid(), []))  # live children of ours not yet reaped
         todo += [pid for root in self.roots if (pid := root()) is not None]
         while todo:
             pid = todo.pop()
@@ -268,8 +278,9 @@ def received(pipe: Connection) -> Iterator[Batch]:
         yield Batch.from_message(msgpack.unpackb(data))
 
 
-def load_from(pipe: Connection, dsn: str, table: str, columns: list[list[str]],
-              run_id: str) -> None:
+def load_from(
+    pipe: Connection, dsn: str, table: str, columns: list[list[str]], run_id: str
+) -> None:
     """Process 2: what the LoadTable task does."""
     load_table(dsn, table, columns_from_message(columns), run_id, received(pipe), run_id=run_id)
 
@@ -280,9 +291,10 @@ def library_load(dsn: str, directory: Path, total: int) -> bool:
     columns, run_id = columns_to_message(spec.columns), f"bench-{uuid.uuid4().hex[:8]}"
     ctx = mp.get_context("fork")
     receiving, sending = ctx.Pipe(duplex=False)
-    procs = [ctx.Process(target=extract_into, args=(sending, [str(f) for f in spec.files],
-                                                    columns)),
-             ctx.Process(target=load_from, args=(receiving, dsn, spec.name, columns, run_id))]
+    procs = [
+        ctx.Process(target=extract_into, args=(sending, [str(f) for f in spec.files], columns)),
+        ctx.Process(target=load_from, args=(receiving, dsn, spec.name, columns, run_id)),
+    ]
     for proc in procs:
         proc.start()
     for proc in procs:
@@ -316,16 +328,32 @@ class PlanktonStack:
 
     def start(self, timeout: float = 60) -> PlanktonStack:
         from plankton import keys
-        from plankton.connection import connect
+        from plankton.engine.connection import connect
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("PLANKTON_")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         log = open(self.directory / "up.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "plankton.cli", "up", "--import",
-             "examples.csv_to_postgres", "--workers", str(self.workers), "--port", "0",
-             "--dir", str(self.directory / "state")],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "plankton.cli",
+                "up",
+                "--import",
+                "examples.csv_to_postgres",
+                "--workers",
+                str(self.workers),
+                "--port",
+                "0",
+                "--dir",
+                str(self.directory / "state"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         url_file = self.directory / "state" / "url"
         deadline = time.monotonic() + timeout
@@ -335,8 +363,7 @@ class PlanktonStack:
         self.url = url_file.read_text().strip()
         conn = connect(self.url)
         try:
-            while conn.zcount(keys.WORKERS, time.time() * 1000 - 10_000, "+inf") \
-                    < self.workers:
+            while conn.zcount(keys.WORKERS, time.time() * 1000 - 10_000, "+inf") < self.workers:
                 self._check_alive(deadline)
                 time.sleep(0.05)
         finally:
@@ -356,7 +383,7 @@ class PlanktonStack:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)   # up stops its processes, then exits
+            self.proc.send_signal(signal.SIGINT)  # up stops its processes, then exits
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -375,14 +402,16 @@ def run_plankton(url: str, directory: Path, dsn: str, total: int) -> bool:
 
     client = pk.Client(url, imports=["examples.csv_to_postgres"])
     try:
-        run_id = client.submit("csv_to_postgres", params={
-            "directory": str(directory), "dsn": f"env:{DSN_VAR}", "reload": True})
+        run_id = client.submit(
+            "csv_to_postgres",
+            params={"directory": str(directory), "dsn": f"env:{DSN_VAR}", "reload": True},
+        )
         run = client.wait(run_id, timeout=RUN_TIMEOUT_S)
     finally:
         client.close()
-    return (run["status"] == "succeeded"
-            and run_rows(dsn, run_id) == total
-            == table_count(dsn, table_name(sorted(directory.glob("*.csv"))[0])))
+    return run["status"] == "succeeded" and run_rows(dsn, run_id) == total == table_count(
+        dsn, table_name(sorted(directory.glob("*.csv"))[0])
+    )
 
 
 def run_rows(dsn: str, run_id: str) -> int | None:
@@ -390,8 +419,9 @@ def run_rows(dsn: str, run_id: str) -> int | None:
     import psycopg
 
     with psycopg.connect(dsn) as conn:
-        found = conn.execute("SELECT sum(rows) FROM plankton_loads WHERE run = %s",
-                             [run_id]).fetchone()
+        found = conn.execute(
+            "SELECT sum(rows) FROM plankton_loads WHERE run = %s", [run_id]
+        ).fetchone()
     return None if found is None or found[0] is None else int(found[0])
 
 
@@ -410,13 +440,23 @@ LINES = {
 }
 
 
-def measure(dsn: str, directory: Path, total: int, repeat: int, lines: Sequence[str],
-            url: str | None, meter: CpuMeter) -> list[Figure]:
+def measure(
+    dsn: str,
+    directory: Path,
+    total: int,
+    repeat: int,
+    lines: Sequence[str],
+    url: str | None,
+    meter: CpuMeter,
+) -> list[Figure]:
     """Every line of the table, each run ``repeat`` times, lines alternating."""
     files = sorted(directory.glob("*.csv"))
     (spec,) = plan_tables(directory)
-    batches = [b for path in spec.files for b in read_batches(path, spec.columns)] \
-        if "copy" in lines else []
+    batches = (
+        [b for path in spec.files for b in read_batches(path, spec.columns)]
+        if "copy" in lines
+        else []
+    )
     runs: dict[str, Callable[[], bool]] = {
         "floor": lambda: psql_copy(dsn, files, 1, total),
         "plankton": lambda: run_plankton(url or "", directory, dsn, total),
@@ -429,8 +469,11 @@ def measure(dsn: str, directory: Path, total: int, repeat: int, lines: Sequence[
     for i in range(repeat):
         for name in lines:
             figures[name].add(*timed(dsn, runs[name], meter))
-        print(f"  repeat {i + 1}/{repeat}: " + ", ".join(
-            f"{name} {figures[name].seconds[-1]:.2f}s" for name in lines), flush=True)
+        print(
+            f"  repeat {i + 1}/{repeat}: "
+            + ", ".join(f"{name} {figures[name].seconds[-1]:.2f}s" for name in lines),
+            flush=True,
+        )
     return list(figures.values())
 
 
@@ -438,8 +481,10 @@ def print_table(figures: Sequence[Figure], title: str) -> None:
     floor = next((f.median for f in figures if f.name == LINES["floor"] and f.seconds), None)
     print(title)
     vs_copy = "vs \\copy"
-    print(f"{'method':<34} {'median s':>9} {'min-max s':>12} {'rows/s':>11} {vs_copy:>8} "
-          f"{'CPU s':>6}  checked")
+    print(
+        f"{'method':<34} {'median s':>9} {'min-max s':>12} {'rows/s':>11} {vs_copy:>8} "
+        f"{'CPU s':>6}  checked"
+    )
     for fig in figures:
         if not fig.seconds:
             print(f"{fig.name:<34} {'-':>9} {'-':>12} {'-':>11} {'-':>8} {'-':>6}  ({fig.note})")
@@ -447,8 +492,10 @@ def print_table(figures: Sequence[Figure], title: str) -> None:
         span = f"{min(fig.seconds):.2f}-{max(fig.seconds):.2f}"
         ratio = f"{floor / fig.median:.0%}" if floor else "-"
         cpu = f"{statistics.median(fig.cpu):.2f}" if fig.cpu else "-"
-        print(f"{fig.name:<34} {fig.median:>9.2f} {span:>12} {fig.rows / fig.median:>11,.0f} "
-              f"{ratio:>8} {cpu:>6}  {'yes' if fig.checked else 'NO'}")
+        print(
+            f"{fig.name:<34} {fig.median:>9.2f} {span:>12} {fig.rows / fig.median:>11,.0f} "
+            f"{ratio:>8} {cpu:>6}  {'yes' if fig.checked else 'NO'}"
+        )
 
 
 def server_version(dsn: str) -> str:
@@ -457,19 +504,28 @@ def server_version(dsn: str) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.csv_load",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.csv_load", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--files", type=int, default=3)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows per file")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--shape", choices=("ratings", "wide"), default="ratings",
-                        help="ratings (4 numeric columns) or wide (20 columns of every "
-                             "type, with missing values: NA, NaN, NULL, empty)")
-    parser.add_argument("--lines", default=",".join(LINES),
-                        help="comma-separated subset of: " + ", ".join(LINES))
+    parser.add_argument(
+        "--shape",
+        choices=("ratings", "wide"),
+        default="ratings",
+        help="ratings (4 numeric columns) or wide (20 columns of every "
+        "type, with missing values: NA, NaN, NULL, empty)",
+    )
+    parser.add_argument(
+        "--lines", default=",".join(LINES), help="comma-separated subset of: " + ", ".join(LINES)
+    )
     parser.add_argument("--dsn", help="PostgreSQL to use (default: start a private one)")
-    parser.add_argument("--url", help="Redis URL of a running Plankton with 2 workers "
-                                      "(default: start a private plankton up)")
+    parser.add_argument(
+        "--url",
+        help="Redis URL of a running Plankton with 2 workers "
+        "(default: start a private plankton up)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args(argv)
     args.lines = [name.strip() for name in args.lines.split(",") if name.strip()]
@@ -501,11 +557,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             url = stack.url
         load = os.getloadavg()
         figures = measure(dsn, directory, total, args.repeat, args.lines, url, meter)
-        print_table(figures, f"csv_load: {args.files} files x {args.rows:,} rows = {total:,} "
-                             f"rows, PostgreSQL {server_version(dsn)}"
-                             f"{' (private, fsync=off)' if server else ''}, "
-                             f"{os.cpu_count()} CPUs, load average {load[0]:.1f} before / "
-                             f"{os.getloadavg()[0]:.1f} after, median of {args.repeat}")
+        print_table(
+            figures,
+            f"csv_load: {args.files} files x {args.rows:,} rows = {total:,} "
+            f"rows, PostgreSQL {server_version(dsn)}"
+            f"{' (private, fsync=off)' if server else ''}, "
+            f"{os.cpu_count()} CPUs, load average {load[0]:.1f} before / "
+            f"{os.getloadavg()[0]:.1f} after, median of {args.repeat}",
+        )
         if server is None or (args.url and "plankton" in args.lines):
             print("(CPU s counts only the processes this benchmark started)")
     finally:
@@ -514,8 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server is not None:
             server.stop()
     if args.json:
-        args.json.write_text(json.dumps({f.name.strip(): f.as_dict() for f in figures},
-                                        indent=2))
+        args.json.write_text(json.dumps({f.name.strip(): f.as_dict() for f in figures}, indent=2))
     return 0 if all(f.checked for f in figures if f.seconds) else 1
 
 

@@ -57,23 +57,34 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
         time.sleep(interval)
 
 
-def start_process(args: Sequence[str], *, log_path: str | os.PathLike | None = None,
-                  env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None
-                  ) -> subprocess.Popen:
+def start_process(
+    args: Sequence[str],
+    *,
+    log_path: str | os.PathLike | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+) -> subprocess.Popen:
     """Start ``args`` as the leader of a new process group (session), so that it and every
     child it forks can be stopped together with :func:`stop_process`."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
-        return subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-                                start_new_session=True)
+        return subprocess.Popen(
+            list(args),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
     finally:
         if log_path:
             out.close()
 
 
-def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0,
-                 sig: int = signal.SIGTERM) -> None:
+def stop_process(
+    proc: subprocess.Popen | None, timeout: float = 10.0, sig: int = signal.SIGTERM
+) -> None:
     """Stop ``proc`` and its whole process group: ``sig`` first, SIGKILL after ``timeout``.
 
     The group is the one :func:`start_process` created (pgid == pid), so this never touches
@@ -143,9 +154,22 @@ class RedisServer:
         self.directory = tempfile.mkdtemp(prefix="plankton-bench-redis-")
         if not self.port:
             self.port = free_port()
-        args = [binary, "--bind", "127.0.0.1", "--port", str(self.port),
-                "--dir", self.directory, "--save", "", "--appendonly", "no",
-                "--maxmemory-policy", "noeviction", *self.extra]
+        args = [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            self.directory,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+            *self.extra,
+        ]
         self.proc = start_process(args, log_path=os.path.join(self.directory, "redis.log"))
         try:
             wait_for(self.ping, timeout, what=f"redis-server on port {self.port}")
@@ -208,23 +232,30 @@ def parse_redis_benchmark(output: str) -> dict[str, float]:
     return rates
 
 
-def redis_benchmark(port: int, host: str = "127.0.0.1", requests: int = 200_000,
-                    tests: str = REDIS_BENCHMARK_TESTS, pipeline: int = 16,
-                    timeout: float = 300.0) -> dict[str, Any]:
+def redis_benchmark(
+    port: int,
+    host: str = "127.0.0.1",
+    requests: int = 200_000,
+    tests: str = REDIS_BENCHMARK_TESTS,
+    pipeline: int = 16,
+    timeout: float = 300.0,
+) -> dict[str, Any]:
     """The raw Redis op rate on this machine: ``redis-benchmark -q -n 200000 -t ...``
     without and with ``-P 16``. Returns ops/s per command and their mean."""
     binary = shutil.which("redis-benchmark") or "/usr/bin/redis-benchmark"
     if not os.path.exists(binary):
         return {"skipped": "redis-benchmark not found (apt-get install -y redis-tools)"}
     result: dict[str, Any] = {
-        "command": f"redis-benchmark -q -n {requests} -t {tests} [-P {pipeline}]"}
+        "command": f"redis-benchmark -q -n {requests} -t {tests} [-P {pipeline}]"
+    }
     for label, extra in (("unpipelined", []), (f"pipelined_P{pipeline}", ["-P", str(pipeline)])):
         args = [binary, "-h", host, "-p", str(port), "-q", "-n", str(requests), "-t", tests, *extra]
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
         rates = parse_redis_benchmark(proc.stdout)
         if not rates:
-            raise RuntimeError(f"could not parse redis-benchmark output: {proc.stdout!r} "
-                               f"{proc.stderr!r}")
+            raise RuntimeError(
+                f"could not parse redis-benchmark output: {proc.stdout!r} {proc.stderr!r}"
+            )
         result[label] = {"ops_per_s": rates, "mean_ops_per_s": statistics.fmean(rates.values())}
     return result
 
@@ -261,8 +292,11 @@ def count_commands(conn) -> int:
 def command_breakdown(conn) -> dict[str, int]:
     """``{command: calls}`` from ``INFO commandstats`` (for looking at where calls go)."""
     stats = conn.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(f.get("calls", 0))
-            for name, f in stats.items() if isinstance(f, dict)}
+    return {
+        name.removeprefix("cmdstat_"): int(f.get("calls", 0))
+        for name, f in stats.items()
+        if isinstance(f, dict)
+    }
 
 
 class CommandCounter:
@@ -408,8 +442,7 @@ def workload_list(parser: Any, text: str, known: Sequence[str]) -> list[str]:
     workloads = [w.strip() for w in text.split(",") if w.strip()]
     unknown = set(workloads) - set(known)
     if unknown:
-        parser.error(f"unknown workloads: {', '.join(sorted(unknown))} "
-                     f"(known: {', '.join(known)})")
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))} (known: {', '.join(known)})")
     return workloads
 
 

@@ -1,6 +1,6 @@
 """Hash many random tasks and count identity-hash collisions (expected: 0), and time it.
 
-Why: ``plankton.hashing`` promises that different (family, params) never share a
+Why: ``plankton.authoring.hashing`` promises that different (family, params) never share a
 ``param_hash``; the old project's FNV ids did collide. This script is the large-scale
 evidence: random families and params of every supported type, nested, drawn from small
 alphabets so that near-misses (shifted separators, 1 vs 1.0 vs True vs "1", the same instant
@@ -28,7 +28,7 @@ from typing import Any
 if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from plankton.hashing import param_hash  # noqa: E402
+from plankton.authoring.hashing import param_hash  # noqa: E402
 
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -80,10 +80,20 @@ class RandomTasks:
     def number(self) -> Any:
         rnd = self.rnd
         small = rnd.randint(-3, 3)
-        return rnd.choice([
-            small, float(small), small / 2, -0.0, math.nan, math.inf,
-            rnd.getrandbits(64) - 2**63, rnd.getrandbits(200), rnd.random(), str(small),
-        ])
+        return rnd.choice(
+            [
+                small,
+                float(small),
+                small / 2,
+                -0.0,
+                math.nan,
+                math.inf,
+                rnd.getrandbits(64) - 2**63,
+                rnd.getrandbits(200),
+                rnd.random(),
+                str(small),
+            ]
+        )
 
     def scalar(self) -> Any:
         rnd = self.rnd
@@ -140,8 +150,12 @@ def run(count: int, seed: int) -> dict[str, Any]:
             collisions += 1
     total = time.perf_counter() - started
     return {
-        "count": count, "distinct": len(seen), "duplicates": duplicates,
-        "collisions": collisions, "hash_seconds": hashing, "total_seconds": total,
+        "count": count,
+        "distinct": len(seen),
+        "duplicates": duplicates,
+        "collisions": collisions,
+        "hash_seconds": hashing,
+        "total_seconds": total,
     }
 
 

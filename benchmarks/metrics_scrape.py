@@ -1,7 +1,7 @@
 """``python -m benchmarks.metrics_scrape``: what one ``GET /metrics`` costs, with 0 and with
 100,000 task records in Redis.
 
-The collector (plankton/metrics.py) reads counters from one hash and gauges from the live
+The collector (plankton/operations/metrics.py) reads counters from one hash and gauges from the live
 state in three pipelined round trips, so its cost should not grow with the number of task
 records. This measures it end to end over real HTTP against ``plankton api`` (a uvicorn
 process), beside a floor measured in the same run: ``GET /healthz`` (the same HTTP stack,
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import (
+from benchmarks.harness import (
     CommandCounter,
     RedisServer,
     free_port,
@@ -42,6 +42,7 @@ from .harness import (
     wait_for,
     write_json,
 )
+from plankton.engine import counters
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -63,8 +64,9 @@ def _measure(base: str, conn: Any, n: int) -> dict[str, Any]:
         "healthz_ms": {**summarise(floor), "p95": percentile(floor, 95)},
         "redis_commands_per_scrape": counted.count / n,
         "bytes": len(body),
-        "series": sum(1 for line in body.decode().splitlines()
-                      if line and not line.startswith("#")),
+        "series": sum(
+            1 for line in body.decode().splitlines() if line and not line.startswith("#")
+        ),
         "checked": b"plankton_tasks_waiting" in body,
     }
 
@@ -84,8 +86,13 @@ def _fill(url: str, n_tasks: int, leased: int) -> dict[str, Any]:
     now_ms = int(time.time() * 1000)
     conn.zadd(keys.leases(run_id), {str(i): now_ms + 3_600_000 for i in range(leased)})
     tasks = sum(1 for _ in conn.scan_iter(match=keys.task_prefix(run_id) + "*", count=10_000))
-    out = {"run_id": run_id, "task_records": tasks, "submit_s": submit_s,
-           "waiting": conn.zcard(keys.waiting("default")), "leased": leased}
+    out = {
+        "run_id": run_id,
+        "task_records": tasks,
+        "submit_s": submit_s,
+        "waiting": conn.zcard(keys.waiting("default")),
+        "leased": leased,
+    }
     client.close()
     return out
 
@@ -93,26 +100,26 @@ def _fill(url: str, n_tasks: int, leased: int) -> dict[str, Any]:
 def _busy_metrics(url: str) -> dict[str, Any]:
     """Fill the metrics hash as a busy deployment would: 20 DAGs, 100 task families, every
     histogram bucket used (label cardinality, not task count, sets its size)."""
-    from plankton import keys, metrics
+    from plankton import keys
 
     conn = redis_connection(url)
     pipe = conn.pipeline(transaction=False)
     for d in range(20):
         dag = f"dag{d}"
         for status in ("succeeded", "failed", "cancelled"):
-            metrics.count(pipe, "runs_ended", dag, status, n=7)
-            for b in range(len(metrics.RUN_BUCKETS) + 1):
-                pipe.hincrby(keys.METRICS, metrics.field("run_seconds_b", dag, status, b + 1), 1)
-            pipe.hincrbyfloat(keys.METRICS, metrics.field("run_seconds_sum", dag, status), 9.5)
-        metrics.count(pipe, "runs_started", f"dag{d}", n=21)
+            counters.count(pipe, "runs_ended", dag, status, n=7)
+            for b in range(len(counters.RUN_BUCKETS) + 1):
+                pipe.hincrby(keys.METRICS, counters.field("run_seconds_b", dag, status, b + 1), 1)
+            pipe.hincrbyfloat(keys.METRICS, counters.field("run_seconds_sum", dag, status), 9.5)
+        counters.count(pipe, "runs_started", f"dag{d}", n=21)
     for f in range(100):
         fam = f"etl.tasks:Family{f}"
         for state in ("succeeded", "failed", "cancelled"):
-            metrics.count(pipe, "tasks_ended", fam, state, n=1000)
-            for b in range(len(metrics.TASK_BUCKETS) + 1):
-                pipe.hincrby(keys.METRICS, metrics.field("task_seconds_b", fam, state, b + 1), 3)
-            pipe.hincrbyfloat(keys.METRICS, metrics.field("task_seconds_sum", fam, state), 12.5)
-        metrics.count(pipe, "task_retries", fam, "error", n=5)
+            counters.count(pipe, "tasks_ended", fam, state, n=1000)
+            for b in range(len(counters.TASK_BUCKETS) + 1):
+                pipe.hincrby(keys.METRICS, counters.field("task_seconds_b", fam, state, b + 1), 3)
+            pipe.hincrbyfloat(keys.METRICS, counters.field("task_seconds_sum", fam, state), 12.5)
+        counters.count(pipe, "task_retries", fam, "error", n=5)
     pipe.execute()
     return {"metrics_fields": conn.hlen(keys.METRICS)}
 
@@ -127,22 +134,40 @@ def main(argv: list[str] | None = None) -> int:
     with RedisServer() as server:
         conn = redis_connection(server.url)
         port = free_port()
-        env = dict(os.environ, PLANKTON_REDIS_URL=server.url,
-                   PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(
+            os.environ,
+            PLANKTON_REDIS_URL=server.url,
+            PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        )
         env.pop("PLANKTON_API_TOKEN", None)
-        api = start_process([sys.executable, "-m", "plankton.api", "--import",
-                             "benchmarks.bench_tasks", "--port", str(port)], env=env, cwd=ROOT)
+        api = start_process(
+            [
+                sys.executable,
+                "-m",
+                "plankton.api",
+                "--import",
+                "benchmarks.bench_tasks",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=ROOT,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             wait_for(lambda: _ok(base), timeout=30, what="the API")
-            report["scenarios"]["empty"] = {"setup": {"task_records": 0},
-                                            **_measure(base, conn, args.scrapes)}
+            report["scenarios"]["empty"] = {
+                "setup": {"task_records": 0},
+                **_measure(base, conn, args.scrapes),
+            }
             setup = _fill(server.url, args.tasks, leased=64)
             name = f"{args.tasks // 1000}k"
             report["scenarios"][name] = {"setup": setup, **_measure(base, conn, args.scrapes)}
             setup = {**setup, **_busy_metrics(server.url)}
-            report["scenarios"][name + "+busy"] = {"setup": setup,
-                                                   **_measure(base, conn, args.scrapes)}
+            report["scenarios"][name + "+busy"] = {
+                "setup": setup,
+                **_measure(base, conn, args.scrapes),
+            }
         finally:
             stop_process(api)
     _print(report)
@@ -160,15 +185,19 @@ def _ok(base: str) -> bool:
 
 
 def _print(report: dict[str, Any]) -> None:
-    head = (f"{'scenario':<11} {'task records':>12} {'scrape ms p50':>14} {'p95':>7} "
-            f"{'max':>7} {'healthz ms p50':>15} {'cmds/scrape':>12} {'series':>7} {'bytes':>8}")
+    head = (
+        f"{'scenario':<11} {'task records':>12} {'scrape ms p50':>14} {'p95':>7} "
+        f"{'max':>7} {'healthz ms p50':>15} {'cmds/scrape':>12} {'series':>7} {'bytes':>8}"
+    )
     print(head)
     print("-" * len(head))
     for name, s in report["scenarios"].items():
-        print(f"{name:<11} {s['setup']['task_records']:>12,} {s['scrape_ms']['median']:>14.2f} "
-              f"{s['scrape_ms']['p95']:>7.2f} {s['scrape_ms']['max']:>7.2f} "
-              f"{s['healthz_ms']['median']:>15.2f} {s['redis_commands_per_scrape']:>12.1f} "
-              f"{s['series']:>7} {s['bytes']:>8,}")
+        print(
+            f"{name:<11} {s['setup']['task_records']:>12,} {s['scrape_ms']['median']:>14.2f} "
+            f"{s['scrape_ms']['p95']:>7.2f} {s['scrape_ms']['max']:>7.2f} "
+            f"{s['healthz_ms']['median']:>15.2f} {s['redis_commands_per_scrape']:>12.1f} "
+            f"{s['series']:>7} {s['bytes']:>8,}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import bench_tasks as bt
-from .harness import (
+from benchmarks import bench_tasks as bt
+from benchmarks.harness import (
     RedisServer,
     figure,
     machine_info,
@@ -25,8 +25,18 @@ from .harness import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ["fanin-1000", "fanin-1000-user", "chain-100", "stream-100k", "wide-10k",
-             "wide-10k-user", "latency", "scale-io", "scale-100k", "scale-100k-flat"]
+WORKLOADS = [
+    "fanin-1000",
+    "fanin-1000-user",
+    "chain-100",
+    "stream-100k",
+    "wide-10k",
+    "wide-10k-user",
+    "latency",
+    "scale-io",
+    "scale-100k",
+    "scale-100k-flat",
+]
 
 
 class Stack:
@@ -34,24 +44,43 @@ class Stack:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.env = dict(os.environ, PLANKTON_REDIS_URL=url,
-                        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.env = dict(
+            os.environ,
+            PLANKTON_REDIS_URL=url,
+            PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        )
         self.scheduler = None
         self.workers: list = []
 
     def start(self, n_workers: int) -> None:
         imp = ["--import", "benchmarks.bench_tasks"]
         if self.scheduler is None:
-            self.scheduler = start_process([sys.executable, "-m", "scheduler", *imp,
-                                            "--log-level", "WARNING"], env=self.env, cwd=ROOT)
+            self.scheduler = start_process(
+                [sys.executable, "-m", "scheduler", *imp, "--log-level", "WARNING"],
+                env=self.env,
+                cwd=ROOT,
+            )
         self.set_workers(n_workers)
 
     def set_workers(self, n: int) -> None:
         for proc in self.workers:
             stop_process(proc)
-        self.workers = [start_process([sys.executable, "-m", "workers", "--import",
-                                       "benchmarks.bench_tasks", "--name", f"bench-w{i}"],
-                                      env=self.env, cwd=ROOT) for i in range(n)]
+        self.workers = [
+            start_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "workers",
+                    "--import",
+                    "benchmarks.bench_tasks",
+                    "--name",
+                    f"bench-w{i}",
+                ],
+                env=self.env,
+                cwd=ROOT,
+            )
+            for i in range(n)
+        ]
         conn = redis_connection(self.url)
         conn.delete("plankton:workers")
         deadline = time.monotonic() + 30
@@ -104,8 +133,12 @@ def _user_path(client: Any, n: int) -> tuple[dict[str, float], dict[str, Any]]:
 
 
 def _user_ok(run: dict[str, Any], n: int) -> bool:
-    return (run["status"] == "succeeded" and run["result"] == n and len(run["tasks"]) == n + 1
-            and all(t["state"] == "succeeded" for t in run["tasks"]))
+    return (
+        run["status"] == "succeeded"
+        and run["result"] == n
+        and len(run["tasks"]) == n + 1
+        and all(t["state"] == "succeeded" for t in run["tasks"])
+    )
 
 
 def _steps(parts: list[dict[str, float]]) -> dict[str, float]:
@@ -146,9 +179,12 @@ def bench_scale_flat(client, stack, repeats):
         user.append(times["total_s"])
         parts.append(times)
     e, u = sorted(engine)[len(engine) // 2], sorted(user)[len(user) // 2]
-    return {"scale-100k-flat": figure(engine, "s", ok),
-            "scale-100k-flat-user": figure(user, "s", ok, steps_s=_steps(parts),
-                                           user_over_engine=round(u / e, 2))}
+    return {
+        "scale-100k-flat": figure(engine, "s", ok),
+        "scale-100k-flat-user": figure(
+            user, "s", ok, steps_s=_steps(parts), user_over_engine=round(u / e, 2)
+        ),
+    }
 
 
 def bench_chain(client, stack, repeats):
@@ -178,9 +214,14 @@ def bench_wide(client, stack, repeats):
         ok &= run["status"] == "succeeded" and run["result"] == 10_000
         vals.append(dt)
         mem.append(used_memory_peak(conn))
-    return figure(vals, "s", ok, scheduler_vmhwm_kb=peak_rss_kb(stack.scheduler.pid),
-                  redis_used_memory_peak_bytes=max(mem),
-                  redis_peak_bytes_per_1000_tasks=int(max(mem) / 10.001))
+    return figure(
+        vals,
+        "s",
+        ok,
+        scheduler_vmhwm_kb=peak_rss_kb(stack.scheduler.pid),
+        redis_used_memory_peak_bytes=max(mem),
+        redis_peak_bytes_per_1000_tasks=int(max(mem) / 10.001),
+    )
 
 
 def bench_scale100k(client, stack, repeats):
@@ -189,8 +230,13 @@ def bench_scale100k(client, stack, repeats):
         dt, run = _timed(client, bt.scale(100_000, 100))
         ok &= run["status"] == "succeeded" and run["result"] == 100_000
         vals.append(dt)
-    return figure(vals, "s", ok, scheduler_vmhwm_kb=peak_rss_kb(stack.scheduler.pid),
-                  ms_per_task=round(min(vals) / 100_101 * 1000, 4))
+    return figure(
+        vals,
+        "s",
+        ok,
+        scheduler_vmhwm_kb=peak_rss_kb(stack.scheduler.pid),
+        ms_per_task=round(min(vals) / 100_101 * 1000, 4),
+    )
 
 
 def bench_latency(client, stack, repeats):
@@ -227,10 +273,16 @@ def bench_scale_io(client, stack, repeats):
 
 
 BENCHES: dict[str, Callable] = {
-    "fanin-1000": bench_fanin, "chain-100": bench_chain, "stream-100k": bench_stream,
-    "wide-10k": bench_wide, "latency": bench_latency, "scale-io": bench_scale_io,
-    "scale-100k": bench_scale100k, "fanin-1000-user": bench_fanin_user,
-    "wide-10k-user": bench_wide_user, "scale-100k-flat": bench_scale_flat,
+    "fanin-1000": bench_fanin,
+    "chain-100": bench_chain,
+    "stream-100k": bench_stream,
+    "wide-10k": bench_wide,
+    "latency": bench_latency,
+    "scale-io": bench_scale_io,
+    "scale-100k": bench_scale100k,
+    "fanin-1000-user": bench_fanin_user,
+    "wide-10k-user": bench_wide_user,
+    "scale-100k-flat": bench_scale_flat,
 }
 
 
@@ -257,8 +309,10 @@ def run_all(workloads: list[str], repeats: int) -> dict[str, Any]:
             report["workloads"].update(figures)
             print(f"  {name}: {figures}", file=sys.stderr, flush=True)
         time.sleep(1.5)
-        report["redis"]["after"] = {"dbsize": client.conn.dbsize(),
-                                    "used_memory": used_memory(client.conn)}
+        report["redis"]["after"] = {
+            "dbsize": client.conn.dbsize(),
+            "used_memory": used_memory(client.conn),
+        }
     finally:
         stack.stop()
         server.stop()

@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import plankton as pk
-
-from .harness import RedisServer, machine_info, start_process, stop_process
+from benchmarks.harness import RedisServer, machine_info, start_process, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -109,9 +108,17 @@ def _one(client: pk.Client, n: int) -> dict[str, Any]:
     full_wall = time.perf_counter() - t0
     reused = client.status(resumed_id)["tasks"][0]["reused_from"] == first["run_id"]
     checked = resumed["result"] == full["result"] == n and reused
-    return {"n": n, "kept_bytes": kept, "bytes_per_value": kept / n, "resume_write_s": write,
-            "floor_copy_s": floor, "write_over_floor": write / floor if floor else None,
-            "resume_run_s": resume_wall, "full_rerun_s": full_wall, "checked": checked}
+    return {
+        "n": n,
+        "kept_bytes": kept,
+        "bytes_per_value": kept / n,
+        "resume_write_s": write,
+        "floor_copy_s": floor,
+        "write_over_floor": write / floor if floor else None,
+        "resume_run_s": resume_wall,
+        "full_rerun_s": full_wall,
+        "checked": checked,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,13 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     with RedisServer() as server:
-        env = {**os.environ, "PLANKTON_REDIS_URL": server.url,
-               "PLANKTON_IMPORTS": "benchmarks.resume",
-               "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {
+            **os.environ,
+            "PLANKTON_REDIS_URL": server.url,
+            "PLANKTON_IMPORTS": "benchmarks.resume",
+            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
         os.environ["PLANKTON_REDIS_URL"] = server.url
         procs = [start_process([sys.executable, "-m", "scheduler"], env=env, cwd=ROOT)]
-        procs += [start_process([sys.executable, "-m", "workers", "--name", f"w{i}"], env=env,
-                                cwd=ROOT) for i in range(2)]
+        procs += [
+            start_process([sys.executable, "-m", "workers", "--name", f"w{i}"], env=env, cwd=ROOT)
+            for i in range(2)
+        ]
         try:
             client = pk.Client(server.url, imports=["benchmarks.resume"])
             for n in sizes:
@@ -136,13 +148,17 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for p in procs:
                 stop_process(p)
-    print(f"{'N':>9} {'kept':>10} {'B/value':>8} {'resume write':>13} {'floor copy':>11} "
-          f"{'ratio':>6} {'resume run':>11} {'full rerun':>11} checked")
+    print(
+        f"{'N':>9} {'kept':>10} {'B/value':>8} {'resume write':>13} {'floor copy':>11} "
+        f"{'ratio':>6} {'resume run':>11} {'full rerun':>11} checked"
+    )
     for r in rows:
-        print(f"{r['n']:>9,} {r['kept_bytes']:>10,} {r['bytes_per_value']:>8.1f} "
-              f"{r['resume_write_s']:>12.3f}s {r['floor_copy_s']:>10.3f}s "
-              f"{r['write_over_floor']:>5.1f}x {r['resume_run_s']:>10.2f}s "
-              f"{r['full_rerun_s']:>10.2f}s {r['checked']}")
+        print(
+            f"{r['n']:>9,} {r['kept_bytes']:>10,} {r['bytes_per_value']:>8.1f} "
+            f"{r['resume_write_s']:>12.3f}s {r['floor_copy_s']:>10.3f}s "
+            f"{r['write_over_floor']:>5.1f}x {r['resume_run_s']:>10.2f}s "
+            f"{r['full_rerun_s']:>10.2f}s {r['checked']}"
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "resume-latest.json"
     out.write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=2))

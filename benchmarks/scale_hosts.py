@@ -42,12 +42,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import plankton as pk  # noqa: E402
+from benchmarks import bench_tasks as bt  # noqa: E402
+from benchmarks.harness import machine_info, write_json  # noqa: E402
 from plankton import keys  # noqa: E402
 from tests.reliability import hosts  # noqa: E402
 from tests.servers import free_port, wait_for  # noqa: E402
-
-from . import bench_tasks as bt  # noqa: E402
-from .harness import machine_info, write_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 IMPORTS = ["benchmarks.bench_tasks"]
@@ -63,8 +62,7 @@ def _threads(name: str) -> int:
             continue
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if not any(a in (b"workers", b"workers.main") for a in cmd) \
-                    or name.encode() not in cmd:
+            if not any(a in (b"workers", b"workers.main") for a in cmd) or name.encode() not in cmd:
                 continue
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("Threads:"):
@@ -95,7 +93,7 @@ def _tree_cpu(roots: list[int]) -> float:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         parent[int(pid)] = int(fields[1])
         ticks[int(pid)] = int(fields[11]) + int(fields[12])
     keep: set[int] = set()
@@ -126,8 +124,9 @@ def _self_cpu() -> float:
 
 def _redis_cpu(r: Any) -> float:
     info = r.info("cpu")
-    return float(info.get("used_cpu_user_main_thread", info["used_cpu_user"])) + \
-        float(info.get("used_cpu_sys_main_thread", info["used_cpu_sys"]))
+    return float(info.get("used_cpu_user_main_thread", info["used_cpu_user"])) + float(
+        info.get("used_cpu_sys_main_thread", info["used_cpu_sys"])
+    )
 
 
 class Site:
@@ -135,8 +134,11 @@ class Site:
 
     def __init__(self, log_dir: Path, n_hosts: int) -> None:
         self.log_dir = log_dir
-        self.bed = hosts.Bed(n_hosts, log_dir, tag=str(os.getpid() % 200 + 20)) if n_hosts \
+        self.bed = (
+            hosts.Bed(n_hosts, log_dir, tag=str(os.getpid() % 200 + 20))
+            if n_hosts
             else hosts.Bed(0, log_dir, tag=str(os.getpid() % 200 + 21))
+        )
         self.multi = n_hosts > 0
         self.workers: list[Any] = []
         self.names: list[str] = []
@@ -149,8 +151,23 @@ class Site:
         else:
             home, ip = None, "127.0.0.1"
         port = free_port()
-        self.bed.start(home, ["redis-server", "--bind", ip, "--port", str(port), "--save", "",
-                              "--appendonly", "no", "--protected-mode", "no"], "redis")
+        self.bed.start(
+            home,
+            [
+                "redis-server",
+                "--bind",
+                ip,
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
+            "redis",
+        )
         self.url = f"redis://{ip}:{port}/0"
         self.client = pk.Client(self.url, imports=IMPORTS)
         self.bed.scheduler(home, self.url, "scheduler", IMPORTS, **self._env())
@@ -168,16 +185,28 @@ class Site:
                 host = self.bed.hosts[1 + i % (len(self.bed.hosts) - 1)]
                 proc = self.bed.worker(host, self.url, name, IMPORTS, **self._env())
             else:
-                proc = self.bed.start(None, [sys.executable, "-m", "workers",
-                                             *[a for m in IMPORTS for a in ("--import", m)],
-                                             "--name", name], name,
-                                      self.bed.plankton_env(self.url, **self._env()))
+                proc = self.bed.start(
+                    None,
+                    [
+                        sys.executable,
+                        "-m",
+                        "workers",
+                        *[a for m in IMPORTS for a in ("--import", m)],
+                        "--name",
+                        name,
+                    ],
+                    name,
+                    self.bed.plankton_env(self.url, **self._env()),
+                )
             self.workers.append(proc)
             self.names.append(name)
         r = self.client.conn
         for name in self.names:
-            wait_for(lambda name=name: r.zscore(keys.WORKERS, name) is not None, 60,
-                     what=f"worker {name} serving")
+            wait_for(
+                lambda name=name: r.zscore(keys.WORKERS, name) is not None,
+                60,
+                what=f"worker {name} serving",
+            )
 
     def close(self) -> None:
         self.client.close()
@@ -197,8 +226,7 @@ def measure(site: Site, n: int, repeats: int) -> dict[str, Any]:
     for _ in range(repeats):
         cpu0, bed0, self0, m0 = _redis_cpu(r), _tree_cpu(roots), _self_cpu(), _machine_busy()
         t0 = time.perf_counter()
-        run = c.wait(c.submit("scale_io", params={"n": TASKS, "seconds": SECONDS}),
-                     timeout=600)
+        run = c.wait(c.submit("scale_io", params={"n": TASKS, "seconds": SECONDS}), timeout=600)
         walls.append(time.perf_counter() - t0)
         m1 = _machine_busy()
         cpus.append(_redis_cpu(r) - cpu0)
@@ -217,19 +245,23 @@ def measure(site: Site, n: int, repeats: int) -> dict[str, Any]:
     ideal = TASKS * SECONDS / n
     conns = _connections(r, site.names)
     return {
-        "workers": n, "wall_s": round(wall, 3), "ideal_s": round(ideal, 3),
-        "efficiency": round(ideal / wall, 3), "tasks_per_s": round(TASKS / wall),
+        "workers": n,
+        "wall_s": round(wall, 3),
+        "ideal_s": round(ideal, 3),
+        "efficiency": round(ideal / wall, 3),
+        "tasks_per_s": round(TASKS / wall),
         "engine_wall_s": round(statistics.median(engine), 3),
         "engine_efficiency": round(ideal / statistics.median(engine), 3),
-        "walls_s": [round(w, 3) for w in walls], "checked": ok,
+        "walls_s": [round(w, 3) for w in walls],
+        "checked": ok,
         "redis_cpu_us_per_task": round(statistics.median(cpus) / (TASKS + 1) * 1e6, 1),
         # where the CPU went: the bed's processes (workers, scheduler, Redis) and this
         # client, per task, against the machine's cores over the same wall time
         "bed_cpu_ms_per_task": round(statistics.median(bed_cpu) / (TASKS + 1) * 1e3, 3),
-        "client_cpu_ms_per_task": round(statistics.median(client_cpu) / (TASKS + 1) * 1e3,
-                                        3),
-        "bed_cpu_share_of_cores": round(statistics.median(
-            [b / (w * CORES) for b, w in zip(bed_cpu, walls)]), 3),
+        "client_cpu_ms_per_task": round(statistics.median(client_cpu) / (TASKS + 1) * 1e3, 3),
+        "bed_cpu_share_of_cores": round(
+            statistics.median([b / (w * CORES) for b, w in zip(bed_cpu, walls)]), 3
+        ),
         "machine_busy": round(statistics.median(busy), 3),
         "idle_cpu_cores": round(idle_cpu, 3),
         "connections_per_worker_max": max(conns.values()),
@@ -246,13 +278,16 @@ def run_site(label: str, n_hosts: int, sizes: list[int], repeats: int) -> list[d
         for n in sizes:
             row = measure(site, n, repeats)
             row["site"] = label
-            print(f"  {label:>10} {n:>3} workers: wall {row['wall_s']:.2f}s, efficiency "
-                  f"{row['efficiency']:.2f} (engine path {row['engine_efficiency']:.2f}), "
-                  f"conns/worker <= {row['connections_per_worker_max']}"
-                  f", threads/worker {row['threads_per_worker_max']}; bed CPU "
-                  f"{row['bed_cpu_ms_per_task']:.2f} ms/task = {row['bed_cpu_share_of_cores']:.0%}"
-                  f" of {CORES} cores, machine busy {row['machine_busy']:.0%}, idle bed "
-                  f"{row['idle_cpu_cores']:.2f} cores", flush=True)
+            print(
+                f"  {label:>10} {n:>3} workers: wall {row['wall_s']:.2f}s, efficiency "
+                f"{row['efficiency']:.2f} (engine path {row['engine_efficiency']:.2f}), "
+                f"conns/worker <= {row['connections_per_worker_max']}"
+                f", threads/worker {row['threads_per_worker_max']}; bed CPU "
+                f"{row['bed_cpu_ms_per_task']:.2f} ms/task = {row['bed_cpu_share_of_cores']:.0%}"
+                f" of {CORES} cores, machine busy {row['machine_busy']:.0%}, idle bed "
+                f"{row['idle_cpu_cores']:.2f} cores",
+                flush=True,
+            )
             rows.append(row)
     finally:
         site.close()
@@ -260,26 +295,50 @@ def run_site(label: str, n_hosts: int, sizes: list[int], repeats: int) -> list[d
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = ("site", "workers", "wall s", "ideal s", "efficiency", "engine eff.", "tasks/s",
-            "Redis us/task", "bed ms/task", "bed/cores", "busy", "conns/worker",
-            "threads/worker")
+    head = (
+        "site",
+        "workers",
+        "wall s",
+        "ideal s",
+        "efficiency",
+        "engine eff.",
+        "tasks/s",
+        "Redis us/task",
+        "bed ms/task",
+        "bed/cores",
+        "busy",
+        "conns/worker",
+        "threads/worker",
+    )
     print("\n" + "  ".join(f"{h:>14}" for h in head))
     for row in rows:
-        cells = (row["site"], row["workers"], row["wall_s"], row["ideal_s"], row["efficiency"],
-                 row["engine_efficiency"],
-                 row["tasks_per_s"], row["redis_cpu_us_per_task"], row["bed_cpu_ms_per_task"],
-                 row["bed_cpu_share_of_cores"], row["machine_busy"],
-                 row["connections_per_worker_max"], row["threads_per_worker_max"])
+        cells = (
+            row["site"],
+            row["workers"],
+            row["wall_s"],
+            row["ideal_s"],
+            row["efficiency"],
+            row["engine_efficiency"],
+            row["tasks_per_s"],
+            row["redis_cpu_us_per_task"],
+            row["bed_cpu_ms_per_task"],
+            row["bed_cpu_share_of_cores"],
+            row["machine_busy"],
+            row["connections_per_worker_max"],
+            row["threads_per_worker_max"],
+        )
         print("  ".join(f"{c!s:>14}" for c in cells))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.scale_hosts",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scale_hosts", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--hosts", type=int, default=4, help="network-namespace hosts (>= 2)")
     parser.add_argument("--sizes", default="1,2,4,8,16,32")
-    parser.add_argument("--peer-sizes", default="16,32",
-                        help="worker counts run again on one host ('' for none)")
+    parser.add_argument(
+        "--peer-sizes", default="16,32", help="worker counts run again on one host ('' for none)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(RESULTS / "scale-hosts-latest.json"))
     args = parser.parse_args(argv)
@@ -301,8 +360,17 @@ def main(argv: list[str] | None = None) -> int:
     if peer:
         rows += run_site("one host", 0, peer, args.repeats)
     print_table(rows)
-    write_json({"machine": machine_info(), "load_before": load, "load_after": os.getloadavg(),
-                "tasks": TASKS, "seconds": SECONDS, "rows": rows}, args.out)
+    write_json(
+        {
+            "machine": machine_info(),
+            "load_before": load,
+            "load_after": os.getloadavg(),
+            "tasks": TASKS,
+            "seconds": SECONDS,
+            "rows": rows,
+        },
+        args.out,
+    )
     return 0 if all(r["checked"] for r in rows) else 1
 
 

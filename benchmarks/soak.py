@@ -50,8 +50,9 @@ def _s(v) -> str:
 class Killer(threading.Thread):
     """SIGKILLs a random worker's process group every few seconds and restarts it."""
 
-    def __init__(self, cluster: Cluster, procs: dict, r: redis.Redis, every: float,
-                 rng: random.Random) -> None:
+    def __init__(
+        self, cluster: Cluster, procs: dict, r: redis.Redis, every: float, rng: random.Random
+    ) -> None:
         super().__init__(daemon=True)
         self.cluster, self.procs, self.r, self.every, self.rng = cluster, procs, r, every, rng
         self.stop = threading.Event()
@@ -85,8 +86,15 @@ class Killer(threading.Thread):
             killed = time.monotonic()
             self.procs[name] = self.cluster.worker(name)
             with self.lock:
-                self.kills.append({"worker": name, "at": killed, "held": held,
-                                   "left": dict(held), "detected": None if held else 0.0})
+                self.kills.append(
+                    {
+                        "worker": name,
+                        "at": killed,
+                        "held": held,
+                        "left": dict(held),
+                        "detected": None if held else 0.0,
+                    }
+                )
 
 
 def watch(killer: Killer, r: redis.Redis, stop: threading.Event) -> None:
@@ -100,7 +108,7 @@ def watch(killer: Killer, r: redis.Redis, stop: threading.Event) -> None:
                 if _s(a) != attempt:
                     del k["left"][(run_id, tid)]
                 elif _s(st) in ("succeeded", "failed", "cancelled"):
-                    del k["left"][(run_id, tid)]      # finished just before the kill
+                    del k["left"][(run_id, tid)]  # finished just before the kill
                     k["held"].pop((run_id, tid), None)
             if not k["left"]:
                 k["detected"] = time.monotonic() - k["at"] if k["held"] else 0.0
@@ -141,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() - started > args.timeout:
                 break
             while len(inflight) < args.inflight and len(submitted) < args.runs:
-                rid = client.submit("drip_tree", params={"leaves": args.leaves,
-                                                         "n": args.values, "pause": 0.02})
+                rid = client.submit(
+                    "drip_tree", params={"leaves": args.leaves, "n": args.values, "pause": 0.02}
+                )
                 submitted[rid] = time.monotonic()
                 inflight.append(rid)
             for rid in list(inflight):
@@ -150,8 +159,12 @@ def main(argv: list[str] | None = None) -> int:
                 if status in ENDED:
                     inflight.remove(rid)
                     run = client.status(rid)
-                    done[rid] = {"status": status, "secs": time.monotonic() - submitted[rid],
-                                 "result": run["result"], "error": run["error"]}
+                    done[rid] = {
+                        "status": status,
+                        "secs": time.monotonic() - submitted[rid],
+                        "result": run["result"],
+                        "error": run["error"],
+                    }
             time.sleep(0.05)
         killer.stop.set()
         killer.join(30)
@@ -177,9 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     undetected = sum(1 for k in killer.kills if k["detected"] is None)
     succeeded = sum(1 for d in done.values() if d["status"] == "succeeded")
     figures = {
-        "runs_submitted": len(submitted), "runs_succeeded": succeeded,
-        "runs_unfinished": len(submitted) - len(done), "values_lost": lost,
-        "values_duplicated": dup, "kills": len(killer.kills),
+        "runs_submitted": len(submitted),
+        "runs_succeeded": succeeded,
+        "runs_unfinished": len(submitted) - len(done),
+        "values_lost": lost,
+        "values_duplicated": dup,
+        "kills": len(killer.kills),
         "kills_holding_attempts": len(detections) + undetected,
         "kills_undetected": undetected,
         "detect_median_s": round(statistics.median(detections), 3) if detections else None,
@@ -187,28 +203,40 @@ def main(argv: list[str] | None = None) -> int:
         "slowest_recovery_s": round(max(detections), 3) if detections else None,
         "slowest_run_s": round(max(d["secs"] for d in done.values()), 2) if done else None,
         "median_run_s": round(statistics.median(d["secs"] for d in done.values()), 2)
-        if done else None,
-        "elapsed_s": round(elapsed, 1), "workers": args.workers,
-        "kill_every_s": args.kill_every, "lease_ms": int(FAST["PLANKTON_LEASE_MS"]),
+        if done
+        else None,
+        "elapsed_s": round(elapsed, 1),
+        "workers": args.workers,
+        "kill_every_s": args.kill_every,
+        "lease_ms": int(FAST["PLANKTON_LEASE_MS"]),
         "heartbeat_s": float(FAST["PLANKTON_HEARTBEAT"]),
         "reaper_s": float(FAST["PLANKTON_REAPER_INTERVAL"]),
-        "values_per_run": sum(want.values()), "logs": str(tmp),
+        "values_per_run": sum(want.values()),
+        "logs": str(tmp),
     }
-    rows = [("runs succeeded / submitted", f"{succeeded}/{len(submitted)}"),
-            ("values lost", lost), ("values duplicated", dup),
-            ("worker SIGKILLs (holding attempts)",
-             f"{figures['kills']} ({figures['kills_holding_attempts']})"),
-            ("detection median / max (s)",
-             f"{figures['detect_median_s']} / {figures['detect_max_s']}"),
-            ("kills never detected", undetected),
-            ("slowest recovery (s)", figures["slowest_recovery_s"]),
-            ("run time median / slowest (s)",
-             f"{figures['median_run_s']} / {figures['slowest_run_s']}"),
-            ("elapsed (s)", figures["elapsed_s"])]
+    rows = [
+        ("runs succeeded / submitted", f"{succeeded}/{len(submitted)}"),
+        ("values lost", lost),
+        ("values duplicated", dup),
+        (
+            "worker SIGKILLs (holding attempts)",
+            f"{figures['kills']} ({figures['kills_holding_attempts']})",
+        ),
+        ("detection median / max (s)", f"{figures['detect_median_s']} / {figures['detect_max_s']}"),
+        ("kills never detected", undetected),
+        ("slowest recovery (s)", figures["slowest_recovery_s"]),
+        (
+            "run time median / slowest (s)",
+            f"{figures['median_run_s']} / {figures['slowest_run_s']}",
+        ),
+        ("elapsed (s)", figures["elapsed_s"]),
+    ]
     width = max(len(k) for k, _ in rows)
-    print(f"soak: {args.runs} drip_tree runs ({args.leaves} leaves x {args.values} values), "
-          f"{args.workers} workers, SIGKILL every ~{args.kill_every}s, lease "
-          f"{figures['lease_ms']} ms")
+    print(
+        f"soak: {args.runs} drip_tree runs ({args.leaves} leaves x {args.values} values), "
+        f"{args.workers} workers, SIGKILL every ~{args.kill_every}s, lease "
+        f"{figures['lease_ms']} ms"
+    )
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
     for rid, status, err in failed[:10]:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import RedisServer, machine_info, percentile, redis_connection, wait_for
+from benchmarks.harness import RedisServer, machine_info, percentile, redis_connection, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -32,18 +32,25 @@ IMPORT = "benchmarks.bench_tasks"
 
 
 def _worker(url: str, name: str, queue: str, grace: float) -> subprocess.Popen:
-    env = dict(os.environ, PLANKTON_REDIS_URL=url, PLANKTON_STOP_GRACE=str(grace),
-               PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "workers", "--import", IMPORT,
-                             "--name", name, "--queues", queue],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ, PLANKTON_REDIS_URL=url, PLANKTON_STOP_GRACE=str(grace), PYTHONPATH=str(ROOT)
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers", "--import", IMPORT, "--name", name, "--queues", queue],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _ready(conn: Any, name: str) -> bool:
     pid = conn.hget(f"rq:worker:{name}", "pid")
-    return bool(pid) and not conn.hexists(f"rq:worker:{name}", "death") \
+    return (
+        bool(pid)
+        and not conn.hexists(f"rq:worker:{name}", "death")
         and conn.zscore("plankton:workers", name) is not None
+    )
 
 
 def soak(stops: int, per_round: int, grace: float, seed: int) -> dict[str, Any]:
@@ -79,16 +86,25 @@ def soak(stops: int, per_round: int, grace: float, seed: int) -> dict[str, Any]:
                     code = None
                     proc.kill()
                     proc.wait()
-                rows.append({"busy": i in busy, "seconds": time.monotonic() - sent[i],
-                             "code": code})
+                rows.append(
+                    {"busy": i in busy, "seconds": time.monotonic() - sent[i], "code": code}
+                )
             rnd += 1
             print(f"  {len(rows)}/{stops} stops", file=sys.stderr, end="\r")
         conn.close()
     print(file=sys.stderr)
-    out: dict[str, Any] = {"stops": len(rows), "grace_s": grace, "bound_s": bound,
-                           "per_round": per_round, "seed": seed}
-    for label, pick in (("all", rows), ("busy", [x for x in rows if x["busy"]]),
-                        ("idle", [x for x in rows if not x["busy"]])):
+    out: dict[str, Any] = {
+        "stops": len(rows),
+        "grace_s": grace,
+        "bound_s": bound,
+        "per_round": per_round,
+        "seed": seed,
+    }
+    for label, pick in (
+        ("all", rows),
+        ("busy", [x for x in rows if x["busy"]]),
+        ("idle", [x for x in rows if not x["busy"]]),
+    ):
         times = [x["seconds"] for x in pick]
         out[label] = {
             "n": len(pick),
@@ -110,14 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=18)
     args = ap.parse_args(argv)
     result = soak(args.stops, args.per_round, args.grace, args.seed)
-    print(f"worker stops (SIGTERM), bound = grace {result['grace_s']:.1f} s + 2 s "
-          f"= {result['bound_s']:.1f} s")
-    print(f"{'':6} {'n':>5} {'p50 s':>7} {'p99 s':>7} {'max s':>7} {'>bound':>7} "
-          f"{'hung':>5} {'exit!=0':>8}")
+    print(
+        f"worker stops (SIGTERM), bound = grace {result['grace_s']:.1f} s + 2 s "
+        f"= {result['bound_s']:.1f} s"
+    )
+    print(
+        f"{'':6} {'n':>5} {'p50 s':>7} {'p99 s':>7} {'max s':>7} {'>bound':>7} "
+        f"{'hung':>5} {'exit!=0':>8}"
+    )
     for label in ("all", "busy", "idle"):
         x = result[label]
-        print(f"{label:6} {x['n']:>5} {x['p50_s']:>7.2f} {x['p99_s']:>7.2f} {x['max_s']:>7.2f}"
-              f" {x['over_bound']:>7} {x['hung']:>5} {x['nonzero_exit']:>8}")
+        print(
+            f"{label:6} {x['n']:>5} {x['p50_s']:>7.2f} {x['p99_s']:>7.2f} {x['max_s']:>7.2f}"
+            f" {x['over_bound']:>7} {x['hung']:>5} {x['nonzero_exit']:>8}"
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "stop-soak-latest.json"
     path.write_text(json.dumps({"machine": machine_info(), "result": result}, indent=2) + "\n")

@@ -14,9 +14,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import bench_tasks as bt
-from .harness import RedisServer, figure, machine_info, wait_for, workload_list, write_json
-from .plankton_bench import BENCHES, Stack
+from benchmarks import bench_tasks as bt
+from benchmarks.harness import (
+    RedisServer,
+    figure,
+    machine_info,
+    wait_for,
+    workload_list,
+    write_json,
+)
+from benchmarks.plankton_bench import BENCHES, Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT = ["fanin-1000", "chain-100", "stream-100k", "wide-10k", "latency"]
@@ -30,8 +37,9 @@ def _round(url: str, replicas: int, workloads: list[str]) -> dict[str, Any]:
     stack.env["PLANKTON_WAIT_REPLICAS"] = str(replicas)
     try:
         stack.start(2)
-        client = pk.Client(settings=load(url=url, imports=("benchmarks.bench_tasks",),
-                                         wait_replicas=replicas))
+        client = pk.Client(
+            settings=load(url=url, imports=("benchmarks.bench_tasks",), wait_replicas=replicas)
+        )
         client.wait(client.submit(bt.BNoop()), timeout=60)  # warm up
         out: dict[str, Any] = {}
         for name in workloads:
@@ -62,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         m.set("bench:sync", 1)
         wait_for(lambda: m.wait(1, 100) == 1, 30, what="the replica to sync")
         for i in range(args.rounds):
-            for mode in (("off", "on") if i % 2 == 0 else ("on", "off")):
+            for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
                 print(f"round {i + 1} WAIT {mode} ...", file=sys.stderr, flush=True)
                 m.config_resetstat()
                 got = _round(master.url, 1 if mode == "on" else 0, workloads)
@@ -86,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         on = figure(samples["on"][name], units[name], checked[name])
         ratio = on["median"] / off["median"] if off["median"] else 0.0
         report["figures"][name] = {"off": off, "on": on, "on_over_off": round(ratio, 3)}
-        print(f"{name:<16}{units[name]:>10}{off['median']:>12.4g}{on['median']:>12.4g}"
-              f"{ratio:>9.2f}")
+        print(
+            f"{name:<16}{units[name]:>10}{off['median']:>12.4g}{on['median']:>12.4g}{ratio:>9.2f}"
+        )
     write_json(report, args.out)
     return 0 if all(checked.values()) else 1
 

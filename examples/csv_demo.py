@@ -74,23 +74,25 @@ class ThrowawayPostgres:
         """Where ``initdb`` and ``pg_ctl`` are: Debian's newest version, else the PATH."""
         base = Path("/usr/lib/postgresql")
         if base.is_dir():
-            versions = sorted((p for p in base.iterdir() if (p / "bin" / "initdb").exists()),
-                              key=lambda p: int(p.name) if p.name.isdigit() else 0)
+            versions = sorted(
+                (p for p in base.iterdir() if (p / "bin" / "initdb").exists()),
+                key=lambda p: int(p.name) if p.name.isdigit() else 0,
+            )
             if versions:
                 return versions[-1] / "bin"
         found = shutil.which("initdb")
         if found and shutil.which("pg_ctl"):
             return Path(found).parent
-        raise DemoError(f"PostgreSQL's initdb and pg_ctl were not found; install them with:"
-                        f"\n    {INSTALL_HINT}")
+        raise DemoError(
+            f"PostgreSQL's initdb and pg_ctl were not found; install them with:\n    {INSTALL_HINT}"
+        )
 
     def _run(self, *args: str) -> None:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if os.geteuid() == 0:
             # PostgreSQL refuses to run as root: run its tools as the 'postgres' user.
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done.returncode:
             raise DemoError(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
 
@@ -101,8 +103,10 @@ class ThrowawayPostgres:
             try:
                 pwd.getpwnam("postgres")
             except KeyError:
-                raise DemoError("running as root, but there is no 'postgres' user to run "
-                                f"PostgreSQL as (it comes with: {INSTALL_HINT})") from None
+                raise DemoError(
+                    "running as root, but there is no 'postgres' user to run "
+                    f"PostgreSQL as (it comes with: {INSTALL_HINT})"
+                ) from None
         if self.directory is None:
             self.directory = Path(tempfile.mkdtemp(prefix="plankton-pg-"))
             self._made_directory = True
@@ -112,9 +116,17 @@ class ThrowawayPostgres:
         self.port = free_port()
         data = self.directory / "data"
         self._run("initdb", "-D", str(data), "-U", self.user, "--auth=trust", "-E", "UTF8")
-        self._run("pg_ctl", "-D", str(data), "-l", str(self.directory / "postgres.log"), "-w",
-                  "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-                  "-c fsync=off", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-l",
+            str(self.directory / "postgres.log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
         return self
 
     @property
@@ -131,11 +143,11 @@ class ThrowawayPostgres:
             return
         if (self.directory / "data" / "postmaster.pid").exists():
             try:
-                self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", "fast", "-w",
-                          "stop")
+                self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop")
             except DemoError:
-                self._run_quietly("pg_ctl", "-D", str(self.directory / "data"), "-m",
-                                  "immediate", "stop")
+                self._run_quietly(
+                    "pg_ctl", "-D", str(self.directory / "data"), "-m", "immediate", "stop"
+                )
         if self._made_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -161,14 +173,34 @@ def plankton_up(directory: Path, dsn: str, workers: int, state_dir: Path) -> int
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env.pop("PLANKTON_REDIS_URL", None)  # up starts its own Redis
     env["CSV_DEMO_DSN"] = dsn  # the dsn param is a secret reference, read by the workers
-    args = [sys.executable, "-m", "plankton.cli", "up", "--import", "examples.csv_to_postgres",
-            "--workers", str(workers), "--port", "0", "--dir", str(state_dir),
-            "--run", "csv_to_postgres",
-            "--param", f"directory={directory}", "--param", "dsn=env:CSV_DEMO_DSN",
-            "--param", "reload=true"]
-    print(f"$ CSV_DEMO_DSN={dsn} plankton up --import examples.csv_to_postgres --run "
-          f"csv_to_postgres --param directory={directory} --param dsn=env:CSV_DEMO_DSN "
-          "--param reload=true", flush=True)
+    args = [
+        sys.executable,
+        "-m",
+        "plankton.cli",
+        "up",
+        "--import",
+        "examples.csv_to_postgres",
+        "--workers",
+        str(workers),
+        "--port",
+        "0",
+        "--dir",
+        str(state_dir),
+        "--run",
+        "csv_to_postgres",
+        "--param",
+        f"directory={directory}",
+        "--param",
+        "dsn=env:CSV_DEMO_DSN",
+        "--param",
+        "reload=true",
+    ]
+    print(
+        f"$ CSV_DEMO_DSN={dsn} plankton up --import examples.csv_to_postgres --run "
+        f"csv_to_postgres --param directory={directory} --param dsn=env:CSV_DEMO_DSN "
+        "--param reload=true",
+        flush=True,
+    )
     proc = subprocess.Popen(args, cwd=ROOT, env=env)
     try:
         return proc.wait()
@@ -191,12 +223,17 @@ def print_tables(dsn: str) -> None:
         if exists is None:
             print("no table was loaded")
             return
-        loads = conn.execute("SELECT table_name, rows, run, load_id FROM plankton_loads "
-                             "ORDER BY table_name").fetchall()
+        loads = conn.execute(
+            "SELECT table_name, rows, run, load_id FROM plankton_loads ORDER BY table_name"
+        ).fetchall()
         print(f"\n{'table':<12} {'rows':>10}  loaded by run")
         for table, rows, run, load_id in loads:
-            counted = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE _plankton_load = %s")
-                                   .format(sql.Identifier(table)), [load_id]).fetchone()[0]
+            counted = conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE _plankton_load = %s").format(
+                    sql.Identifier(table)
+                ),
+                [load_id],
+            ).fetchone()[0]
             note = "" if counted == rows else f"  (log says {rows:,})"
             print(f"{table:<12} {counted:>10,}  {run}{note}")
 
@@ -204,8 +241,9 @@ def print_tables(dsn: str) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=3, help="ratings files (default 3)")
-    parser.add_argument("--rows", type=int, default=100_000,
-                        help="rows per ratings file (default 100000)")
+    parser.add_argument(
+        "--rows", type=int, default=100_000, help="rows per ratings file (default 100000)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="Plankton workers (default 2)")
     args = parser.parse_args(argv)
     if args.files < 1 or args.rows < 1 or args.workers < 1:
@@ -221,8 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = ThrowawayPostgres()
         started = time.monotonic()
         server.start()
-        print(f"PostgreSQL on 127.0.0.1:{server.port} "
-              f"({time.monotonic() - started:.1f}s, data in {server.directory})", flush=True)
+        print(
+            f"PostgreSQL on 127.0.0.1:{server.port} "
+            f"({time.monotonic() - started:.1f}s, data in {server.directory})",
+            flush=True,
+        )
         data = work / "csv"
         paths = write_data(data, args.files, args.rows)
         print(f"wrote {len(paths)} CSV files to {data}", flush=True)

@@ -92,10 +92,15 @@ class ExtractCsv(pk.Task):
         rows = 0
         with rejects if rejects is not None else nullcontext():
             on_bad_row = rejects.write if rejects is not None else None
-            for batch in read_batches(path, columns, batch_bytes=self.batch_bytes,
-                                      on_bad_row=on_bad_row, markers=self.null_markers,
-                                      markers_in_text=self.markers_in_text,
-                                      fixed=self.fixed):
+            for batch in read_batches(
+                path,
+                columns,
+                batch_bytes=self.batch_bytes,
+                on_bad_row=on_bad_row,
+                markers=self.null_markers,
+                markers_in_text=self.markers_in_text,
+                fixed=self.fixed,
+            ):
                 self.emit(batch.to_message())
                 rows += batch.rows
         rejected = rejects.count if rejects is not None else 0
@@ -137,8 +142,11 @@ class LoadTable(pk.Task):
         return load_key(self.table, self.files, self.window())
 
     def digest(self) -> str:
-        return content_hash(self.files, columns_from_message(self.columns),
-                            [self.null_markers, self.markers_in_text, self.key()])
+        return content_hash(
+            self.files,
+            columns_from_message(self.columns),
+            [self.null_markers, self.markers_in_text, self.key()],
+        )
 
     def complete(self) -> bool:
         return not self.reload and is_loaded(self.dsn.reveal(), self.key(), self.digest())
@@ -149,9 +157,16 @@ class LoadTable(pk.Task):
         # before it (hashlib and file reads release the GIL), and needed only at commit.
         with ThreadPoolExecutor(1, thread_name_prefix="digest") as pool:
             digest = pool.submit(self.digest)
-            rows = load_table(self.dsn.reveal(), self.table, columns, self.key(),
-                              self.batches(), run_id=self.run_id, window=self.window(),
-                              digest=digest.result)
+            rows = load_table(
+                self.dsn.reveal(),
+                self.table,
+                columns,
+                self.key(),
+                self.batches(),
+                run_id=self.run_id,
+                window=self.window(),
+                digest=digest.result,
+            )
         self.log.info("loaded %d rows into %s (load %s)", rows, self.table, self.key())
         self.emit({"table": self.table, "rows": rows})
         return rows
@@ -177,9 +192,16 @@ class Report(pk.Task):
 DEFAULT_EXTRACTORS = 2
 
 
-def loader_for(spec: TableSpec, dsn: str, skip_bad_rows: bool, time_column: str = "",
-               null_markers: list[str] | None = None, markers_in_text: bool = False,
-               reload: bool = False, extractors: int = DEFAULT_EXTRACTORS) -> LoadTable:
+def loader_for(
+    spec: TableSpec,
+    dsn: str,
+    skip_bad_rows: bool,
+    time_column: str = "",
+    null_markers: list[str] | None = None,
+    markers_in_text: bool = False,
+    reload: bool = False,
+    extractors: int = DEFAULT_EXTRACTORS,
+) -> LoadTable:
     """A LoadTable for ``spec`` with up to ``extractors`` ExtractCsv, the files dealt out
     among them in turn."""
     if extractors < 1:
@@ -187,60 +209,108 @@ def loader_for(spec: TableSpec, dsn: str, skip_bad_rows: bool, time_column: str 
     columns = columns_to_message(spec.columns)
     markers = list(DEFAULT_NULL_MARKERS) if null_markers is None else list(null_markers)
     shares = [spec.files[i::extractors] for i in range(min(extractors, len(spec.files)))]
-    children = [ExtractCsv(paths=[str(p) for p in share], columns=columns,
-                           skip_bad_rows=skip_bad_rows, null_markers=markers,
-                           markers_in_text=markers_in_text, fixed=list(spec.fixed))
-                for share in shares]
+    children = [
+        ExtractCsv(
+            paths=[str(p) for p in share],
+            columns=columns,
+            skip_bad_rows=skip_bad_rows,
+            null_markers=markers,
+            markers_in_text=markers_in_text,
+            fixed=list(spec.fixed),
+        )
+        for share in shares
+    ]
     names = [c.name for c in spec.columns]
     if time_column and time_column not in names:
-        raise pk.ParamError(f"time_column {time_column!r}: table {spec.name!r} has no such "
-                            f"column (its columns: {names})")
-    return LoadTable(table=spec.name, dsn=dsn, columns=columns,
-                     files=[str(p) for p in spec.files], time_column=time_column,
-                     null_markers=markers, markers_in_text=markers_in_text, reload=reload
-                     ).add_children(*children)
+        raise pk.ParamError(
+            f"time_column {time_column!r}: table {spec.name!r} has no such "
+            f"column (its columns: {names})"
+        )
+    return LoadTable(
+        table=spec.name,
+        dsn=dsn,
+        columns=columns,
+        files=[str(p) for p in spec.files],
+        time_column=time_column,
+        null_markers=markers,
+        markers_in_text=markers_in_text,
+        reload=reload,
+    ).add_children(*children)
 
 
-def build(directory: str, dsn: str, skip_bad_rows: bool, time_column: str,
-          null_markers: list[str] | None, markers_in_text: bool, reload: bool = False,
-          extractors: int = DEFAULT_EXTRACTORS) -> pk.Task:
+def build(
+    directory: str,
+    dsn: str,
+    skip_bad_rows: bool,
+    time_column: str,
+    null_markers: list[str] | None,
+    markers_in_text: bool,
+    reload: bool = False,
+    extractors: int = DEFAULT_EXTRACTORS,
+) -> pk.Task:
     """The tree of every DAG here: plan the tables once, one loader per table."""
     markers = list(DEFAULT_NULL_MARKERS) if null_markers is None else list(null_markers)
     specs = plan_tables(Path(directory).resolve(), markers=markers)
-    return Report().add_children(*(
-        loader_for(spec, dsn, skip_bad_rows, time_column, markers, markers_in_text, reload,
-                   extractors)
-        for spec in specs))
+    return Report().add_children(
+        *(
+            loader_for(
+                spec, dsn, skip_bad_rows, time_column, markers, markers_in_text, reload, extractors
+            )
+            for spec in specs
+        )
+    )
 
 
 @pk.dag
-def csv_to_postgres(directory: str, dsn: pk.Secret, skip_bad_rows: bool = False,
-                    time_column: str = "", null_markers: list | None = None,
-                    markers_in_text: bool = False, reload: bool = False,
-                    extractors: int = DEFAULT_EXTRACTORS) -> pk.Task:
+def csv_to_postgres(
+    directory: str,
+    dsn: pk.Secret,
+    skip_bad_rows: bool = False,
+    time_column: str = "",
+    null_markers: list | None = None,
+    markers_in_text: bool = False,
+    reload: bool = False,
+    extractors: int = DEFAULT_EXTRACTORS,
+) -> pk.Task:
     """Load every ``*.csv`` in ``directory`` into the table its name gives, on ``dsn`` (a
     secret reference such as ``env:PG_DSN``). ``null_markers`` replaces the missing-value
     list; ``markers_in_text`` makes text columns take them as NULL too; ``time_column``
     loads only the run's ``[since, to)`` window and replaces that window of the table;
     ``reload`` loads even a load already present with the same content hash; ``extractors``
     caps the extractor tasks per table (files are dealt out among them)."""
-    return build(directory, dsn, skip_bad_rows, time_column, null_markers, markers_in_text,
-                 reload, extractors)
+    return build(
+        directory,
+        dsn,
+        skip_bad_rows,
+        time_column,
+        null_markers,
+        markers_in_text,
+        reload,
+        extractors,
+    )
 
 
 @pk.dag(schedule="@daily")
-def csv_to_postgres_daily(directory: str = "data", dsn: pk.Secret = pk.Secret("env:PG_DSN"),
-                          time_column: str = "at", skip_bad_rows: bool = False,
-                          reload: bool = False) -> pk.Task:
+def csv_to_postgres_daily(
+    directory: str = "data",
+    dsn: pk.Secret = pk.Secret("env:PG_DSN"),
+    time_column: str = "at",
+    skip_bad_rows: bool = False,
+    reload: bool = False,
+) -> pk.Task:
     """The scheduled variant: each day's run (and each ``plankton backfill`` step) loads the
     rows of its day from ``directory`` and replaces that day of the table."""
     return build(directory, dsn, skip_bad_rows, time_column, None, False, reload)
 
 
 @pk.dag(schedule="@monthly", max_active_runs=2)
-def csv_to_postgres_monthly(directory: str = "data",
-                            dsn: pk.Secret = pk.Secret("env:PG_DSN"), time_column: str = "at",
-                            skip_bad_rows: bool = False, reload: bool = False) -> pk.Task:
+def csv_to_postgres_monthly(
+    directory: str = "data",
+    dsn: pk.Secret = pk.Secret("env:PG_DSN"),
+    time_column: str = "at",
+    skip_bad_rows: bool = False,
+    reload: bool = False,
+) -> pk.Task:
     """The monthly variant (``plankton backfill`` over a year: 12 windows). Two windows may
     load at once: each load takes the table's lock only for its own transaction."""
     return build(directory, dsn, skip_bad_rows, time_column, None, False, reload)

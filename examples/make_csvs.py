@@ -43,8 +43,17 @@ _FIRST = ["Ann", "Bob", "Chloé", "Dmitri", "Eve", "Fatima", "Günter", "Hiro", 
 _LAST = ["Smith", "O'Neil", "Smith, Jr.", 'Lee "Junior"', "Nguyễn", "García", "Kowalski"]
 _COUNTRIES = ["FR", "DE", "US", "JP", "BR", "IN", "NG", ""]
 _KINDS = ["view", "click", "add to cart", "purchase"]
-_NOTES = ["", "plain", "comma, inside", 'quote "inside"', "line one\nline two",
-          "tab\there", "back\\slash", "ünïcødé ✓", "crlf\r\nend"]
+_NOTES = [
+    "",
+    "plain",
+    "comma, inside",
+    'quote "inside"',
+    "line one\nline two",
+    "tab\there",
+    "back\\slash",
+    "ünïcødé ✓",
+    "crlf\r\nend",
+]
 
 
 def _iso(seconds: int, fraction: bool = False, zone: str = "+00:00") -> str:
@@ -56,8 +65,12 @@ def _iso(seconds: int, fraction: bool = False, zone: str = "+00:00") -> str:
 def rating_row(rng: random.Random, n: int) -> Row:
     """user, movie, rating in half stars, Unix time (as in MovieLens ratings.csv)."""
     r = rng.random
-    return [int(r() * 200_000) + 1, int(r() * 90_000) + 1, (int(r() * 10) + 1) / 2,
-            _EPOCH_2015 + int(r() * 300_000_000)]
+    return [
+        int(r() * 200_000) + 1,
+        int(r() * 90_000) + 1,
+        (int(r() * 10) + 1) / 2,
+        _EPOCH_2015 + int(r() * 300_000_000),
+    ]
 
 
 def user_row(rng: random.Random, n: int) -> Row:
@@ -65,8 +78,15 @@ def user_row(rng: random.Random, n: int) -> Row:
     name = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
     age = "" if rng.random() < 0.05 else rng.randint(16, 90)
     signup = _iso(_EPOCH_2015 + rng.randint(0, 300_000_000), zone="Z").replace(" ", "T")
-    return [n, name, f"user{n}@example.com", age, rng.choice(["true", "false"]), signup,
-            rng.choice(_COUNTRIES)]
+    return [
+        n,
+        name,
+        f"user{n}@example.com",
+        age,
+        rng.choice(["true", "false"]),
+        signup,
+        rng.choice(_COUNTRIES),
+    ]
 
 
 def event_row(rng: random.Random, n: int) -> Row:
@@ -75,8 +95,11 @@ def event_row(rng: random.Random, n: int) -> Row:
     amount = round(rng.uniform(1, 500), 2) if kind == "purchase" else ""
     note = rng.choice(_NOTES) if rng.random() < 0.1 else ""
     payload = '{"path": "/item/%d", "note": "%s"}' % (rng.randint(1, 5000), note)
-    when = _iso(_EPOCH_2015 + rng.randint(0, 300_000_000), fraction=True,
-                zone=rng.choice(["+00:00", "+05:30", "-08:00"]))
+    when = _iso(
+        _EPOCH_2015 + rng.randint(0, 300_000_000),
+        fraction=True,
+        zone=rng.choice(["+00:00", "+05:30", "-08:00"]),
+    )
     return [n, rng.randint(1, 100_000), kind, when, amount, payload]
 
 
@@ -94,26 +117,61 @@ def wide_row(rng: random.Random, n: int) -> Row:
     r = rng.random
     day = dt.date(2015, 1, 1) + dt.timedelta(days=int(r() * 3650))
     when = _iso(_EPOCH_2015 + int(r() * 300_000_000), zone="Z").replace(" ", "T")
-    return [n, rng.randint(1, 5_000_000_000), _maybe(rng, rng.randint(0, 1000)),
-            _maybe(rng, round(r() * 10_000, 2)), _maybe(rng, round(r(), 6)),
-            _maybe(rng, round(r() * 100 - 50, 3)), day.isoformat(), _maybe(rng, when),
-            _maybe(rng, rng.choice(["TRUE", "FALSE"])), rng.choice(_COUNTRIES[:-1]),
-            _maybe(rng, rng.choice(_KINDS)), f"code-{rng.randint(1, 999):03d}",
-            _maybe(rng, rng.randint(-100, 100)), _maybe(rng, round(r() * 1e6, 1)),
-            rng.randint(1, 12), rng.randint(2015, 2025), _maybe(rng, rng.choice(_FIRST)),
-            _maybe(rng, round(r() * 5, 1)), _maybe(rng, rng.randint(0, 1)),
-            rng.choice(["plain", "comma, inside", "Smith, Jr.", "ünïcødé"])]
+    return [
+        n,
+        rng.randint(1, 5_000_000_000),
+        _maybe(rng, rng.randint(0, 1000)),
+        _maybe(rng, round(r() * 10_000, 2)),
+        _maybe(rng, round(r(), 6)),
+        _maybe(rng, round(r() * 100 - 50, 3)),
+        day.isoformat(),
+        _maybe(rng, when),
+        _maybe(rng, rng.choice(["TRUE", "FALSE"])),
+        rng.choice(_COUNTRIES[:-1]),
+        _maybe(rng, rng.choice(_KINDS)),
+        f"code-{rng.randint(1, 999):03d}",
+        _maybe(rng, rng.randint(-100, 100)),
+        _maybe(rng, round(r() * 1e6, 1)),
+        rng.randint(1, 12),
+        rng.randint(2015, 2025),
+        _maybe(rng, rng.choice(_FIRST)),
+        _maybe(rng, round(r() * 5, 1)),
+        _maybe(rng, rng.randint(0, 1)),
+        rng.choice(["plain", "comma, inside", "Smith, Jr.", "ünïcødé"]),
+    ]
 
 
 SHAPES: dict[str, Shape] = {
     "ratings": Shape(("userId", "movieId", "rating", "timestamp"), rating_row),
-    "users": Shape(("user_id", "name", "email", "age", "is_active", "signup_at", "country"),
-                   user_row),
-    "wide": Shape(("id", "account", "quantity", "amount", "rate", "delta", "day",
-                   "updated_at", "active", "country", "kind", "code", "score", "population",
-                   "month", "year", "first_name", "stars", "flag", "comment"), wide_row),
-    "events": Shape(("event_id", "user_id", "kind", "occurred_at", "amount", "payload"),
-                    event_row),
+    "users": Shape(
+        ("user_id", "name", "email", "age", "is_active", "signup_at", "country"), user_row
+    ),
+    "wide": Shape(
+        (
+            "id",
+            "account",
+            "quantity",
+            "amount",
+            "rate",
+            "delta",
+            "day",
+            "updated_at",
+            "active",
+            "country",
+            "kind",
+            "code",
+            "score",
+            "population",
+            "month",
+            "year",
+            "first_name",
+            "stars",
+            "flag",
+            "comment",
+        ),
+        wide_row,
+    ),
+    "events": Shape(("event_id", "user_id", "kind", "occurred_at", "amount", "payload"), event_row),
 }
 
 
@@ -132,13 +190,21 @@ def write_csv(path: Path, shape: Shape, rows: int, seed: int, first_id: int = 1)
     return path
 
 
-def write_files(directory: Path, files: int, rows: int, shape: str = "ratings",
-                seed: int = 1) -> list[Path]:
+def write_files(
+    directory: Path, files: int, rows: int, shape: str = "ratings", seed: int = 1
+) -> list[Path]:
     """Write ``files`` files of ``rows`` rows: ``<shape>_1.csv`` ... (ids unique across)."""
     directory.mkdir(parents=True, exist_ok=True)
-    return [write_csv(directory / f"{shape}_{i}.csv", SHAPES[shape], rows, seed * 1000 + i,
-                      first_id=(i - 1) * rows + 1)
-            for i in range(1, files + 1)]
+    return [
+        write_csv(
+            directory / f"{shape}_{i}.csv",
+            SHAPES[shape],
+            rows,
+            seed * 1000 + i,
+            first_id=(i - 1) * rows + 1,
+        )
+        for i in range(1, files + 1)
+    ]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -3,9 +3,12 @@
 Only the contract's public names live here; importing plankton has no side effects.
 """
 
-from .client import Client
-from .dag import Dag, dag
-from .errors import (
+from plankton.authoring.dag import Dag, dag
+from plankton.authoring.params import Param
+from plankton.authoring.secret import Secret
+from plankton.authoring.task import Task
+from plankton.client import Client
+from plankton.errors import (
     DagError,
     ParamError,
     PlanktonError,
@@ -13,9 +16,6 @@ from .errors import (
     SerializationError,
     UpstreamFailed,
 )
-from .params import Param
-from .secret import Secret
-from .task import Task
 
 __version__ = "0.1.0"
 

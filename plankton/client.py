@@ -15,17 +15,19 @@ from typing import Any, Callable, Mapping
 
 import redis
 
-from . import codec, durable, keys, resume, runs, skip
-from .connection import check, connect
-from .dag import Dag
-from .errors import DagError, NotFoundError, RunTimeout
-from .registry import Registry
-from .rerun import diff, recreate
-from .settings import Settings, load
-from .states import RunStatus
-from .task import Task, place
-from .transitions import Transitions
-from .transport import Enqueuer, batch_size
+from plankton import codec, keys
+from plankton.authoring.dag import Dag
+from plankton.authoring.registry import Registry
+from plankton.authoring.task import Task, place
+from plankton.engine import durable, liveness
+from plankton.engine.connection import check, connect
+from plankton.engine.transitions import Transitions
+from plankton.engine.transport import Enqueuer, batch_size
+from plankton.errors import DagError, NotFoundError, RunTimeout
+from plankton.runs import planning, prefill, reading, resume, skip, writing
+from plankton.runs.rerun import diff, recreate
+from plankton.settings import Settings, load
+from plankton.states import RunStatus
 
 
 def code_version(module: str) -> str:
@@ -44,9 +46,14 @@ def code_version(module: str) -> str:
 class Client:
     """Talks to Plankton through Redis. ``url`` defaults to PLANKTON_REDIS_URL."""
 
-    def __init__(self, url: str | None = None, imports: tuple[str, ...] | list[str] = (),
-                 settings: Settings | None = None, check_connection: bool = True,
-                 conn: redis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        imports: tuple[str, ...] | list[str] = (),
+        settings: Settings | None = None,
+        check_connection: bool = True,
+        conn: redis.Redis | None = None,
+    ) -> None:
         """``conn`` lets a server pass a client with its own timeouts and retry budget."""
         self.settings = settings or load(url=url, imports=tuple(imports))
         self.conn = conn if conn is not None else connect(self.settings.url)
@@ -86,23 +93,39 @@ class Client:
         return [d.describe() for d in self.registry.dags.values()]
 
     # -- submit --------------------------------------------------------------------------
-    def submit(self, dag: str | Dag | Task, params: Mapping[str, Any] | None = None,
-               since: _dt.datetime | None = None, to: _dt.datetime | None = None, *,
-               rerun_of: str = "", extra: dict[str, Any] | None = None,
-               run_id: str | None = None) -> str:
+    def submit(
+        self,
+        dag: str | Dag | Task,
+        params: Mapping[str, Any] | None = None,
+        since: _dt.datetime | None = None,
+        to: _dt.datetime | None = None,
+        *,
+        rerun_of: str = "",
+        extra: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> str:
         """Start a run of a DAG (by name or object) or of a task tree; returns its run id."""
-        with runs.gc_paused():  # building 100,000 tasks: see runs.gc_paused
+        with planning.gc_paused():  # building 100,000 tasks: see planning.gc_paused
             return self._submit(dag, params, since, to, rerun_of, extra, run_id)
 
-    def _submit(self, dag: str | Dag | Task, params: Mapping[str, Any] | None,
-                since: _dt.datetime | None, to: _dt.datetime | None, rerun_of: str,
-                extra: dict[str, Any] | None, run_id: str | None) -> str:
+    def _submit(
+        self,
+        dag: str | Dag | Task,
+        params: Mapping[str, Any] | None,
+        since: _dt.datetime | None,
+        to: _dt.datetime | None,
+        rerun_of: str,
+        extra: dict[str, Any] | None,
+        run_id: str | None,
+    ) -> str:
         if isinstance(dag, Task):
             order = place(dag, since, to)
             if len(order) > self.settings.max_tasks:
-                raise DagError(f"the tree has {len(order):,} tasks, more than "
-                               f"PLANKTON_MAX_TASKS={self.settings.max_tasks:,}",
-                               [dag.task_name])
+                raise DagError(
+                    f"the tree has {len(order):,} tasks, more than "
+                    f"PLANKTON_MAX_TASKS={self.settings.max_tasks:,}",
+                    [dag.task_name],
+                )
             typed: dict[str, Any] = {}
             root, name, module = dag, dag.task_name, type(dag).__module__
         else:
@@ -110,28 +133,41 @@ class Client:
             typed, root, order = d.plan(params or {}, since, to, self.settings.max_tasks)
             name, module = d.name, d.module
         wire = self._wire_params(dag, typed)
-        rid = run_id or runs.new_run_id()
-        plan = runs.Plan.of(order)
+        rid = run_id or planning.new_run_id()
+        plan = planning.Plan.of(order)
         finished = skip.check(plan)  # complete(), top-down (skip.py)
-        items = [(plan.tid(t), 1, type(t).queue) for t in plan.enqueue_order(finished)]
+        items = [(plan.tid(t), 1, type(t).queue) for t in prefill.first_tasks(plan, finished)]
         size = batch_size(len(items), self._workers_alive())
         enqueuer = self.enqueuer
         # The first enqueue rides in the transaction that creates the run (one round trip
         # for the lot, whatever the size: its tasks were written before, or in it).
         try:
-            replies = runs.write_run(
-                self.conn, rid, root, order, dag=name, params=wire, since=since, to=to,
-                version=code_version(module), rerun_of=rerun_of, extra=extra, notify=False,
+            replies = writing.write_run(
+                self.conn,
+                rid,
+                root,
+                order,
+                dag=name,
+                params=wire,
+                since=since,
+                to=to,
+                version=code_version(module),
+                rerun_of=rerun_of,
+                extra=extra,
+                notify=False,
                 then=lambda tx: enqueuer.enqueue_many_in(tx, rid, items, size),
-                finished=finished)
+                finished=finished,
+            )
         except redis.exceptions.NoScriptError:
             # Redis lost its scripts (a restart, or a failover to a replica: SCRIPT LOAD is
             # not replicated). EXEC ran every other command, so the run is written; only
             # its first enqueue is missing, which the fallback below does.
             enqueuer.reload()
             replies = [redis.exceptions.NoScriptError()]
-        if any(isinstance(r, Exception) or (isinstance(r, list) and r and r[0] != b"OK")
-               for r in replies or []):
+        if any(
+            isinstance(r, Exception) or (isinstance(r, list) and r and r[0] != b"OK")
+            for r in replies or []
+        ):
             # Put the first ready tasks on their queues now, saving a hop through the
             # scheduler (which would enqueue them after READY_GRACE_MS if we died here).
             # Racing it is safe: every enqueue is a compare-and-set on state and attempt.
@@ -141,14 +177,14 @@ class Client:
 
     def _durable(self, what: str) -> None:
         """PLANKTON_WAIT_REPLICAS: the run just written is on that many replicas (or the
-        WAIT timed out, logged) before submit returns its id (plankton/durable.py)."""
+        WAIT timed out, logged) before submit returns its id (plankton/engine/durable.py)."""
         durable.settle(self.conn, self.settings.wait_replicas, self.settings.wait_ms, what)
 
     def _workers_alive(self) -> int:
         """Live workers (cached for a second): sizes the first batches."""
         now = time.monotonic()
         if now - self._workers_at > 1.0:
-            self._workers = runs.live_workers(self.conn, self.settings.heartbeat)
+            self._workers = liveness.live_workers(self.conn, self.settings.heartbeat)
             self._workers_at = now
         return self._workers
 
@@ -158,14 +194,25 @@ class Client:
             return {k: dag.params[k].to_wire(v) for k, v in typed.items()}
         return dict(typed)
 
-    def submit_parsed(self, dag: str, texts: Mapping[str, str],
-                      since: _dt.datetime | None = None, to: _dt.datetime | None = None) -> str:
+    def submit_parsed(
+        self,
+        dag: str,
+        texts: Mapping[str, str],
+        since: _dt.datetime | None = None,
+        to: _dt.datetime | None = None,
+    ) -> str:
         """Submit with params given as CLI strings (``--param n=3``)."""
         d = self.find_dag(dag)
         return self.submit(d, d.parse_params(texts), since, to)
 
-    def rerun(self, run_id: str, overrides: Mapping[str, str] | None = None, *,
-              dry_run: bool = False, from_failure: bool = False) -> str | dict[str, Any]:
+    def rerun(
+        self,
+        run_id: str,
+        overrides: Mapping[str, str] | None = None,
+        *,
+        dry_run: bool = False,
+        from_failure: bool = False,
+    ) -> str | dict[str, Any]:
         """Re-create ``run_id`` from its metadata with today's code and submit it.
 
         ``overrides`` maps ``"TASK.PARAM"`` (TASK: a task name or id) to a value as text.
@@ -180,27 +227,46 @@ class Client:
         module = type(rec.root).__module__
         plan = resume.plan(self.conn, rec) if from_failure else None
         if dry_run:
-            return resume.describe(rec, plan, code_version(module)) if plan is not None \
+            return (
+                resume.describe(rec, plan, code_version(module))
+                if plan is not None
                 else diff(rec, code_version(module))
+            )
         run = rec.run
         since = _dt.datetime.fromisoformat(run["since"]) if run.get("since") else None
         to = _dt.datetime.fromisoformat(run["to"]) if run.get("to") else None
         params = codec.loads(run["params"]) if run.get("params") else {}
-        order = runs.Plan.of(rec.order)
+        order = planning.Plan.of(rec.order)
         finished = skip.check(order, plan.finished if plan is not None else None)
-        rid = runs.new_run_id()
-        runs.write_run(self.conn, rid, rec.root, rec.order, dag=run.get("dag", ""),
-                       params=params, since=since, to=to, version=code_version(module),
-                       rerun_of=run_id,
-                       extra={"overrides": codec.dumps(dict(overrides or {}))},
-                       finished=finished)
+        rid = planning.new_run_id()
+        writing.write_run(
+            self.conn,
+            rid,
+            rec.root,
+            rec.order,
+            dag=run.get("dag", ""),
+            params=params,
+            since=since,
+            to=to,
+            version=code_version(module),
+            rerun_of=run_id,
+            extra={"overrides": codec.dumps(dict(overrides or {}))},
+            finished=finished,
+        )
         self._durable("a rerun")
         return rid
 
-    def backfill(self, dag: str, since: _dt.datetime, to: _dt.datetime, *, force: bool = False,
-                 params: Mapping[str, Any] | None = None, poll: float = 0.2,
-                 on_submit: Callable[[str, _dt.datetime, _dt.datetime], None] | None = None,
-                 ) -> list[str]:
+    def backfill(
+        self,
+        dag: str,
+        since: _dt.datetime,
+        to: _dt.datetime,
+        *,
+        force: bool = False,
+        params: Mapping[str, Any] | None = None,
+        poll: float = 0.2,
+        on_submit: Callable[[str, _dt.datetime, _dt.datetime], None] | None = None,
+    ) -> list[str]:
         """One run per schedule interval in [since, to], oldest first, never more than the
         DAG's ``max_active_runs`` at once; intervals with a succeeded run are skipped unless
         ``force``. Returns the run ids submitted."""
@@ -208,8 +274,10 @@ class Client:
         if d.schedule is None:
             raise DagError(f"DAG {dag} has no schedule to backfill", [dag])
         if since > to:
-            raise DagError(f"backfill of {dag}: --since {since.isoformat()} is after --to "
-                           f"{to.isoformat()}", [dag])
+            raise DagError(
+                f"backfill of {dag}: --since {since.isoformat()} is after --to {to.isoformat()}",
+                [dag],
+            )
         typed = d.validate_params(params or {})
         submitted = []
         for w_since, w_to in d.schedule.backfill_windows(since, to):
@@ -217,12 +285,16 @@ class Client:
             previous = self.conn.get(fire_key)
             if previous and not force:
                 status = self.conn.hget(keys.run(codec.text(previous)), "status")
-                if codec.text(status) in (RunStatus.SUCCEEDED, RunStatus.QUEUED,
-                                          RunStatus.RUNNING):
+                if codec.text(status) in (RunStatus.SUCCEEDED, RunStatus.QUEUED, RunStatus.RUNNING):
                     continue
             self._wait_for_slot(d, poll)
-            rid = self.submit(d, typed, w_since, w_to,
-                              extra={"trigger": "backfill", "fire_time": w_to.isoformat()})
+            rid = self.submit(
+                d,
+                typed,
+                w_since,
+                w_to,
+                extra={"trigger": "backfill", "fire_time": w_to.isoformat()},
+            )
             self.conn.set(fire_key, rid, ex=400 * 86400)
             submitted.append(rid)
             if on_submit:
@@ -230,22 +302,22 @@ class Client:
         return submitted
 
     def _wait_for_slot(self, d: Dag, poll: float) -> None:
-        while runs.active_runs(self.conn, d.name) >= d.max_active_runs:
+        while reading.active_runs(self.conn, d.name) >= d.max_active_runs:
             time.sleep(poll)
 
     # -- follow --------------------------------------------------------------------------
     def status(self, run_id: str) -> dict[str, Any]:
         """The run as ``plankton show --json`` prints it."""
-        found = runs.show(self.conn, run_id)
+        found = reading.show(self.conn, run_id)
         if found is None:
             raise NotFoundError("run", run_id)
         return found
 
     def changes(self, run_id: str, since: int | None = None) -> dict[str, Any]:
         """What changed in the run since the ``cursor`` of the previous call:
-        ``{"cursor", "full", "run", "tasks": [changed tasks only]}`` (see runs.changes;
+        ``{"cursor", "full", "run", "tasks": [changed tasks only]}`` (see reading.changes;
         without ``since``, every task). NotFoundError for an unknown run."""
-        found = runs.changes(self.conn, run_id, since)
+        found = reading.changes(self.conn, run_id, since)
         if found is None:
             raise NotFoundError("run", run_id)
         return found
@@ -257,7 +329,7 @@ class Client:
         return self._blocking
 
     def _run_only(self, run_id: str) -> dict[str, Any]:
-        found = runs.read_run(self.conn, run_id)
+        found = reading.read_run(self.conn, run_id)
         if found is None:
             raise NotFoundError("run", run_id)
         return found
@@ -268,13 +340,19 @@ class Client:
             raise NotFoundError("run", run_id)
         return codec.text(status)
 
-    def wait(self, run_id: str, timeout: float | None = None,
-             on_progress: Callable[[dict[str, Any]], None] | None = None,
-             interval: float = 0.25, tasks: bool = True) -> dict[str, Any]:
+    def wait(
+        self,
+        run_id: str,
+        timeout: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        interval: float = 0.25,
+        tasks: bool = True,
+    ) -> dict[str, Any]:
         """Block until the run ends; returns the run (with its tasks unless ``tasks`` is
         False, which saves reading every task of a big run). RunTimeout after ``timeout`` s."""
-        result: Callable[[], dict[str, Any]] = (lambda: self.status(run_id)) if tasks \
-            else (lambda: self._run_only(run_id))
+        result: Callable[[], dict[str, Any]] = (
+            (lambda: self.status(run_id)) if tasks else (lambda: self._run_only(run_id))
+        )
         deadline = None if timeout is None else time.monotonic() + timeout
         seen: dict[str, Any] = {}
         cursor: int | None = None
@@ -301,19 +379,32 @@ class Client:
         The run's done list gets one element when it ends; rotating it (BLMOVE onto itself)
         wakes this waiter in one round trip and leaves it for every other one."""
         done = keys.done(run_id)
-        if self._blocking_conn().blmove(done, done, max(seconds, 0.01), "RIGHT",  # type: ignore[arg-type]
-                                        "LEFT") is not None:
+        if (
+            self._blocking_conn().blmove(
+                done,
+                done,
+                max(seconds, 0.01),  # type: ignore[arg-type]
+                "RIGHT",
+                "LEFT",
+            )
+            is not None
+        ):
             return True
-        return self.run_status(run_id) in runs.ENDED
+        return self.run_status(run_id) in reading.ENDED
 
-    def runs(self, dag: str | None = None, limit: int = 20, status: str | None = None,
-             before: float | None = None) -> list[dict[str, Any]]:
-        return runs.list_runs(self.conn, dag=dag, limit=limit, status=status, before=before)
+    def runs(
+        self,
+        dag: str | None = None,
+        limit: int = 20,
+        status: str | None = None,
+        before: float | None = None,
+    ) -> list[dict[str, Any]]:
+        return reading.list_runs(self.conn, dag=dag, limit=limit, status=status, before=before)
 
     def logs(self, run_id: str, task: str | None = None) -> list[dict[str, Any]]:
         if not self.conn.exists(keys.run(run_id)):
             raise NotFoundError("run", run_id)
-        return runs.read_logs(self.conn, run_id, task)
+        return reading.read_logs(self.conn, run_id, task)
 
     def cancel(self, run_id: str) -> str:
         """Cancel a live run; returns its status afterwards."""

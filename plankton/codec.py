@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import SerializationError
+from plankton.errors import SerializationError
 
 #: Largest encoded value (an emitted value, a result, a job), in bytes. 64 MiB.
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024 * 1024
@@ -49,8 +49,9 @@ def loads(data: Any, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> Any:
     )
 
 
-_PACK: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True, datetime=True,
-                                               default=_default).pack
+_PACK: Callable[[Any], bytes] = msgpack.Packer(
+    use_bin_type=True, datetime=True, default=_default
+).pack
 _FAST = (str, bytes, float, type(None), bool)
 _ARRAY_HEADER: Callable[[int], bytes] = msgpack.Packer().pack_array_header
 
@@ -63,7 +64,8 @@ def pack_batch(items: list[Any], n_encoded: int) -> bytes:
     whole list is packed in one C call, the fast path of a stream of small values."""
     if n_encoded:
         return _ARRAY_HEADER(len(items)) + b"".join(
-            item if type(item) is bytes else _PACK(item) for item in items)
+            item if type(item) is bytes else _PACK(item) for item in items
+        )
     return _PACK(items)
 
 
@@ -96,8 +98,11 @@ def check_value(value: Any, where: str, max_bytes: int = DEFAULT_MAX_VALUE_BYTES
         except ValueError as exc:  # a str with a lone surrogate has no UTF-8 form
             raise SerializationError(where, type(value).__name__, str(exc)) from exc
         if len(data) > max_bytes:
-            raise SerializationError(where, type(value).__name__,
-                                     f"{len(data)} bytes is over the limit of {max_bytes} bytes")
+            raise SerializationError(
+                where,
+                type(value).__name__,
+                f"{len(data)} bytes is over the limit of {max_bytes} bytes",
+            )
         return data
     bad = _find_bad(value)
     if bad is not None:

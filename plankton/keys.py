@@ -95,7 +95,7 @@ RUN_FIELDS: dict[str, str] = {
     "ver": "bumped by each script that changes the run (delta reads)",
     "alerted": "ms: the run's end webhooks were recorded (alerts outbox)",
     "mtag": "Redis Cluster only: tag of the run's slot, carried by the metric keys its "
-            "scripts count into (slots.run_tag); absent on one Redis (global keys)",
+    "scripts count into (slots.run_tag); absent on one Redis (global keys)",
 }
 
 #: Fields of a task hash (``plankton:{R}:t:{T}``) -> what they hold (same check as above).
@@ -114,7 +114,7 @@ TASK_FIELDS: dict[str, str] = {
     "timeout": "seconds ('' if none)",
     "retries": "retries allowed after a failed attempt",
     "state": "pending | ready | queued | running | retrying | succeeded | failed | cancelled "
-             "| skipped (states.TaskState)",
+    "| skipped (states.TaskState)",
     "attempt": "the current attempt number (fencing: writes of other attempts are refused)",
     "attempts": "attempts started",
     "fails": "attempts that failed (counted against retries)",
@@ -128,7 +128,7 @@ TASK_FIELDS: dict[str, str] = {
     "ended_at": "ms",
     "worker": "name of the worker running the current attempt",
     "claim": "token of the current claim (START): a worker names its attempt N.TOKEN in "
-             "its writes, and only the current claim may write (scripts.fence)",
+    "its writes, and only the current claim may write (scripts.fence)",
     "host": "host of that worker",
     "seq": "sequence number of the last batch EMIT accepted (de-duplication)",
     "emitted": "values this attempt emitted",
@@ -193,7 +193,7 @@ def enqueue_log(run_id: str) -> str:
 
 
 def changes(run_id: str) -> str:
-    """zset: task id -> the run's ``ver`` at the task's last change (runs.changes)."""
+    """zset: task id -> the run's ``ver`` at the task's last change (reading.changes)."""
     return f"{PREFIX}:{{{run_id}}}:chg"
 
 
@@ -210,7 +210,7 @@ WORKERS = f"{PREFIX}:workers"
 #: snapshot or a promoted replica has another ``run_id``: leases get a grace before reaping).
 REDIS_ID = f"{PREFIX}:redis_id"
 #: Pub/sub channel nobody reads: a PUBLISH to it gives a connection a replicated write to
-#: WAIT on after writes made on another pooled connection (plankton/durable.py).
+#: WAIT on after writes made on another pooled connection (plankton/engine/durable.py).
 DURABLE = f"{PREFIX}:durable"
 LEADER = f"{PREFIX}:leader"
 LEADER_EPOCH = f"{PREFIX}:leader:epoch"

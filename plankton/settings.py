@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
-from .errors import ConfigError
+from plankton.errors import ConfigError
 
 #: Redis URL used when neither --url nor PLANKTON_REDIS_URL is given.
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -158,5 +158,3 @@ def load(env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
             value = tuple(m.strip() for item in value for m in item.split(",") if m.strip())
         values[name] = value
     return Settings(**values)
-
-

@@ -8,7 +8,7 @@ value here is a contract change (``plankton show --json``, the API, stored runs)
 Task states: pending (waits for its children to start) -> ready -> queued -> running ->
 succeeded | failed | retrying (-> ready) | cancelled. A task whose ``complete()`` said True
 when its run was written, and every task below it, is written ``skipped`` and never runs
-(``plankton.skip``).
+(``plankton.runs.skip``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ class TaskState(enum.StrEnum):
 RUN_STATES: tuple[str, ...] = tuple(s.value for s in RunStatus)
 #: Statuses of a run that has ended (nothing will change it any more).
 RUN_ENDED: frozenset[RunStatus] = frozenset(
-    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+)
 #: States a task does not leave.
 TASK_FINAL: frozenset[TaskState] = frozenset(
-    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED})
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED}
+)

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from .main import main
+from scheduler.main import main
 
 parser = argparse.ArgumentParser(prog="plankton scheduler")
 parser.add_argument("--url")

@@ -14,13 +14,15 @@ import datetime as _dt
 import logging
 from typing import TYPE_CHECKING, Any
 
-from plankton import keys, runs, scripts
+from plankton import keys
+from plankton.authoring.dag import Dag
 from plankton.client import code_version
-from plankton.dag import Dag
+from plankton.engine import scripts
 from plankton.errors import Fenced
+from plankton.runs import reading, writing
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .loop import Scheduler
+    from scheduler.loop import Scheduler
 
 log = logging.getLogger("plankton.cron")
 
@@ -33,9 +35,16 @@ def cron_run_id(dag: str, fire: _dt.datetime) -> str:
     return f"cron-{dag}-{fire.astimezone(_dt.timezone.utc):%Y%m%dT%H%M%SZ}"
 
 
-def create_run(conn: Any, dag: Dag, fire: _dt.datetime, *, run_id: str,
-               fence: tuple[str, int] | None, params: dict[str, Any] | None = None,
-               extra: dict[str, Any] | None = None) -> bool:
+def create_run(
+    conn: Any,
+    dag: Dag,
+    fire: _dt.datetime,
+    *,
+    run_id: str,
+    fence: tuple[str, int] | None,
+    params: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> bool:
     """Create the run of ``dag`` for the window ending at ``fire``; False if refused."""
     assert dag.schedule is not None
     since, to = dag.schedule.window(fire)
@@ -44,9 +53,19 @@ def create_run(conn: Any, dag: Dag, fire: _dt.datetime, *, run_id: str,
     info = {"fire_time": fire.isoformat(), "trigger": "cron"}
     info.update(extra or {})
     try:
-        runs.write_run(conn, run_id, root, order, dag=dag.name, params=wire,
-                       since=since, to=to, version=code_version(dag.module), extra=info,
-                       fence=fence)
+        writing.write_run(
+            conn,
+            run_id,
+            root,
+            order,
+            dag=dag.name,
+            params=wire,
+            since=since,
+            to=to,
+            version=code_version(dag.module),
+            extra=info,
+            fence=fence,
+        )
     except Fenced:
         return False
     conn.set(keys.cron_fire(dag.name, int(fire.timestamp())), run_id, ex=FIRE_KEY_TTL)
@@ -79,27 +98,33 @@ class CronFirer:
         if not raw:
             # A schedule seen for the first time starts from now: its first run is the next
             # fire time (use backfill for the past), not a surprise run of an old interval.
-            self._advance(keys=[keys.LEADER_EPOCH, keys.cron(dag.name)],
-                          args=[epoch, int(dag.schedule.prev_fire(now).timestamp())])
+            self._advance(
+                keys=[keys.LEADER_EPOCH, keys.cron(dag.name)],
+                args=[epoch, int(dag.schedule.prev_fire(now).timestamp())],
+            )
             return
         last = _dt.datetime.fromtimestamp(int(raw), _dt.timezone.utc)
         due = dag.schedule.due(last, now, dag.catchup)
         if not due:
             return
-        active = runs.active_runs(self.conn, dag.name)
+        active = reading.active_runs(self.conn, dag.name)
         for fire in due:
             if active >= dag.max_active_runs:
                 return
             run_id = cron_run_id(dag.name, fire)
-            created = create_run(self.conn, dag, fire, run_id=run_id,
-                                 fence=(keys.LEADER_EPOCH, epoch))
+            created = create_run(
+                self.conn, dag, fire, run_id=run_id, fence=(keys.LEADER_EPOCH, epoch)
+            )
             if not created and not self.conn.exists(keys.run(run_id)):
                 return  # fenced: a newer leader acts now
             if created:
                 active += 1
                 log.info("fired %s for %s (run %s)", dag.name, fire.isoformat(), run_id)
-            self._advance(keys=[keys.LEADER_EPOCH, keys.cron(dag.name)],
-                          args=[epoch, int(fire.timestamp())])
+            self._advance(
+                keys=[keys.LEADER_EPOCH, keys.cron(dag.name)], args=[epoch, int(fire.timestamp())]
+            )
         if not dag.catchup and due:
-            self._advance(keys=[keys.LEADER_EPOCH, keys.cron(dag.name)],
-                          args=[epoch, int(due[-1].timestamp())])
+            self._advance(
+                keys=[keys.LEADER_EPOCH, keys.cron(dag.name)],
+                args=[epoch, int(due[-1].timestamp())],
+            )

@@ -18,18 +18,20 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import redis
 
-from plankton import codec, keys, logsetup, runs, transport
-from plankton.alerts import Outbox
-from plankton.connection import connect
-from plankton.leader import Leadership
-from plankton.registry import Registry
+from plankton import codec, keys
+from plankton.authoring.registry import Registry
+from plankton.engine import liveness, transport
+from plankton.engine.connection import connect
+from plankton.engine.transitions import Transitions, backoff_ms
+from plankton.engine.transport import Enqueuer, batch_size
+from plankton.operations import logsetup
+from plankton.operations.alerts import Outbox
+from plankton.operations.leader import Leadership
 from plankton.settings import Settings
 from plankton.states import RUN_ENDED, RunStatus, TaskState
-from plankton.transitions import Transitions, backoff_ms
-from plankton.transport import Enqueuer, batch_size
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cron import CronFirer
+    from scheduler.cron import CronFirer
 
 log = logging.getLogger("plankton.scheduler")
 
@@ -46,8 +48,13 @@ _s = codec.text
 class Scheduler:
     """One scheduler process; several may run, one leads."""
 
-    def __init__(self, settings: Settings, registry: Registry, name: str,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        name: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.name = name
@@ -148,11 +155,16 @@ class Scheduler:
         if seen is not None and _s(seen) == server:
             return
         if seen is not None:  # None: a Redis Plankton never used, nothing to protect
-            log.warning("Redis server changed (run_id %s -> %s: restart, restore or "
-                        "failover); leases get %.1fs before any is declared lost",
-                        _s(seen)[:8], server[:8], self.settings.lease_ms / 1000)
-            self._reap_after = max(self._reap_after,
-                                   time.monotonic() + self.settings.lease_ms / 1000)
+            log.warning(
+                "Redis server changed (run_id %s -> %s: restart, restore or "
+                "failover); leases get %.1fs before any is declared lost",
+                _s(seen)[:8],
+                server[:8],
+                self.settings.lease_ms / 1000,
+            )
+            self._reap_after = max(
+                self._reap_after, time.monotonic() + self.settings.lease_ms / 1000
+            )
         self.conn.set(keys.REDIS_ID, server)
 
     def _take_submissions(self, timeout: float) -> None:
@@ -176,8 +188,9 @@ class Scheduler:
                 bad: set[str] = self.__dict__.setdefault("_bad_runs", set())
                 if run_id not in bad:
                     bad.add(run_id)
-                    log.error("run %s: skipped, its records in Redis are malformed: %s",
-                              run_id, exc)
+                    log.error(
+                        "run %s: skipped, its records in Redis are malformed: %s", run_id, exc
+                    )
         if self.cron is not None:
             self.cron.tick()
         self._reconcile_intermediate()
@@ -195,10 +208,12 @@ class Scheduler:
                 return 1
             return 0
         # During a grace (Redis came back) leases are not reaped; due retries still move.
-        _, promoted = self.engine.reap(run_id, backoff_ms(1, self.settings.retry_base,
-                                                          self.settings.retry_cap),
-                                       self.settings.max_lost,
-                                       leases=time.monotonic() >= self._reap_after)
+        _, promoted = self.engine.reap(
+            run_id,
+            backoff_ms(1, self.settings.retry_base, self.settings.retry_cap),
+            self.settings.max_lost,
+            leases=time.monotonic() >= self._reap_after,
+        )
         # Retries made ready just now have no one else to enqueue them: no grace.
         self.schedule_ready(run_id, grace_ms=READY_GRACE_MS, also=promoted)
         return 0
@@ -243,8 +258,10 @@ class Scheduler:
         tx = self.conn.pipeline(transaction=True)
         tx.lrem(ikey, 1, jid)
         if waiting:
-            log.warning("job %s was dequeued by a worker that died before starting it; "
-                        "delivering it again", jid)
+            log.warning(
+                "job %s was dequeued by a worker that died before starting it; delivering it again",
+                jid,
+            )
             tx.rpush(qkey, jid)
         elif pairs is not None:
             tx.delete(transport.rq_job(jid))
@@ -252,10 +269,11 @@ class Scheduler:
 
     # -- enqueue -------------------------------------------------------------------------
     def workers_alive(self) -> int:
-        return runs.live_workers(self.conn, self.settings.heartbeat, self.clock())
+        return liveness.live_workers(self.conn, self.settings.heartbeat, self.clock())
 
-    def schedule_ready(self, run_id: str, grace_ms: int | None,
-                       also: list[str] | tuple[str, ...] = ()) -> int:
+    def schedule_ready(
+        self, run_id: str, grace_ms: int | None, also: list[str] | tuple[str, ...] = ()
+    ) -> int:
         """Enqueue the run's ready tasks (all, or those ready for longer than grace_ms,
         plus the tasks in ``also``)."""
         hi = "+inf" if grace_ms is None else int(self.clock() * 1000) - grace_ms
@@ -266,12 +284,16 @@ class Scheduler:
         pipe = self.conn.pipeline(transaction=False)
         for t in ready:
             pipe.hmget(keys.task(run_id, t), "attempt", "queue", "state")
-        items = [(t, int(a), _s(q)) for t, (a, q, st) in zip(ready, pipe.execute())
-                 if _s(st) == TaskState.READY and a is not None]
+        items = [
+            (t, int(a), _s(q))
+            for t, (a, q, st) in zip(ready, pipe.execute())
+            if _s(st) == TaskState.READY and a is not None
+        ]
         size = batch_size(len(items), self.workers_alive())
         done = self.enqueuer.enqueue_many(run_id, items, size)
-        log.debug("run %s: enqueued %d of %d ready tasks (batch %d)", run_id, done, len(items),
-                  size)
+        log.debug(
+            "run %s: enqueued %d of %d ready tasks (batch %d)", run_id, done, len(items), size
+        )
         return done
 
     # -- retention -----------------------------------------------------------------------
@@ -282,26 +304,34 @@ class Scheduler:
         n = int(self.conn.hget(keys.run(run_id), "n_tasks") or 0)
         ids = [str(i) for i in range(n)]
         for i in range(0, n, 500):
-            self.engine.settle(run_id, ids[i:i + 500])
+            self.engine.settle(run_id, ids[i : i + 500])
         ttl = max(1, int(self.settings.keep_days * 86400))
         # A run that did not succeed keeps its channels a while: a resume reuses the values
-        # of its succeeded tasks from them (plankton/resume.py, docs/resume.md).
-        keep = max(1, int(self.settings.resume_keep_days * 86400)) \
-            if self.settings.resume_keep_days > 0 else 0
+        # of its succeeded tasks from them (plankton/runs/resume.py, docs/resume.md).
+        keep = (
+            max(1, int(self.settings.resume_keep_days * 86400))
+            if self.settings.resume_keep_days > 0
+            else 0
+        )
         if keep > 0 and _s(self.conn.hget(keys.run(run_id), "status")) == RunStatus.SUCCEEDED:
             keep = 0
         pipe = self.conn.pipeline(transaction=False)
         pipe.delete(keys.leases(run_id), keys.retries(run_id), keys.ready(run_id))
         for chunk_start in range(0, n, 1000):
-            for tid in ids[chunk_start:chunk_start + 1000]:
+            for tid in ids[chunk_start : chunk_start + 1000]:
                 if keep > 0:
                     pipe.expire(keys.channel(run_id, tid), min(keep, ttl))
                 else:
                     pipe.unlink(keys.channel(run_id, tid))
                 pipe.expire(keys.task(run_id, tid), ttl)
             pipe.execute()
-        for key in (keys.run(run_id), keys.logs(run_id), keys.done(run_id),
-                    keys.enqueue_log(run_id), keys.changes(run_id)):
+        for key in (
+            keys.run(run_id),
+            keys.logs(run_id),
+            keys.done(run_id),
+            keys.enqueue_log(run_id),
+            keys.changes(run_id),
+        ):
             pipe.expire(key, ttl)
         pipe.srem(keys.ACTIVE, run_id)
         dag = self.conn.hget(keys.run(run_id), "dag")

@@ -8,21 +8,21 @@ import signal
 import socket
 import sys
 
-from plankton import logsetup
 from plankton import settings as settings_mod
-from plankton.alerts import Outbox, Sender
+from plankton.authoring.registry import Registry
 from plankton.errors import PlanktonError
-from plankton.registry import Registry
-from plankton.stopping import StopDeadline
-
-from .cron import CronFirer
-from .loop import Scheduler
+from plankton.operations import logsetup
+from plankton.operations.alerts import Outbox, Sender
+from plankton.operations.stopping import StopDeadline
+from scheduler.cron import CronFirer
+from scheduler.loop import Scheduler
 
 log = logging.getLogger("plankton.scheduler")
 
 
-def main(url: str | None, imports: tuple[str, ...], name: str | None = None,
-         log_level: str = "INFO") -> int:
+def main(
+    url: str | None, imports: tuple[str, ...], name: str | None = None, log_level: str = "INFO"
+) -> int:
     try:
         logsetup.configure("scheduler", log_level)
         settings = settings_mod.load(url=url, imports=imports)
@@ -46,8 +46,9 @@ def main(url: str | None, imports: tuple[str, ...], name: str | None = None,
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("scheduler %s started (imports: %s)", sched.name,
-             ", ".join(registry.modules) or "none")
+    log.info(
+        "scheduler %s started (imports: %s)", sched.name, ", ".join(registry.modules) or "none"
+    )
     sched.run_forever()
     sender.stop()
     log.info("scheduler %s stopped", sched.name)

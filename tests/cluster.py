@@ -46,8 +46,14 @@ class Cluster:
         out = subprocess.DEVNULL
         if self.log_dir is not None:
             out = open(self.log_dir / f"{name}-{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen([sys.executable, *args], env=self.env(**extra), cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            env=self.env(**extra),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         return proc
 
@@ -56,16 +62,23 @@ class Cluster:
 
     def worker(self, name: str | None = None, *args: str, **extra: str) -> subprocess.Popen:
         name = name or f"w{len(self.procs)}"
-        return self._start(["-m", "workers", *self._imports(), "--name", name, *args], name,
-                           **extra)
+        return self._start(
+            ["-m", "workers", *self._imports(), "--name", name, *args], name, **extra
+        )
 
     def scheduler(self, name: str | None = None, **extra: str) -> subprocess.Popen:
         name = name or f"s{len(self.procs)}"
         return self._start(["-m", "scheduler", *self._imports(), "--name", name], name, **extra)
 
     def cli(self, *args: str, timeout: float = 60, **extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "plankton.cli", *args], env=self.env(**extra),
-                              cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "plankton.cli", *args],
+            env=self.env(**extra),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def kill_all(self) -> None:
         kill_groups(self.procs)

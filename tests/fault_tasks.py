@@ -203,9 +203,11 @@ class Warm(pk.Task):
 #: One Warm subclass per queue, so a test can place a task on one chosen worker.
 WARM_QUEUES = 4
 for _i in range(WARM_QUEUES):
-    globals()[f"Warm{_i}"] = type(f"Warm{_i}", (Warm,), {"queue": f"warm{_i}",
-                                                         "__module__": __name__,
-                                                         "__qualname__": f"Warm{_i}"})
+    globals()[f"Warm{_i}"] = type(
+        f"Warm{_i}",
+        (Warm,),
+        {"queue": f"warm{_i}", "__module__": __name__, "__qualname__": f"Warm{_i}"},
+    )
 
 
 # -- effectively-once channels -----------------------------------------------------------
@@ -224,8 +226,11 @@ class PartialThenFail(pk.Task):
                 self.emit([self.tag, "a1", i])
             if self.k:
                 self._ctx.flush()
-                wait_flag(_conn(), f"pk:test:seen:{self.run_id}:{self.tag}",
-                          "the parent consuming a value")
+                wait_flag(
+                    _conn(),
+                    f"pk:test:seen:{self.run_id}:{self.tag}",
+                    "the parent consuming a value",
+                )
             raise ValueError(f"{self.tag}: attempt 1 fails after {self.k} values")
         for i in range(self.n):
             self.emit([self.tag, f"a{self.attempt}", i])
@@ -352,8 +357,9 @@ def drip_tree(leaves: int = 6, n: int = 200, pause: float = 0.02):
     mids = []
     for j in range(0, leaves, 2):
         mid = Pass()
-        mid.add_children(*(Drip(tag=f"t{i}", n=n, pause=pause)
-                           for i in range(j, min(j + 2, leaves))))
+        mid.add_children(
+            *(Drip(tag=f"t{i}", n=n, pause=pause) for i in range(j, min(j + 2, leaves)))
+        )
         mids.append(mid)
     return Bag().add_children(*mids)
 
@@ -361,10 +367,14 @@ def drip_tree(leaves: int = 6, n: int = 200, pause: float = 0.02):
 @pk.dag
 def wide(groups: int = 20, per: int = 9, pause: float = 0.02):
     """root Bag <- groups x Pass <- per x Drip(n=5): about 200 tasks."""
-    return Bag().add_children(*(
-        Pass().add_children(*(Drip(tag=f"g{g}l{i}", n=5, pause=pause, every=1)
-                              for i in range(per)))
-        for g in range(groups)))
+    return Bag().add_children(
+        *(
+            Pass().add_children(
+                *(Drip(tag=f"g{g}l{i}", n=5, pause=pause, every=1) for i in range(per))
+            )
+            for g in range(groups)
+        )
+    )
 
 
 def expected_drip(leaves: int, n: int) -> list:

@@ -23,8 +23,6 @@ def _conn() -> redis.Redis:
     return env_redis(socket_timeout=5, socket_connect_timeout=2)
 
 
-
-
 def _persist(conn: redis.Redis, write: Callable[[redis.Redis], Any], within: float = 30) -> Any:
     """``write(conn)``, retried while Redis is unreachable from here (for a record that must
     land even if it is made just as the partition heals)."""
@@ -65,7 +63,7 @@ class _CountingEngine:
             try:
                 self._conn.hincrby(self._key, str(reply), 1)
             except redis.RedisError:
-                pass          # a count lost to the partition itself; the stream is the truth
+                pass  # a count lost to the partition itself; the stream is the truth
         return reply
 
     def __getattr__(self, name: str) -> Any:
@@ -86,12 +84,17 @@ class Stream(pk.Task):
 
     def run(self):
         conn = _conn()
-        _persist(conn, lambda c: c.rpush(f"pk:test:part:starts:{self.key}",
-                                         f"{_ms(c)}|{self.attempt}|{where()}"))
+        _persist(
+            conn,
+            lambda c: c.rpush(
+                f"pk:test:part:starts:{self.key}", f"{_ms(c)}|{self.attempt}|{where()}"
+            ),
+        )
         ctx = getattr(self, "_ctx", None)
         if ctx is not None and hasattr(ctx, "writer"):
-            ctx.writer.transitions = _CountingEngine(ctx.writer.transitions, conn,
-                                                     replies_key(self.key, self.attempt))
+            ctx.writer.transitions = _CountingEngine(
+                ctx.writer.transitions, conn, replies_key(self.key, self.attempt)
+            )
         handed = 0
         outcome = "returned"
         try:
@@ -117,9 +120,13 @@ class Stream(pk.Task):
             outcome = type(exc).__name__
             raise
         finally:
-            _persist(conn, lambda c: c.rpush(
-                f"pk:test:part:ends:{self.key}",
-                f"{_ms(c)}|{self.attempt}|{outcome}|{handed}|{where()}"))
+            _persist(
+                conn,
+                lambda c: c.rpush(
+                    f"pk:test:part:ends:{self.key}",
+                    f"{_ms(c)}|{self.attempt}|{outcome}|{handed}|{where()}",
+                ),
+            )
 
 
 class Gather(pk.Task):
@@ -197,5 +204,9 @@ class DozyGather(pk.Task):
             outcome = type(exc).__name__
             raise
         finally:
-            _persist(conn, lambda c: c.rpush(f"pk:test:part:gather:{self.key}",
-                                             f"{_ms(c)}|{self.attempt}|{outcome}"))
+            _persist(
+                conn,
+                lambda c: c.rpush(
+                    f"pk:test:part:gather:{self.key}", f"{_ms(c)}|{self.attempt}|{outcome}"
+                ),
+            )

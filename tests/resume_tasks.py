@@ -76,8 +76,9 @@ def tree(fail_flag: str = "flag", gate: str = "", b1_n: int = 3) -> Top:
     """Top -> (A -> a1, a2), (B -> b1, b2); b2 fails until ``fail_flag`` is set."""
     return Top().add_children(
         Mid(key="A").add_children(Src(key="a1"), Src(key="a2", n=2)),
-        Mid(key="B").add_children(Src(key="b1", n=b1_n),
-                                  Src(key="b2", n=4, flag=fail_flag, gate=gate)),
+        Mid(key="B").add_children(
+            Src(key="b1", n=b1_n), Src(key="b2", n=4, flag=fail_flag, gate=gate)
+        ),
     )
 
 

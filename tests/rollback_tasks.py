@@ -30,8 +30,10 @@ def _journal(task: pk.Task, event: str) -> None:
     path = os.environ.get(JOURNAL_ENV)
     if not path:
         return
-    line = f"{time.time():.3f} {task.run_id} {task.task_id} {task.attempt} " \
-           f"{os.getpid()}.{threading.get_ident()} {event}\n"
+    line = (
+        f"{time.time():.3f} {task.run_id} {task.task_id} {task.attempt} "
+        f"{os.getpid()}.{threading.get_ident()} {event}\n"
+    )
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
@@ -98,19 +100,31 @@ class RbBag(pk.Task):
             return list(self.results())
 
 
-def tree(name: str, groups: int = 2, per: int = 2, n: int = 100, seconds: float = 1.0,
-         nap: float = 0.0, delay: float = 0.0) -> RbBag:
+def tree(
+    name: str,
+    groups: int = 2,
+    per: int = 2,
+    n: int = 100,
+    seconds: float = 1.0,
+    nap: float = 0.0,
+    delay: float = 0.0,
+) -> RbBag:
     """RbBag <- ``groups`` x RbPass <- ``per`` x RbLeaf: three levels, streaming."""
-    return RbBag().add_children(*(
-        RbPass(nap=nap, delay=delay).add_children(*(
-            RbLeaf(tag=f"{name}.c{g}.{i}", n=n, seconds=seconds) for i in range(per)))
-        for g in range(groups)))
+    return RbBag().add_children(
+        *(
+            RbPass(nap=nap, delay=delay).add_children(
+                *(RbLeaf(tag=f"{name}.c{g}.{i}", n=n, seconds=seconds) for i in range(per))
+            )
+            for g in range(groups)
+        )
+    )
 
 
 def expected(name: str, groups: int = 2, per: int = 2, n: int = 100) -> list[tuple[str, int]]:
     """The multiset the root of ``tree(name, ...)`` must return, as sorted tuples."""
-    return sorted((f"{name}.c{g}.{i}", k) for g in range(groups) for i in range(per)
-                  for k in range(n))
+    return sorted(
+        (f"{name}.c{g}.{i}", k) for g in range(groups) for i in range(per) for k in range(n)
+    )
 
 
 class RbSleep(pk.Task):

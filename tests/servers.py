@@ -56,9 +56,21 @@ class RedisServer:
         if not self.port:
             self.port = free_port()
         self.directory.mkdir(parents=True, exist_ok=True)
-        args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-                "--dir", str(self.directory), "--save", "", "--appendonly", "no",
-                "--maxmemory-policy", "noeviction"]
+        args = [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+        ]
         if self.password:
             args += ["--requirepass", self.password]
         args += self.extra
@@ -98,9 +110,22 @@ class RedisClusterNodes:
             port, bus = free_port(), free_port()
             d = base / f"n{i}"
             self.bus.append(bus)
-            self.servers.append(RedisServer(d, port=port, extra=[
-                "--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"),
-                "--cluster-port", str(bus), "--cluster-node-timeout", "5000"]))
+            self.servers.append(
+                RedisServer(
+                    d,
+                    port=port,
+                    extra=[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(d / "nodes.conf"),
+                        "--cluster-port",
+                        str(bus),
+                        "--cluster-node-timeout",
+                        "5000",
+                    ],
+                )
+            )
 
     def start(self) -> "RedisClusterNodes":
         import redis
@@ -130,8 +155,7 @@ class RedisClusterNodes:
         """A ``redis.cluster.RedisCluster`` on these nodes."""
         from redis.cluster import ClusterNode, RedisCluster
 
-        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", s.port)
-                                           for s in self.servers])
+        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", s.port) for s in self.servers])
 
     def stop(self) -> None:
         for s in self.servers:
@@ -180,9 +204,17 @@ class PostgresServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         data = self.directory / "data"
         self._run("initdb", "-D", str(data), "-U", "plankton", "--auth=trust", "-E", "UTF8")
-        self._run("pg_ctl", "-D", str(data), "-l", str(self.directory / "pg.log"), "-w",
-                  "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-                  "-c fsync=off", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-l",
+            str(self.directory / "pg.log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
         return self
 
     def stop(self) -> None:

@@ -164,7 +164,8 @@ def failing():
 @pk.dag
 def stream3(n: int = 3000, leaves: int = 3):
     return Count().add_children(
-        *(Relay().add_children(Many(n=n, tag=f"t{j}")) for j in range(leaves)))
+        *(Relay().add_children(Many(n=n, tag=f"t{j}")) for j in range(leaves))
+    )
 
 
 class Stamp(pk.Task):
@@ -194,8 +195,23 @@ class FatalBoom(pk.Task):
 
 #: Every kind of value, in the order EmitMixed emits them: small scalars (buffered as they
 #: are and packed with their batch) mixed with values encoded at emit().
-MIXED = ["a", 7, -(2**63), 2**64 - 1, 1.5, None, True, b"raw", "é" * 3, "x" * 65,
-         b"y" * 65, [1, "two", [3.0]], {"k": [None, False]}, "", 0]
+MIXED = [
+    "a",
+    7,
+    -(2**63),
+    2**64 - 1,
+    1.5,
+    None,
+    True,
+    b"raw",
+    "é" * 3,
+    "x" * 65,
+    b"y" * 65,
+    [1, "two", [3.0]],
+    {"k": [None, False]},
+    "",
+    0,
+]
 
 
 class EmitMixed(pk.Task):

@@ -10,9 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from plankton import alerts, keys
-from plankton.dag import Dag
+from plankton import keys
+from plankton.authoring.dag import Dag
 from plankton.errors import DagError
+from plankton.operations import alerts
 from plankton.settings import Settings
 from tests.obs_tasks import on_ok
 from tests.servers import wait_for
@@ -67,11 +68,16 @@ def _leader_process(cluster, r, names: dict[str, object]):
 
 
 def test_webhook_reaches_the_receiver_once_through_two_failures_and_a_leader_sigkill(
-        cluster, r, client):
+    cluster, r, client
+):
     with Receiver(fail=2) as receiver:
-        env = {"PLANKTON_WEBHOOK_URL": receiver.url, "PLANKTON_WEBHOOK_SECRET": SECRET,
-               "PLANKTON_WEBHOOK_BACKOFF": "0.3", "PLANKTON_WEBHOOK_TIMEOUT": "1",
-               "PLANKTON_CONSOLE_URL": "http://console.test/"}
+        env = {
+            "PLANKTON_WEBHOOK_URL": receiver.url,
+            "PLANKTON_WEBHOOK_SECRET": SECRET,
+            "PLANKTON_WEBHOOK_BACKOFF": "0.3",
+            "PLANKTON_WEBHOOK_TIMEOUT": "1",
+            "PLANKTON_CONSOLE_URL": "http://console.test/",
+        }
         cluster.imports = ["tests.tasks", "tests.obs_tasks"]
         procs = {"sa": cluster.scheduler("sa", **env), "sb": cluster.scheduler("sb", **env)}
         cluster.worker("w1")
@@ -88,21 +94,27 @@ def test_webhook_reaches_the_receiver_once_through_two_failures_and_a_leader_sig
 
         wait_for(lambda: receiver.count() >= 3, timeout=60, what="third webhook POST")
         member = json.dumps([run_id, receiver.url])
-        wait_for(lambda: r.hget(keys.alerts(run_id), member) == b"sent", timeout=30,
-                 what="delivery recorded as sent")
+        wait_for(
+            lambda: r.hget(keys.alerts(run_id), member) == b"sent",
+            timeout=30,
+            what="delivery recorded as sent",
+        )
         assert r.hget(keys.alerts(run_id), f"tries:{receiver.url}") == b"3"
-        assert _leader_process(cluster, r, procs)[0] != name   # the standby sent the rest
+        assert _leader_process(cluster, r, procs)[0] != name  # the standby sent the rest
         # the success callable ran once, in a scheduler (perhaps after the claim of the
         # killed leader expired)
         hook = json.dumps([ok_id, alerts.identity(on_ok)])
-        wait_for(lambda: r.hget(keys.alerts(ok_id), hook) == b"sent", timeout=30,
-                 what="on_success callable")
-        assert r.zcard(keys.OUTBOX) == 0       # nothing left that anyone could send again
+        wait_for(
+            lambda: r.hget(keys.alerts(ok_id), hook) == b"sent",
+            timeout=30,
+            what="on_success callable",
+        )
+        assert r.zcard(keys.OUTBOX) == 0  # nothing left that anyone could send again
 
     codes = [code for code, _, _ in receiver.got]
-    assert codes == [500, 500, 200], codes         # exactly one accepted delivery
+    assert codes == [500, 500, 200], codes  # exactly one accepted delivery
     deliveries = {h["X-Plankton-Delivery"] for _, h, _ in receiver.got}
-    assert len(deliveries) == 1                    # the same delivery id on every try
+    assert len(deliveries) == 1  # the same delivery id on every try
     for _, headers, body in receiver.got:
         assert alerts.verify(SECRET, body, headers["X-Plankton-Signature"])
         assert not alerts.verify("wrong", body, headers["X-Plankton-Signature"])
@@ -114,7 +126,7 @@ def test_webhook_reaches_the_receiver_once_through_two_failures_and_a_leader_sig
     assert [t["name"] for t in body["failed_tasks"]] == ["Boom"]
     assert "ValueError: boom" in body["failed_tasks"][0]["error"]
     assert body["failed_tasks_total"] == 1
-    assert "hunter2" not in json.dumps(body)       # the DSN's password is redacted
+    assert "hunter2" not in json.dumps(body)  # the DSN's password is redacted
     assert body["params"]["dsn"].startswith("postgresql://")
 
     hooked = [json.loads(x) for x in r.lrange("obs:hook", 0, -1)]
@@ -126,11 +138,15 @@ def test_destinations_follow_the_dag_and_the_global_url():
     def hook(payload):
         return None
 
-    dag = Dag(lambda: None, name="d", on_failure=["https://a.test/x", hook],
-              on_success="http://b.test/y")
+    dag = Dag(
+        lambda: None, name="d", on_failure=["https://a.test/x", hook], on_success="http://b.test/y"
+    )
     s = Settings(webhook_url="https://global.test/")
     assert alerts.destinations(dag, "failed", s) == [
-        "https://a.test/x", alerts.identity(hook), "https://global.test/"]
+        "https://a.test/x",
+        alerts.identity(hook),
+        "https://global.test/",
+    ]
     assert alerts.destinations(dag, "succeeded", s) == ["http://b.test/y"]
     assert alerts.destinations(dag, "cancelled", s) == []
     assert alerts.destinations(None, "failed", s) == ["https://global.test/"]

@@ -1,5 +1,5 @@
-"""Bulk writes (plankton/bulk.py) and the big-run path of ``runs.write_run`` that uses them,
-against a real Redis."""
+"""Bulk writes (plankton/engine/bulk.py) and the big-run path of ``writing.write_run`` that
+uses them, against a real Redis."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import pytest
 import redis
 
 import plankton as pk
-from plankton import keys, runs
-from plankton.bulk import BulkWriter
-from plankton.connection import connect
-from plankton.task import place
+from plankton import keys
+from plankton.authoring.task import place
+from plankton.engine.bulk import BulkWriter
+from plankton.engine.connection import connect
+from plankton.runs import reading, writing
 
 
 class Leaf(pk.Task):
@@ -38,7 +39,7 @@ def test_commands_go_out_in_chunks_and_every_reply_is_read(redis_url):
     assert _in_use(conn) == 0
     assert conn.hgetall("bulk:1049") == {b"i": b"1049", b"half": b"524"}
     assert len(conn.keys("bulk:*")) == 1050
-    assert conn.ping()                       # nothing was left unread on the pool's connection
+    assert conn.ping()  # nothing was left unread on the pool's connection
 
 
 def test_an_error_reply_raises_and_its_connection_is_not_reused(redis_url):
@@ -54,20 +55,30 @@ def test_an_error_reply_raises_and_its_connection_is_not_reused(redis_url):
 
 def _write(conn: redis.Redis, rid: str, chunk: int) -> None:
     root = Root().add_children(*(Leaf(i=i) for i in range(2500)))
-    runs.write_run(conn, rid, root, place(root, None, None), dag="bulk", params={}, since=None,
-                   to=None, chunk=chunk)
+    writing.write_run(
+        conn,
+        rid,
+        root,
+        place(root, None, None),
+        dag="bulk",
+        params={},
+        since=None,
+        to=None,
+        chunk=chunk,
+    )
 
 
 def test_a_big_run_is_written_as_the_one_transaction_of_a_small_one_writes_it(redis_url):
     conn = connect(redis_url)
-    _write(conn, "rsmall", chunk=10_000)      # 2,501 tasks in one MULTI/EXEC
-    _write(conn, "rbig", chunk=300)           # tasks through BulkWriter, then the run
+    _write(conn, "rsmall", chunk=10_000)  # 2,501 tasks in one MULTI/EXEC
+    _write(conn, "rbig", chunk=300)  # tasks through BulkWriter, then the run
     for tid in ("0", "1", "1234", "2500"):
         small = conn.hgetall(keys.task("rsmall", tid))
         big = conn.hgetall(keys.task("rbig", tid))
         assert small and big == small
-    assert conn.zrange(keys.ready("rbig"), 0, -1, withscores=True) == \
-        conn.zrange(keys.ready("rsmall"), 0, -1, withscores=True)
+    assert conn.zrange(keys.ready("rbig"), 0, -1, withscores=True) == conn.zrange(
+        keys.ready("rsmall"), 0, -1, withscores=True
+    )
     assert conn.zcard(keys.ready("rbig")) == 2500
     assert conn.hget(keys.run("rbig"), "n_tasks") == b"2501"
-    assert runs.read_run(conn, "rbig")["status"] == "queued"
+    assert reading.read_run(conn, "rbig")["status"] == "queued"

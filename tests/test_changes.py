@@ -7,6 +7,7 @@ import warnings
 
 import plankton as pk
 from plankton import keys
+from plankton.runs import reading
 from tests import tasks
 from tests.servers import wait_for
 
@@ -47,8 +48,7 @@ def test_a_delta_holds_only_what_changed(cluster, redis_url):
     cluster.worker()
     cluster.scheduler()
     client = pk.Client(redis_url, imports=["tests.tasks"])
-    run_id = client.submit(tasks.Collect().add_children(tasks.Leaf(i=1),
-                                                        tasks.Slow(seconds=1.0)))
+    run_id = client.submit(tasks.Collect().add_children(tasks.Leaf(i=1), tasks.Slow(seconds=1.0)))
     view = client.changes(run_id)
     leaf = next(t["id"] for t in view["tasks"] if t["name"] == "Leaf")
 
@@ -67,7 +67,10 @@ def test_a_delta_holds_only_what_changed(cluster, redis_url):
         view = {**_merge(view, delta), "cursor": delta["cursor"]}
     assert view["status"] == "succeeded" and leaf not in seen_ids
     assert {t["name"] for t in view["tasks"] if t["state"] == "succeeded"} == {
-        "Leaf", "Slow", "Collect"}
+        "Leaf",
+        "Slow",
+        "Collect",
+    }
 
 
 def test_api_since_returns_the_delta_and_refuses_a_bad_cursor(redis_url):
@@ -102,8 +105,7 @@ def test_wait_on_progress_gets_whole_runs_from_deltas(cluster, redis_url):
 
 
 def test_task_view_reads_only_the_fields_reads_fetch():
-    """Reads HMGET ``runs.VIEW_FIELDS``: a field task_view uses must be among them."""
-    from plankton import runs
+    """Reads HMGET ``reading.VIEW_FIELDS``: a field task_view uses must be among them."""
 
     class Recorder(dict):
         used: set[str] = set()
@@ -113,5 +115,5 @@ def test_task_view_reads_only_the_fields_reads_fetch():
             return super().get(key, default)
 
     for state in ("pending", "running", "succeeded", "failed"):
-        runs.task_view("0", Recorder(state=state.encode()))
-    assert Recorder.used <= set(runs.VIEW_FIELDS), Recorder.used - set(runs.VIEW_FIELDS)
+        reading.task_view("0", Recorder(state=state.encode()))
+    assert Recorder.used <= set(reading.VIEW_FIELDS), Recorder.used - set(reading.VIEW_FIELDS)

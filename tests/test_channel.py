@@ -14,10 +14,10 @@ import pytest
 
 import plankton as pk
 from plankton import codec, keys
-from plankton.channel import Reader, Writer, batch_values
 from plankton.client import Client
+from plankton.engine.channel import Reader, Writer, batch_values
+from plankton.engine.transitions import Claimed, Transitions
 from plankton.errors import Fenced
-from plankton.transitions import Claimed, Transitions
 
 MAX_BYTES = 1 << 20
 
@@ -57,8 +57,9 @@ def claimed(redis_url):
     transitions = Transitions(client.conn)
     tasks = client.status(run_id)["tasks"]
     leaves = [(t["id"], 1) for t in tasks if t["parent"]]
-    claims, released = transitions.start(run_id, "test", 60_000, leaves, ("default",),
-                                         local_budget=1, alone=True)
+    claims, released = transitions.start(
+        run_id, "test", 60_000, leaves, ("default",), local_budget=1, alone=True
+    )
     assert not released and len(claims) == 3
     by_tag = {}
     for c, t in ((c, next(t for t in tasks if t["id"] == c.task_id)) for c in claims):
@@ -68,13 +69,31 @@ def claimed(redis_url):
 
 
 def writer(transitions: Transitions, c: Claimed, cap: int = 10_000, waits=None) -> Writer:
-    return Writer(transitions, c.run_id, c.parent, c.task_id, c.attempt, cap=cap,
-                  max_bytes=MAX_BYTES, where=c.name, waits=waits)
+    return Writer(
+        transitions,
+        c.run_id,
+        c.parent,
+        c.task_id,
+        c.attempt,
+        cap=cap,
+        max_bytes=MAX_BYTES,
+        where=c.name,
+        waits=waits,
+    )
 
 
 def reader(client: Client, transitions: Transitions, c: Claimed, waits=None) -> Reader:
-    return Reader(transitions, client._blocking_conn(), c.run_id, c.task_id, c.attempt,
-                  c.n_children, max_bytes=MAX_BYTES, where=c.name, waits=waits)
+    return Reader(
+        transitions,
+        client._blocking_conn(),
+        c.run_id,
+        c.task_id,
+        c.attempt,
+        c.n_children,
+        max_bytes=MAX_BYTES,
+        where=c.name,
+        waits=waits,
+    )
 
 
 def finish(w: Writer, result=None) -> None:
@@ -145,8 +164,9 @@ def test_a_child_failed_for_good_reaches_the_reader_as_upstream_failed_naming_it
 
     def fail_later() -> None:
         assert waits.begun.wait(10)
-        transitions.fail(failing.run_id, failing.task_id, failing.attempt, "fatal",
-                         "ValueError: bad row 7", 0, 0)
+        transitions.fail(
+            failing.run_id, failing.task_id, failing.attempt, "fatal", "ValueError: bad row 7", 0, 0
+        )
 
     threading.Thread(target=fail_later, daemon=True).start()
     with pytest.raises(pk.UpstreamFailed) as info:
@@ -187,24 +207,23 @@ def test_a_batch_sent_ahead_whose_connection_dies_is_sent_again_and_kept_once(cl
     client, transitions, c = claimed
     a, size = _batch_out(transitions, c["a"])
     sent = a.inflight[0]
-    sent.conn.read_response()   # Redis appended the batch; its reply is lost with the socket
+    sent.conn.read_response()  # Redis appended the batch; its reply is lost with the socket
     sent.conn.disconnect()
     for i in range(size, 2 * size):
-        a.emit(i)                # reads the lost reply: sends batch 1 again (DUP), then 2
+        a.emit(i)  # reads the lost reply: sends batch 1 again (DUP), then 2
     finish(a)
     finish(writer(transitions, c["b"]))
     assert list(reader(client, transitions, c["parent"])) == list(range(2 * size))
     assert _in_use(transitions) == 0
 
 
-def test_the_flusher_reads_a_reply_left_out_and_an_ended_attempt_gives_its_connection_back(
-        claimed):
+def test_the_flusher_reads_a_reply_left_out_and_an_ended_attempt_gives_its_connection_back(claimed):
     client, transitions, c = claimed
     a, _ = _batch_out(transitions, c["a"])
     assert a.inflight is not None
     due = a.due_at()
     assert due is not None
-    a.flush_if_old(due - 0.001)          # too early: left
+    a.flush_if_old(due - 0.001)  # too early: left
     assert a.inflight is not None
     # the task computes for long before its next emit: the flusher takes the reply
     deadline = due + 5
@@ -213,5 +232,5 @@ def test_the_flusher_reads_a_reply_left_out_and_an_ended_attempt_gives_its_conne
     assert a.inflight is None and a.pending is None and _in_use(transitions) == 0
     b, _ = _batch_out(transitions, c["b"])
     assert _in_use(transitions) == 1
-    b.drop()                             # the attempt failed: nothing more will be sent
+    b.drop()  # the attempt failed: nothing more will be sent
     assert b.inflight is None and _in_use(transitions) == 0

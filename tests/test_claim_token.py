@@ -17,11 +17,11 @@ from __future__ import annotations
 import pytest
 
 from plankton import codec, keys
-from plankton.channel import Reader, Writer
 from plankton.client import Client
+from plankton.engine.channel import Reader, Writer
+from plankton.engine.transitions import Claimed, Transitions
+from plankton.engine.transport import Enqueuer
 from plankton.errors import Fenced
-from plankton.transitions import Claimed, Transitions
-from plankton.transport import Enqueuer
 from tests.inert_tasks import Leaf, Parent
 
 MAX_BYTES = 1 << 20
@@ -41,8 +41,17 @@ def _roll_back(conn, run_id: str, snap: dict[bytes, bytes]) -> None:
 
 
 def _writer(t: Transitions, c: Claimed) -> Writer:
-    return Writer(t, c.run_id, c.parent, c.task_id, c.attempt, cap=10_000,
-                  max_bytes=MAX_BYTES, where=c.name, fence=c.fence)
+    return Writer(
+        t,
+        c.run_id,
+        c.parent,
+        c.task_id,
+        c.attempt,
+        cap=10_000,
+        max_bytes=MAX_BYTES,
+        where=c.name,
+        fence=c.fence,
+    )
 
 
 @pytest.fixture
@@ -109,8 +118,17 @@ def test_a_reader_claimed_twice_reads_for_the_newest_claim_only(run):
     w.finish(w.finish_args(codec.dumps(None), 0))
 
     def reader(c: Claimed) -> Reader:
-        return Reader(t, client._blocking_conn(), c.run_id, c.task_id, c.attempt,
-                      c.n_children, max_bytes=MAX_BYTES, where=c.name, fence=c.fence)
+        return Reader(
+            t,
+            client._blocking_conn(),
+            c.run_id,
+            c.task_id,
+            c.attempt,
+            c.n_children,
+            max_bytes=MAX_BYTES,
+            where=c.name,
+            fence=c.fence,
+        )
 
     with pytest.raises(Fenced):
         list(reader(first))

@@ -27,8 +27,9 @@ def test_each_json_flag_prints_one_document(cluster):
     listed = _one(cluster.cli("runs", "--json"))
     assert {r["run_id"] for r in listed} >= {run["run_id"], started["run_id"]}
     assert any(d["name"] == "fanin" for d in _one(cluster.cli("dags", "--json", *imp)))
-    plan = _one(cluster.cli("rerun", run["run_id"], "--param", "Leaf.i=9", "--dry-run",
-                            "--json", *imp))
+    plan = _one(
+        cluster.cli("rerun", run["run_id"], "--param", "Leaf.i=9", "--dry-run", "--json", *imp)
+    )
     assert plan["changed"]
     again = _one(cluster.cli("rerun", run["run_id"], "--json", *imp))
     assert again["rerun_of"] == run["run_id"]

@@ -3,7 +3,7 @@
 A 3-master Redis Cluster is started on free loopback ports (``redis-server --cluster-enabled
 yes`` x3, slots assigned by hand with CLUSTER ADDSLOTSRANGE and the nodes joined with CLUSTER
 MEET). Runs whose keys land on different masters are created through a
-``redis.cluster.RedisCluster`` with the real creation code (``runs.write_run``) and driven
+``redis.cluster.RedisCluster`` with the real creation code (``writing.write_run``) and driven
 through every per-run script with the keys a real run uses (``Transitions``): claim, renew,
 emit, ack + read, finish, fail and hand back, reap, cancel, settle; ENQUEUE and FORGET with
 RQ keys tagged to the run's slot (the design of docs/scaling.md; RQ's own key names are
@@ -32,9 +32,12 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from plankton import codec, keys, metrics, runs, scripts, slots, transport
-from plankton.task import place
-from plankton.transitions import Transitions
+from plankton import codec, keys
+from plankton.authoring.task import place
+from plankton.engine import counters, scripts, slots, transport
+from plankton.engine.transitions import Transitions
+from plankton.operations import metrics
+from plankton.runs import planning, reading, writing
 from tests import tasks
 from tests.servers import RedisClusterNodes
 
@@ -47,10 +50,18 @@ PER_RUN = {"START", "EMIT", "FINISH", "ACK", "FAIL", "RENEW", "REAP", "CANCEL", 
 #: Scripts that touch keys no run owns, with the KEYS their callers pass today (``R`` stands
 #: for a run id). ENQUEUE and FORGET are per-run scripts whose RQ keys are global.
 GLOBAL: dict[str, list[str]] = {
-    "ENQUEUE": [keys.run("R"), transport.rq_job("R-0-a1-0000"), "rq:queue:default",
-                transport.RQ_QUEUES],
-    "FORGET": [keys.run("R"), transport.rq_job("R-0-a1-0000"),
-               transport.rq_intermediate("rq:queue:default"), "rq:queue:default"],
+    "ENQUEUE": [
+        keys.run("R"),
+        transport.rq_job("R-0-a1-0000"),
+        "rq:queue:default",
+        transport.RQ_QUEUES,
+    ],
+    "FORGET": [
+        keys.run("R"),
+        transport.rq_job("R-0-a1-0000"),
+        transport.rq_intermediate("rq:queue:default"),
+        "rq:queue:default",
+    ],
     "LEADER_ACQUIRE_OR_RENEW": [keys.LEADER, keys.LEADER_EPOCH],
     "LEADER_IS_CURRENT": [keys.LEADER, keys.LEADER_EPOCH],
     "LEADER_RELEASE": [keys.LEADER],
@@ -65,8 +76,13 @@ GLOBAL: dict[str, list[str]] = {
 FRAGMENTS = {"FENCE_CHECK", "FENCED_PRELUDE"}
 
 #: Global keys a run's creation writes besides its own (the indexes; docs/scaling.md).
-CREATION_GLOBALS = {keys.RUNS, keys.dag_runs("slots"), keys.ACTIVE, keys.SUBMITTED,
-                    keys.METRIC_TAGS}
+CREATION_GLOBALS = {
+    keys.RUNS,
+    keys.dag_runs("slots"),
+    keys.ACTIVE,
+    keys.SUBMITTED,
+    keys.METRIC_TAGS,
+}
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +112,11 @@ class Writes:
         for c in self.conns:
             c.config_set("notify-keyspace-events", "EA")
             me = c.execute_command("CLUSTER", "MYID").decode()
-            slot = next(int(line.split()[8].split("-")[0]) for line in
-                        c.execute_command("CLUSTER", "NODES").decode().splitlines()
-                        if line.startswith(me))
+            slot = next(
+                int(line.split()[8].split("-")[0])
+                for line in c.execute_command("CLUSTER", "NODES").decode().splitlines()
+                if line.startswith(me)
+            )
             self.markers.append(f"marker:{{{slots.tag_of_slot(slot)}}}")
             sub = c.pubsub(ignore_subscribe_messages=True)
             sub.psubscribe("__keyevent@0__:*")
@@ -132,7 +150,7 @@ def _runs_on_every_master(rc: RedisCluster, n: int = 3) -> list[str]:
     """Run ids whose keys land on ``n`` different masters."""
     by_node: dict[str, str] = {}
     while len(by_node) < n:
-        rid = runs.new_run_id()
+        rid = planning.new_run_id()
         node = rc.get_node_from_key(keys.run(rid)).name
         by_node.setdefault(node, rid)
     return list(by_node.values())
@@ -183,8 +201,9 @@ class RunDriver:
 
     def claim(self, pairs: list[tuple[str, int]]) -> list:
         job = self.enqueue(pairs)
-        claimed, released = self.tr.start(self.rid, "w1", 30_000, pairs, queues=("default",),
-                                          host="h1")
+        claimed, released = self.tr.start(
+            self.rid, "w1", 30_000, pairs, queues=("default",), host="h1"
+        )
         assert [c.task_id for c in claimed] == [t for t, _ in pairs]
         assert self.forget(job, pairs) == 0
         return released
@@ -203,13 +222,13 @@ def _run_mid(d: RunDriver) -> None:
     state = d.rc.hget(keys.task(rid, "2"), "state")
     assert state == b"ready"
     assert d.claim([("2", 1)]) == [("4", 1, "default")]
-    status, children, entries = tr.ack_and_read(d.rc, rid, "2", 1, 0, 0, True, "0-0", 100,
-                                                100)
+    status, children, entries = tr.ack_and_read(d.rc, rid, "2", 1, 0, 0, True, "0-0", 100, 100)
     assert status == "OK" and children == {"1": 2}
     assert len(entries) == 4  # a's batch, a's end, b's batch, b's end
     took = codec.dumps(["0", 1, "1", 2])
-    d.finish([(rid, "4", "2", 1, 1, 1, codec.pack_batch(["ab"], 0), codec.dumps(["a", "b"]),
-               2, took)])
+    d.finish(
+        [(rid, "4", "2", 1, 1, 1, codec.pack_batch(["ab"], 0), codec.dumps(["a", "b"]), 2, took)]
+    )
 
 
 #: Redis 7's script flags line: no ``allow-cross-slot-keys``, so Redis checks every key.
@@ -234,7 +253,7 @@ def test_every_per_run_script_stays_in_its_run_slot(nodes, rc, strict, monkeypat
             root = _tree()
             order = place(root, None, None)
             writes.take()
-            runs.write_run(rc, rid, root, order, dag="slots", params={}, since=None, to=None)
+            writing.write_run(rc, rid, root, order, dag="slots", params={}, since=None, to=None)
             slot = slots.key_slot(keys.run(rid))
             created = writes.take()
             assert {k for k in created if slots.key_slot(k) != slot} == CREATION_GLOBALS
@@ -255,7 +274,7 @@ def test_every_per_run_script_stays_in_its_run_slot(nodes, rc, strict, monkeypat
         snap = metrics.PlanktonCollector(rc)._read()
         ended = {}
         for k, v in snap["hash"].items():
-            name, *labels = codec.text(k).split(metrics.SEP)
+            name, *labels = codec.text(k).split(counters.SEP)
             if name == "runs_ended":
                 ended[labels[1]] = float(v)
         assert ended == {"succeeded": 1.0, "cancelled": 1.0, "failed": 1.0}
@@ -276,8 +295,12 @@ def _drive_run(d: RunDriver, end: str) -> None:
     lost, promoted = tr.reap(rid, 0, 3)
     assert lost == [] and promoted == ["1"]
     d.claim([("1", 2)])
-    d.finish([(rid, "2", "0", 1, 2, 0, b"", codec.dumps(1), 0, b""),
-              (rid, "2", "1", 2, 1, 1, codec.pack_batch(["b"], 0), codec.dumps(2), 0, b"")])
+    d.finish(
+        [
+            (rid, "2", "0", 1, 2, 0, b"", codec.dumps(1), 0, b""),
+            (rid, "2", "1", 2, 1, 1, codec.pack_batch(["b"], 0), codec.dumps(2), 0, b""),
+        ]
+    )
     if end == "cancel":
         assert tr.cancel(rid, "stop") == "cancelled"
         assert tr.settle(rid, ["2", "3", "4"]) >= 1
@@ -306,31 +329,36 @@ def test_creation_with_skipped_tasks_and_reads_stay_in_the_run_slot(nodes, rc):
         rid = _runs_on_every_master(rc, 1)[0]
         root = tasks.Collect().add_children(Done(i=9), tasks.Leaf(i=1))
         writes.take()
-        runs.write_run(rc, rid, root, place(root, None, None), dag="slots", params={},
-                       since=None, to=None)
+        writing.write_run(
+            rc, rid, root, place(root, None, None), dag="slots", params={}, since=None, to=None
+        )
         slot = slots.key_slot(keys.run(rid))
         created = writes.take()
         assert {k for k in created if slots.key_slot(k) != slot} == CREATION_GLOBALS
         assert keys.channel(rid, "2") in created and keys.metrics(slots.run_tag(rid)) in created
-        skipped = metrics.field("tasks_ended", Done.family(), "skipped")
+        skipped = counters.field("tasks_ended", Done.family(), "skipped")
         assert rc.hget(keys.metrics(slots.run_tag(rid)), skipped) == b"1"
-        shown = runs.show(rc, rid)
+        shown = reading.show(rc, rid)
         assert shown is not None
         assert [t["state"] for t in shown["tasks"]] == ["skipped", "ready", "pending"]
-        assert runs.changes(rc, rid) is not None
+        assert reading.changes(rc, rid) is not None
         assert writes.take() == set()  # reads write nothing
     finally:
         writes.close()
 
 
 def _script_names() -> set[str]:
-    return {n for n, v in vars(scripts).items()
-            if n.isupper() and not n.startswith("_") and isinstance(v, str)}
+    return {
+        n
+        for n, v in vars(scripts).items()
+        if n.isupper() and not n.startswith("_") and isinstance(v, str)
+    }
 
 
 def test_every_script_is_classified_and_the_global_ones_are_cross_slot(nodes, rc):
-    assert _script_names() - FRAGMENTS == PER_RUN | set(GLOBAL), \
+    assert _script_names() - FRAGMENTS == PER_RUN | set(GLOBAL), (
         "a script is neither per-run nor listed as global: classify it here and in the doc"
+    )
     node = redis.Redis(port=nodes.servers[0].port)
     try:
         for name, ks in GLOBAL.items():
@@ -346,10 +374,16 @@ def test_every_script_is_classified_and_the_global_ones_are_cross_slot(nodes, rc
 def test_an_undeclared_key_of_another_slot_is_refused(nodes, rc, monkeypatch):
     """The negative control: under ``#!lua``, Redis refuses what the per-run scripts never
     do."""
-    rid = next(r for r in iter(runs.new_run_id, "")
-               if slots.key_slot(keys.run(r)) != slots.key_slot(keys.METRICS))
-    other = next(t for t in ("a", "b", "c", "d")
-                 if slots.key_slot(keys.metrics(t)) != slots.key_slot(keys.run(rid)))
+    rid = next(
+        r
+        for r in iter(planning.new_run_id, "")
+        if slots.key_slot(keys.run(r)) != slots.key_slot(keys.METRICS)
+    )
+    other = next(
+        t
+        for t in ("a", "b", "c", "d")
+        if slots.key_slot(keys.metrics(t)) != slots.key_slot(keys.run(rid))
+    )
     body = STRICT + "return redis.call('HINCRBY', ARGV[1], 'f', 1)"
     with pytest.raises(redis.ResponseError, match="slot|non local"):
         rc.eval(body, 1, keys.run(rid), keys.metrics(other))
@@ -357,8 +391,9 @@ def test_an_undeclared_key_of_another_slot_is_refused(nodes, rc, monkeypatch):
     # and a run without its slot tag (as created on one Redis) counting into the global
     # metric keys is refused the same way: what mtag is for.
     root = _tree()
-    runs.write_run(rc, rid, root, place(root, None, None), dag="slots", params={}, since=None,
-                   to=None)
+    writing.write_run(
+        rc, rid, root, place(root, None, None), dag="slots", params={}, since=None, to=None
+    )
     assert slots.key_slot(keys.METRICS) != slots.key_slot(keys.run(rid))
     rc.hdel(keys.run(rid), "mtag")
     with pytest.raises(redis.ResponseError, match="slot|non local"):

@@ -9,6 +9,7 @@ import click
 import yaml
 
 from plankton.cli.main import cli
+from plankton.operations import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,8 +54,9 @@ def test_prometheus_scrapes_the_api_with_its_token_and_loads_the_alert_rules():
     service = _compose()["services"]["prometheus"]
     assert "/tmp/plankton-token" in service["command"][0]
     assert service["depends_on"]["api"]["condition"] == "service_healthy"
-    mounts = {v.split(":")[1]: ROOT / v.split(":")[0] for v in service["volumes"]
-              if v.startswith("./")}
+    mounts = {
+        v.split(":")[1]: ROOT / v.split(":")[0] for v in service["volumes"] if v.startswith("./")
+    }
     config = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
     (job,) = config["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
@@ -67,15 +69,13 @@ def test_prometheus_scrapes_the_api_with_its_token_and_loads_the_alert_rules():
 def test_the_alert_rules_use_only_metrics_that_the_api_serves(redis_url):
     import re
 
-    from plankton import metrics
-    from plankton.connection import connect
+    from plankton.engine.connection import connect
 
     served = metrics.scrape(metrics.registry_for(connect(redis_url))).decode()
     names = set(re.findall(r"^# TYPE (\w+)", served, re.M))
     rules = yaml.safe_load((ROOT / "deploy" / "plankton-alerts.yml").read_text())
     alerts = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
-    assert set(alerts) == {"PlanktonRunFailed", "PlanktonQueueLatencyHigh",
-                           "PlanktonNoLiveWorkers"}
+    assert set(alerts) == {"PlanktonRunFailed", "PlanktonQueueLatencyHigh", "PlanktonNoLiveWorkers"}
     for alert, expr in alerts.items():
         used = set(re.findall(r"plankton_\w+", expr))
         assert used and used <= names, (alert, used - names)

@@ -91,39 +91,88 @@ def test_backfill_creates_one_run_per_interval_and_skips_succeeded(cluster, redi
     cluster.imports = ["tests.cron_tasks"]
     cluster.scheduler()
     cluster.worker()
-    done = cluster.cli("backfill", "every2", "--since", "2024-03-01T00:00:00Z", "--to",
-                       "2024-03-01T00:00:10Z", "--wait", "--import", "tests.cron_tasks")
+    done = cluster.cli(
+        "backfill",
+        "every2",
+        "--since",
+        "2024-03-01T00:00:00Z",
+        "--to",
+        "2024-03-01T00:00:10Z",
+        "--wait",
+        "--import",
+        "tests.cron_tasks",
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     client = pk.Client(redis_url, imports=["tests.cron_tasks"])
     runs = [r for r in _runs_of(client, "every2") if r["to"].startswith("2024-03-01")]
-    assert [r["to"][11:19] for r in runs] == ["00:00:02", "00:00:04", "00:00:06", "00:00:08",
-                                              "00:00:10"]
+    assert [r["to"][11:19] for r in runs] == [
+        "00:00:02",
+        "00:00:04",
+        "00:00:06",
+        "00:00:08",
+        "00:00:10",
+    ]
     assert runs[0]["since"].endswith("00:00:00+00:00")
     for prev, run in zip(runs, runs[1:]):
         assert run["since"] == prev["to"]
-    again = cluster.cli("backfill", "every2", "--since", "2024-03-01T00:00:00Z", "--to",
-                        "2024-03-01T00:00:10Z", "--import", "tests.cron_tasks")
+    again = cluster.cli(
+        "backfill",
+        "every2",
+        "--since",
+        "2024-03-01T00:00:00Z",
+        "--to",
+        "2024-03-01T00:00:10Z",
+        "--import",
+        "tests.cron_tasks",
+    )
     assert "0 run(s) submitted" in again.stdout
-    forced = cluster.cli("backfill", "every2", "--since", "2024-03-01T00:00:00Z", "--to",
-                         "2024-03-01T00:00:04Z", "--force", "--import", "tests.cron_tasks")
+    forced = cluster.cli(
+        "backfill",
+        "every2",
+        "--since",
+        "2024-03-01T00:00:00Z",
+        "--to",
+        "2024-03-01T00:00:04Z",
+        "--force",
+        "--import",
+        "tests.cron_tasks",
+    )
     assert "2 run(s) submitted" in forced.stdout
 
 
 def test_backfill_of_an_unscheduled_dag_or_reversed_range_is_an_error(cluster):
-    done = cluster.cli("backfill", "fanin", "--since", "2024-01-01", "--to", "2024-01-02",
-                       "--import", "tests.tasks")
+    done = cluster.cli(
+        "backfill",
+        "fanin",
+        "--since",
+        "2024-01-01",
+        "--to",
+        "2024-01-02",
+        "--import",
+        "tests.tasks",
+    )
     assert done.returncode == 2 and "no schedule" in done.stderr
-    done = cluster.cli("backfill", "every2", "--since", "2024-01-02", "--to", "2024-01-01",
-                       "--import", "tests.cron_tasks")
+    done = cluster.cli(
+        "backfill",
+        "every2",
+        "--since",
+        "2024-01-02",
+        "--to",
+        "2024-01-01",
+        "--import",
+        "tests.cron_tasks",
+    )
     assert done.returncode == 2 and "after" in done.stderr
 
 
 @pytest.mark.parametrize("expr", ["not a cron", "61 * * * *", "* * *"])
 def test_bad_cron_expression_is_a_dag_error_naming_dag_and_expression(expr):
     with pytest.raises(pk.DagError) as err:
+
         @pk.dag(schedule=expr)
         def broken():
             return None
+
     assert "broken" in str(err.value) and expr in str(err.value)
 
 

@@ -38,7 +38,7 @@ def test_long_cycle_found_where_the_tree_is_built_with_redis_down():
 def test_a_parent_of_100000_children_builds_and_validates():
     """Duplicate, two-parent and cycle checks are O(1) per child (the speed is measured in
     benchmarks/control_plane.py, not asserted here)."""
-    from plankton.task import validate_tree
+    from plankton.authoring.task import validate_tree
 
     leaves = [tasks.Leaf(i=i) for i in range(100_000)]
     root = tasks.Count().add_children(*leaves)
@@ -78,12 +78,15 @@ def test_task_as_its_own_child_is_a_cycle():
         t.add_children(t)
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({}, ["Leaf", "'i'", "missing"]),
-    ({"i": "3"}, ["Leaf", "'i'", "'3'"]),
-    ({"i": True}, ["Leaf", "'i'", "True"]),
-    ({"i": 1, "j": 2}, ["Leaf", "'j'", "unknown"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({}, ["Leaf", "'i'", "missing"]),
+        ({"i": "3"}, ["Leaf", "'i'", "'3'"]),
+        ({"i": True}, ["Leaf", "'i'", "True"]),
+        ({"i": 1, "j": 2}, ["Leaf", "'j'", "unknown"]),
+    ],
+)
 def test_param_errors_name_task_param_and_value(kwargs, words):
     with pytest.raises(pk.ParamError) as err:
         tasks.Leaf(**kwargs)

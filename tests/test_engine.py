@@ -49,8 +49,9 @@ def test_chain_50_deep_passes_values_up(cluster, client):
 def test_identical_tasks_under_different_parents_are_distinct_nodes(cluster, client):
     cluster.scheduler()
     cluster.worker()
-    root = tasks.Collect().add_children(tasks.Relay().add_children(tasks.Leaf(i=7)),
-                                        tasks.Relay().add_children(tasks.Leaf(i=7)))
+    root = tasks.Collect().add_children(
+        tasks.Relay().add_children(tasks.Leaf(i=7)), tasks.Relay().add_children(tasks.Leaf(i=7))
+    )
     run = client.wait(client.submit(root), timeout=60)
     assert run["status"] == "succeeded" and run["result"] == ["7", "7"]
     leaves = [t for t in run["tasks"] if t["name"] == "Leaf"]
@@ -94,13 +95,24 @@ def test_failing_leaf_fails_the_run_and_cli_exits_non_zero(cluster, redis_url):
     root = next(t for t in run["tasks"] if t["id"] == run["root"])
     assert root["state"] == "failed" and "UpstreamFailed" in root["error"]
     assert {"run_id", "dag", "status", "since", "to", "result", "tasks"} <= set(run)
-    for field in ("id", "name", "parent", "params", "param_hash", "state", "attempts",
-                  "started_at", "ended_at", "processed", "result", "error"):
+    for field in (
+        "id",
+        "name",
+        "parent",
+        "params",
+        "param_hash",
+        "state",
+        "attempts",
+        "started_at",
+        "ended_at",
+        "processed",
+        "result",
+        "error",
+    ):
         assert field in boom
 
 
-def test_unserializable_emit_and_result_fail_the_task_with_serialization_error(cluster,
-                                                                               client):
+def test_unserializable_emit_and_result_fail_the_task_with_serialization_error(cluster, client):
     cluster.scheduler()
     cluster.worker()
     for task in (tasks.EmitSet(), tasks.ReturnObject()):
@@ -114,8 +126,7 @@ def test_unserializable_emit_and_result_fail_the_task_with_serialization_error(c
 def test_emitted_values_of_every_kind_arrive_in_order_as_they_were_at_emit(cluster, client):
     cluster.scheduler()
     cluster.worker()
-    run = client.wait(client.submit(tasks.InOrder().add_children(tasks.EmitMixed())),
-                      timeout=60)
+    run = client.wait(client.submit(tasks.InOrder().add_children(tasks.EmitMixed())), timeout=60)
     assert run["status"] == "succeeded", run
     assert run["result"] == [repr(v) for v in tasks.MIXED + tasks.MIXED + [[1, 2]]]
 
@@ -124,8 +135,9 @@ def test_emitted_values_of_every_kind_arrive_in_order_as_they_were_at_emit(clust
 def test_a_scalar_msgpack_cannot_encode_fails_the_emit_that_gave_it(cluster, client, kind):
     cluster.scheduler()
     cluster.worker()
-    run = client.wait(client.submit(tasks.Collect().add_children(tasks.EmitBadScalar(
-        kind=kind))), timeout=60)
+    run = client.wait(
+        client.submit(tasks.Collect().add_children(tasks.EmitBadScalar(kind=kind))), timeout=60
+    )
     assert run["status"] == "failed"
     bad = next(t for t in run["tasks"] if t["name"] == "EmitBadScalar")
     assert bad["error"].startswith("SerializationError"), bad["error"][:300]
@@ -143,12 +155,15 @@ def test_task_logs_are_kept_per_task(cluster, client):
     assert "hello from a task" in out.stdout
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["run", "nope", "--import", "tests.tasks"], "nope"),
-    (["run", "fanin", "--param", "n=abc", "--import", "tests.tasks"], "'n'"),
-    (["run", "fanin", "--param", "x=1", "--import", "tests.tasks"], "'x'"),
-    (["run", "fanin", "--param", "n", "--import", "tests.tasks"], "--param"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["run", "nope", "--import", "tests.tasks"], "nope"),
+        (["run", "fanin", "--param", "n=abc", "--import", "tests.tasks"], "'n'"),
+        (["run", "fanin", "--param", "x=1", "--import", "tests.tasks"], "'x'"),
+        (["run", "fanin", "--param", "n", "--import", "tests.tasks"], "--param"),
+    ],
+)
 def test_bad_run_input_exits_non_zero_naming_it_and_writes_nothing(cluster, r, argv, needle):
     before = r.dbsize()
     done = cluster.cli(*argv)
@@ -161,8 +176,7 @@ def test_bad_run_input_exits_non_zero_naming_it_and_writes_nothing(cluster, r, a
 def test_fatal_errors_fail_at_once_without_retries(cluster, client, r):
     cluster.scheduler()
     cluster.worker()
-    run = client.wait(client.submit(tasks.Collect().add_children(tasks.FatalBoom())),
-                      timeout=60)
+    run = client.wait(client.submit(tasks.Collect().add_children(tasks.FatalBoom())), timeout=60)
     assert run["status"] == "failed"
     bad = next(t for t in run["tasks"] if t["name"] == "FatalBoom")
     assert bad["attempts"] == 1 and "KeyError" in bad["error"]

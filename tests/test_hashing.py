@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.hash_collisions import strict_key as _strict_key
-from plankton.hashing import canonical, param_hash, tree_hash
+from plankton.authoring.hashing import canonical, param_hash, tree_hash
 
 GOLDEN = Path(__file__).with_name("golden_hashes.json")
 UTC = dt.timezone.utc
@@ -185,12 +185,20 @@ def _walk(node: dict[str, Any]):
 # --- property tests ------------------------------------------------------------------------
 
 aware_datetimes = st.datetimes(
-    min_value=dt.datetime(2, 1, 1), max_value=dt.datetime(9998, 12, 31),
+    min_value=dt.datetime(2, 1, 1),
+    max_value=dt.datetime(9998, 12, 31),
     timezones=st.sampled_from(ZONES),
 )
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=-(2**90), max_value=2**90),
-    st.floats(), st.text(max_size=12), st.binary(max_size=12), st.dates(), aware_datetimes,
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**90), max_value=2**90),
+    st.floats(),
+    st.text(max_size=12),
+    st.binary(max_size=12),
+    st.dates(),
+    aware_datetimes,
     st.sampled_from(list(Color) + list(Level)),
 )
 values = st.recursive(
@@ -269,7 +277,9 @@ def random_value(rnd: random.Random, depth: int = 0) -> Any:
     """A random value from deliberately small spaces, so that equal tasks do recur."""
     pick = rnd.randrange(12 if depth < 2 else 10)
     makers = [
-        lambda: None, lambda: rnd.random() < 0.5, lambda: rnd.randint(-5, 5),
+        lambda: None,
+        lambda: rnd.random() < 0.5,
+        lambda: rnd.randint(-5, 5),
         lambda: rnd.choice([0.0, -0.0, 1.0, 0.5, math.inf, math.nan, rnd.randint(-5, 5) / 2]),
         lambda: rnd.choice(["", "a", "b", "ab", "a_Y:STR:b", "1"]),
         lambda: rnd.choice([b"", b"a", b"1"]),

@@ -23,7 +23,7 @@ NOT_EXERCISED: dict[str, str] = {
     "alerted": "with webhooks configured only (tests/test_alerts.py)",
     "reused_from": "resumed runs only (tests/test_resume.py)",
     "restarts": "a child failing after its parent read its values "
-                "(tests/reliability/test_channels.py)",
+    "(tests/reliability/test_channels.py)",
     "mtag": "runs created on a Redis Cluster only (tests/test_cluster_slots.py)",
 }
 
@@ -32,8 +32,9 @@ def _hashes(conn, pattern: str) -> list[dict[str, str]]:
     out = []
     for key in conn.scan_iter(pattern, count=1000):
         if conn.type(key) == b"hash":
-            out.append({k.decode(): v.decode("utf-8", "replace")
-                        for k, v in conn.hgetall(key).items()})
+            out.append(
+                {k.decode(): v.decode("utf-8", "replace") for k, v in conn.hgetall(key).items()}
+            )
     return out
 
 
@@ -44,10 +45,11 @@ def written(cluster, client):
     cluster.scheduler()
     cluster.worker()
     cluster.worker()
-    ids = [client.submit(tasks.Collect().add_children(ft.FailsTwice(key="schema"),
-                                                      tasks.Leaf(i=1))),
-           client.submit("failing"),
-           client.submit("stream3", params={"n": 300, "leaves": 2})]
+    ids = [
+        client.submit(tasks.Collect().add_children(ft.FailsTwice(key="schema"), tasks.Leaf(i=1))),
+        client.submit("failing"),
+        client.submit("stream3", params={"n": 300, "leaves": 2}),
+    ]
     slow = client.submit(tasks.Collect().add_children(tasks.Slow(seconds=30.0)))
     for run_id in ids:
         client.wait(run_id, timeout=60)

@@ -9,10 +9,10 @@ from collections import defaultdict
 import pytest
 import redis
 
+from plankton.engine.scripts import FENCE_CHECK
 from plankton.errors import Fenced
 from plankton.keys import LEADER, LEADER_EPOCH
-from plankton.leader import Leadership, fenced_call
-from plankton.scripts import FENCE_CHECK
+from plankton.operations.leader import Leadership, fenced_call
 from tests.servers import wait_for
 
 LEASE_MS = 300
@@ -177,10 +177,13 @@ def test_fenced_call_refuses_a_superseded_epoch_and_writes_nothing(pair, r):
 
 def test_fence_check_snippet_can_be_embedded_in_any_script(pair, r):
     a, b = pair
-    script = r.register_script(FENCE_CHECK + """
+    script = r.register_script(
+        FENCE_CHECK
+        + """
 local fenced = plankton_fence(KEYS[1], ARGV[1]); if fenced then return fenced end
 return redis.call('INCR', KEYS[2])
-""")
+"""
+    )
     old = a.acquire_or_renew()
     assert script(keys=[LEADER_EPOCH, "plankton:test:n"], args=[old]) == 1
     a.release()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from plankton import logsetup
 from plankton.errors import ConfigError
+from plankton.operations import logsetup
 from tests.cluster import ROOT
 from tests.servers import free_port, wait_for
 
@@ -43,10 +43,14 @@ def test_worker_and_scheduler_log_json_with_run_and_task_ids(cluster, client, tm
     assert client.wait(run_id, timeout=60)["status"] == "succeeded"
     logs = {"sj": tmp_path / "sj-0.log", "wj": tmp_path / "wj-1.log"}
     # each record is written and flushed as a whole line; wait for the ones looked at
-    wait_for(lambda: b"talking from a task" in logs["wj"].read_bytes(), timeout=30,
-             what="the task's line in the worker log")
-    wait_for(lambda: b"leads" in logs["sj"].read_bytes(), timeout=30,
-             what="the scheduler's lead line")
+    wait_for(
+        lambda: b"talking from a task" in logs["wj"].read_bytes(),
+        timeout=30,
+        what="the task's line in the worker log",
+    )
+    wait_for(
+        lambda: b"leads" in logs["sj"].read_bytes(), timeout=30, what="the scheduler's lead line"
+    )
     lines = {name: _objects(path.read_text()) for name, path in logs.items()}
     assert {o["role"] for o in lines["sj"]} == {"scheduler"}
     assert {o["role"] for o in lines["wj"]} == {"worker"}
@@ -56,18 +60,23 @@ def test_worker_and_scheduler_log_json_with_run_and_task_ids(cluster, client, tm
     assert talk[0]["run_id"] == run_id and talk[0]["task_id"] == "0"
     assert talk[0]["attempt"] == 1 and talk[0]["level"] == "info"
     started = [o for o in lines["wj"] if "serving" in o["msg"]]
-    assert started and "run_id" not in started[0]   # only lines about a task carry its ids
+    assert started and "run_id" not in started[0]  # only lines about a task carry its ids
 
 
 def test_api_logs_json_including_uvicorn_access_lines(redis_url):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANKTON_")}
-    env.update(PLANKTON_LOG_FORMAT="json", PLANKTON_REDIS_URL=redis_url,
-               PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "plankton.api", "--import", "tests.tasks",
-                             "--port", str(port)], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env.update(PLANKTON_LOG_FORMAT="json", PLANKTON_REDIS_URL=redis_url, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plankton.api", "--import", "tests.tasks", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
+
         def healthy() -> bool:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
@@ -109,14 +118,36 @@ def test_up_and_the_processes_it_starts_log_json(tmp_path: Path):
     env.update(PLANKTON_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
     out = tmp_path / "up.log"
     with open(out, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "plankton.cli", "up", "--import",
-                                 "tests.tasks", "--workers", "1", "--port", "0", "--dir",
-                                 str(tmp_path / "pk")], cwd=ROOT, env=env, stdout=sink,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "plankton.cli",
+                "up",
+                "--import",
+                "tests.tasks",
+                "--workers",
+                "1",
+                "--port",
+                "0",
+                "--dir",
+                str(tmp_path / "pk"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        wait_for(lambda: b"Ctrl-C stops everything" in out.read_bytes()
-                 and b"serving default" in out.read_bytes(), timeout=60,
-                 what="up's banner and its worker's start line")
+        wait_for(
+            lambda: (
+                b"Ctrl-C stops everything" in out.read_bytes()
+                and b"serving default" in out.read_bytes()
+            ),
+            timeout=60,
+            what="up's banner and its worker's start line",
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0

@@ -13,10 +13,12 @@ from collections import Counter
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from plankton import keys, metrics
+from plankton import keys
 from plankton.api.app import create_app
-from plankton.dag import Dag
-from plankton.task import Task
+from plankton.authoring.dag import Dag
+from plankton.authoring.task import Task
+from plankton.engine import counters
+from plankton.operations import metrics
 from tests.servers import wait_for
 
 with warnings.catch_warnings():
@@ -37,11 +39,13 @@ def _samples(text: str) -> dict[tuple[str, frozenset], float]:
 @pytest.fixture
 def scrape(redis_url):
     with TestClient(create_app(redis_url, IMPORTS)) as http:
+
         def get() -> dict[tuple[str, frozenset], float]:
             response = http.get("/metrics")
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
             return _samples(response.text)
+
         yield get
 
 
@@ -50,8 +54,11 @@ def _value(samples, name: str, **labels: str) -> float:
 
 
 def _delta(before, after) -> dict[tuple[str, frozenset], float]:
-    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(before) | set(after)
-            if after.get(k, 0.0) != before.get(k, 0.0)}
+    return {
+        k: after.get(k, 0.0) - before.get(k, 0.0)
+        for k in set(before) | set(after)
+        if after.get(k, 0.0) != before.get(k, 0.0)
+    }
 
 
 def _ms(iso: str) -> int:
@@ -63,10 +70,12 @@ def test_counters_and_histograms_move_by_exactly_what_happened(cluster, client, 
     client.registry.add_module("tests.obs_tasks")
     cluster.scheduler("s1")
     cluster.worker("w1")
-    warm = client.submit("obs_ok", params={"n": 1})   # families exist before the baseline
+    warm = client.submit("obs_ok", params={"n": 1})  # families exist before the baseline
     client.wait(warm, timeout=60)
-    settled = lambda *runs: not any(r.sismember(keys.ACTIVE, i) for i in runs) and \
-        r.zcard(keys.OUTBOX) == 0  # noqa: E731 - ended, settled, and their hooks called
+
+    def settled(*runs: str) -> bool:  # ended, settled, and their hooks called
+        return not any(r.sismember(keys.ACTIVE, i) for i in runs) and r.zcard(keys.OUTBOX) == 0
+
     wait_for(lambda: settled(warm), timeout=30, what="warm-up settled")
     before = scrape()
 
@@ -82,39 +91,55 @@ def test_counters_and_histograms_move_by_exactly_what_happened(cluster, client, 
     for run in shown:
         dag, status = run["dag"], run["status"]
         expected[("plankton_runs_started_total", frozenset({"dag": dag}.items()))] += 1
-        expected[("plankton_runs_ended_total",
-                  frozenset({"dag": dag, "status": status}.items()))] += 1
-        expected[("plankton_run_duration_seconds_count",
-                  frozenset({"dag": dag, "status": status}.items()))] += 1
+        expected[
+            ("plankton_runs_ended_total", frozenset({"dag": dag, "status": status}.items()))
+        ] += 1
+        expected[
+            (
+                "plankton_run_duration_seconds_count",
+                frozenset({"dag": dag, "status": status}.items()),
+            )
+        ] += 1
         took = (_ms(run["ended_at"]) - _ms(run["started_at"])) / 1000
-        for le in [metrics._fmt_le(b) for b in metrics.RUN_BUCKETS if took <= b] + ["+Inf"]:
-            expected[("plankton_run_duration_seconds_bucket",
-                      frozenset({"dag": dag, "status": status, "le": le}.items()))] += 1
+        for le in [metrics._fmt_le(b) for b in counters.RUN_BUCKETS if took <= b] + ["+Inf"]:
+            expected[
+                (
+                    "plankton_run_duration_seconds_bucket",
+                    frozenset({"dag": dag, "status": status, "le": le}.items()),
+                )
+            ] += 1
         for task in run["tasks"]:
             labels = {"family": task["family"], "state": task["state"]}
             expected[("plankton_tasks_ended_total", frozenset(labels.items()))] += 1
             ran = task["state"] == "succeeded" or (
-                task["state"] == "failed" and not task["error"].startswith("UpstreamFailed"))
+                task["state"] == "failed" and not task["error"].startswith("UpstreamFailed")
+            )
             if not ran:
                 continue
             took = (_ms(task["ended_at"]) - _ms(task["started_at"])) / 1000
             sums[frozenset(labels.items())] += took
             expected[("plankton_task_duration_seconds_count", frozenset(labels.items()))] += 1
-            for bound in metrics.TASK_BUCKETS:
+            for bound in counters.TASK_BUCKETS:
                 if took <= bound:
                     le = {**labels, "le": metrics._fmt_le(bound)}
-                    expected[("plankton_task_duration_seconds_bucket",
-                              frozenset(le.items()))] += 1
-            expected[("plankton_task_duration_seconds_bucket",
-                      frozenset({**labels, "le": "+Inf"}.items()))] += 1
+                    expected[("plankton_task_duration_seconds_bucket", frozenset(le.items()))] += 1
+            expected[
+                (
+                    "plankton_task_duration_seconds_bucket",
+                    frozenset({**labels, "le": "+Inf"}.items()),
+                )
+            ] += 1
     # obs_ok's on_success callable, called once
     expected[("plankton_webhook_deliveries_total", frozenset({"outcome": "sent"}.items()))] = 1
-    expected[("plankton_task_retries_total",
-              frozenset({"family": "tests.obs_tasks:FailOnce", "reason": "error"}.items()))] = 1
+    expected[
+        (
+            "plankton_task_retries_total",
+            frozenset({"family": "tests.obs_tasks:FailOnce", "reason": "error"}.items()),
+        )
+    ] = 1
 
     delta = _delta(before, after)
-    moved = {k: v for k, v in delta.items()
-             if k[0].endswith(("_total", "_count", "_bucket"))}
+    moved = {k: v for k, v in delta.items() if k[0].endswith(("_total", "_count", "_bucket"))}
     # The failed run's consumer may have been reading, or failing, when the run ended: its
     # refused READ/FAIL is counted (a timing the test cannot see from outside); nothing else.
     fenced = {dict(k[1])["op"] for k in moved if k[0] == "plankton_fenced_writes_total"}
@@ -133,20 +158,28 @@ def test_counters_and_histograms_move_by_exactly_what_happened(cluster, client, 
 
 
 def test_queue_latency_rises_while_no_worker_runs_and_falls_when_one_starts(
-        cluster, client, scrape, r):
+    cluster, client, scrape, r
+):
     cluster.scheduler("s1")
     wait_for(lambda: r.exists(keys.LEADER), timeout=30, what="a leading scheduler")
     run_id = client.submit("fanin", params={"n": 5})
-    first = wait_for(lambda: (s := scrape()) and _value(
-        s, "plankton_tasks_waiting", queue="default") == 5 and s, timeout=30,
-        what="5 tasks waiting")
+    first = wait_for(
+        lambda: (s := scrape()) and _value(s, "plankton_tasks_waiting", queue="default") == 5 and s,
+        timeout=30,
+        what="5 tasks waiting",
+    )
     age = _value(first, "plankton_tasks_waiting_oldest_seconds", queue="default")
     assert _value(first, "plankton_workers_live") == 0
     assert _value(first, "plankton_scheduler_leader") == 1
     assert _value(first, "plankton_scheduler_leader_epoch") >= 1
     assert _value(first, "plankton_runs_active", dag="fanin", status="queued") == 1
-    wait_for(lambda: _value(scrape(), "plankton_tasks_waiting_oldest_seconds",
-                            queue="default") > age + 0.5, timeout=30, what="latency rising")
+    wait_for(
+        lambda: (
+            _value(scrape(), "plankton_tasks_waiting_oldest_seconds", queue="default") > age + 0.5
+        ),
+        timeout=30,
+        what="latency rising",
+    )
 
     cluster.worker("w1")
     assert client.wait(run_id, timeout=60)["status"] == "succeeded"
@@ -164,11 +197,11 @@ class _Nop(Task):
 def test_cron_lag_is_how_late_the_next_fire_time_is(r):
     dag = Dag(lambda: _Nop(), name="every5", schedule="*/5 * * * *")
     now = int(r.time()[0])
-    last = now - now % 300 - 3600           # a fire time an hour ago
+    last = now - now % 300 - 3600  # a fire time an hour ago
     r.hset(keys.cron("every5"), "last_fire", last)
     samples = _samples(metrics.scrape(metrics.registry_for(r, [dag])).decode())
     lag = _value(samples, "plankton_cron_lag_seconds", dag="every5")
-    assert 3300 - 1 <= lag <= 3600 + 300    # its next fire (last + 5 min) is that overdue
+    assert 3300 - 1 <= lag <= 3600 + 300  # its next fire (last + 5 min) is that overdue
     r.hset(keys.cron("every5"), "last_fire", now - now % 300)
     samples = _samples(metrics.scrape(metrics.registry_for(r, [dag])).decode())
     assert _value(samples, "plankton_cron_lag_seconds", dag="every5") == 0
@@ -181,22 +214,31 @@ def test_channel_backlog_and_a_lost_lease_show(cluster, client, r, scrape):
     cluster.worker("w1", "--concurrency", "2")
     before = scrape()
     held = client.submit("obs_backlog", params={"flag": "obs:go", "n": 50})
-    wait_for(lambda: _value(scrape(), "plankton_channel_backlog",
-                            family="tests.obs_tasks:Holder") == 50, timeout=30,
-             what="50 unread values in the held consumer's channel")
+    wait_for(
+        lambda: _value(scrape(), "plankton_channel_backlog", family="tests.obs_tasks:Holder") == 50,
+        timeout=30,
+        what="50 unread values in the held consumer's channel",
+    )
     r.set("obs:go", 1)
     assert client.wait(held, timeout=60)["result"] == 50
     assert _value(scrape(), "plankton_channel_backlog", family="tests.obs_tasks:Holder") == 0
 
-    victim = cluster.worker("w2")          # the only worker on duty: w1 is killed first
+    victim = cluster.worker("w2")  # the only worker on duty: w1 is killed first
     os.killpg(cluster.procs[1].pid, signal.SIGKILL)
     hung = client.submit("obs_hang", params={"flag": "obs:hang"})
     wait_for(lambda: r.get("obs:hang"), timeout=30, what="Hang started")
-    os.killpg(victim.pid, signal.SIGKILL)   # worker and task gone: the lease runs out
+    os.killpg(victim.pid, signal.SIGKILL)  # worker and task gone: the lease runs out
     cluster.worker("w3")
     assert client.wait(hung, timeout=60)["result"] == 2
     delta = _delta(before, scrape())
     hang = frozenset({"family": "tests.obs_tasks:Hang"}.items())
     assert delta[("plankton_lost_leases_total", hang)] == 1
-    assert delta[("plankton_task_retries_total",
-                  frozenset({"family": "tests.obs_tasks:Hang", "reason": "lost"}.items()))] == 1
+    assert (
+        delta[
+            (
+                "plankton_task_retries_total",
+                frozenset({"family": "tests.obs_tasks:Hang", "reason": "lost"}.items()),
+            )
+        ]
+        == 1
+    )

@@ -45,10 +45,27 @@ def _processes_using(port: str) -> list[int]:
 def test_up_runs_the_demo_and_leaves_no_process_behind(tmp_path):
     data = tmp_path / "pk"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANKTON_")}
-    done = subprocess.run([sys.executable, "-m", "plankton.cli", "up", "--import",
-                           "examples.simple", "--run", "simple", "--dir", str(data),
-                           "--port", "0"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plankton.cli",
+            "up",
+            "--import",
+            "examples.simple",
+            "--run",
+            "simple",
+            "--dir",
+            str(data),
+            "--port",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Aggregator" in done.stdout and "succeeded" in done.stdout
     assert '"hihihihihihihihihihi"' in done.stdout
@@ -57,9 +74,24 @@ def test_up_runs_the_demo_and_leaves_no_process_behind(tmp_path):
 
 
 def test_up_with_unknown_dag_exits_non_zero_before_starting_anything(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "plankton.cli", "up", "--import",
-                           "examples.simple", "--run", "nope", "--dir", str(tmp_path / "x")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plankton.cli",
+            "up",
+            "--import",
+            "examples.simple",
+            "--run",
+            "nope",
+            "--dir",
+            str(tmp_path / "x"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "nope" in done.stderr
     assert not (tmp_path / "x").exists()
 

@@ -6,13 +6,22 @@ import io
 
 from rich.console import Console
 
-from plankton.cli import render
+from plankton.views import render
 
 
 def _task(tid: int, name: str, state: str, children: list[int] = ()) -> dict:
-    return {"id": str(tid), "name": name, "state": state, "params": {}, "attempts": 1,
-            "processed": {"emitted": 1, "consumed": 0}, "children": list(children),
-            "started_at": None, "ended_at": None, "error": "boom" if state == "failed" else None}
+    return {
+        "id": str(tid),
+        "name": name,
+        "state": state,
+        "params": {},
+        "attempts": 1,
+        "processed": {"emitted": 1, "consumed": 0},
+        "children": list(children),
+        "started_at": None,
+        "ended_at": None,
+        "error": "boom" if state == "failed" else None,
+    }
 
 
 def _text(run: dict) -> str:
@@ -25,8 +34,14 @@ def test_a_wide_parent_shows_notable_children_and_groups_the_rest():
     n = 100_000
     states = {7: "failed", 99_000: "running"}
     leaves = [_task(i, "Leaf", states.get(i, "succeeded")) for i in range(n)]
-    run = {"run_id": "r1", "dag": "flat", "status": "failed", "root": str(n), "error": "x",
-           "tasks": [*leaves, _task(n, "Count", "failed", list(range(n)))]}
+    run = {
+        "run_id": "r1",
+        "dag": "flat",
+        "status": "failed",
+        "root": str(n),
+        "error": "x",
+        "tasks": [*leaves, _task(n, "Count", "failed", list(range(n)))],
+    }
     text = _text(run)
     lines = text.splitlines()
     assert len(lines) < 20
@@ -37,11 +52,25 @@ def test_a_wide_parent_shows_notable_children_and_groups_the_rest():
 
 
 def test_a_small_tree_shows_every_task():
-    run = {"run_id": "r2", "dag": "fanin", "status": "succeeded", "root": "3", "result": 3,
-           "tasks": [_task(0, "Leaf", "succeeded"), _task(1, "Leaf", "succeeded"),
-                     _task(2, "Mid", "succeeded", [0, 1]), _task(3, "Top", "succeeded", [2])]}
+    run = {
+        "run_id": "r2",
+        "dag": "fanin",
+        "status": "succeeded",
+        "root": "3",
+        "result": 3,
+        "tasks": [
+            _task(0, "Leaf", "succeeded"),
+            _task(1, "Leaf", "succeeded"),
+            _task(2, "Mid", "succeeded", [0, 1]),
+            _task(3, "Top", "succeeded", [2]),
+        ],
+    }
     text = _text(run)
     for i, name in enumerate(["Leaf", "Leaf", "Mid", "Top"]):
         assert f"{name}() #{i} succeeded" in text
-    assert text.index("Top()") < text.index("Mid()") < text.index("Leaf() #0") < \
-        text.index("Leaf() #1")
+    assert (
+        text.index("Top()")
+        < text.index("Mid()")
+        < text.index("Leaf() #0")
+        < text.index("Leaf() #1")
+    )

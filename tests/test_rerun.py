@@ -42,8 +42,16 @@ def test_rerun_in_a_new_process_has_same_tree_hash_and_result(simple_cluster, re
 def test_override_changes_only_the_overridden_tasks_hashes(simple_cluster, redis_url):
     client = pk.Client(redis_url, imports=["examples.simple"])
     first = _run(client)
-    dry = simple_cluster.cli("rerun", first["run_id"], "--param", "Multiplier.n=5",
-                             "--dry-run", "--json", "--import", "examples.simple")
+    dry = simple_cluster.cli(
+        "rerun",
+        first["run_id"],
+        "--param",
+        "Multiplier.n=5",
+        "--dry-run",
+        "--json",
+        "--import",
+        "examples.simple",
+    )
     assert dry.returncode == 0, dry.stderr
     plan = json.loads(dry.stdout)
     changed = {c["name"] for c in plan["changed"] if c["params_changed"]}
@@ -77,14 +85,18 @@ def test_dags_equal_compares_tree_hashes():
     assert not pk.dags_equal(simple.build({}), simple.build({"n": 11}))
 
 
-@pytest.mark.parametrize("overrides, error, words", [
-    ({"Nope.n": "1"}, pk.PlanktonError, ["Nope"]),
-    ({"Multiplier.zzz": "1"}, pk.ParamError, ["zzz", "Multiplier"]),
-    ({"Multiplier.n": "abc"}, pk.ParamError, ["'n'", "abc"]),
-    ({"Multiplier": "1"}, pk.ParamError, ["TASK.PARAM"]),
-])
-def test_bad_overrides_are_errors_and_submit_nothing(simple_cluster, redis_url, overrides,
-                                                     error, words):
+@pytest.mark.parametrize(
+    "overrides, error, words",
+    [
+        ({"Nope.n": "1"}, pk.PlanktonError, ["Nope"]),
+        ({"Multiplier.zzz": "1"}, pk.ParamError, ["zzz", "Multiplier"]),
+        ({"Multiplier.n": "abc"}, pk.ParamError, ["'n'", "abc"]),
+        ({"Multiplier": "1"}, pk.ParamError, ["TASK.PARAM"]),
+    ],
+)
+def test_bad_overrides_are_errors_and_submit_nothing(
+    simple_cluster, redis_url, overrides, error, words
+):
     client = pk.Client(redis_url, imports=["examples.simple"])
     first = _run(client)
     with pytest.raises(error) as err:

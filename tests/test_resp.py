@@ -1,4 +1,4 @@
-"""plankton.resp: the hiredis command packer sends exactly what redis-py's own would."""
+"""plankton.engine.resp: the hiredis command packer sends exactly what redis-py's own would."""
 
 from __future__ import annotations
 
@@ -8,16 +8,36 @@ from redis._parsers.encoders import Encoder
 from redis.connection import PythonRespSerializer
 
 import plankton as pk
-from plankton import resp
-from plankton.connection import connect
+from plankton.engine import resp
+from plankton.engine.connection import connect
 from plankton.states import TaskState
 
 _REFERENCE = PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode).pack
 
 CASES = [
     ("SET", "k", "v"),
-    ("HSET", "plankton:{r}:t:1", "state", TaskState.READY, "n", 0, "big", 2**63 - 1,
-     "neg", -7, "f", 0.1, "g", 1e20, "h", float("inf"), "u", "é漢", "b", b"\x00\xff"),
+    (
+        "HSET",
+        "plankton:{r}:t:1",
+        "state",
+        TaskState.READY,
+        "n",
+        0,
+        "big",
+        2**63 - 1,
+        "neg",
+        -7,
+        "f",
+        0.1,
+        "g",
+        1e20,
+        "h",
+        float("inf"),
+        "u",
+        "é漢",
+        "b",
+        b"\x00\xff",
+    ),
     ("CONFIG GET", "maxclients"),
     (b"CLIENT LIST",),
     ("SET", "s", pk.Secret("env:PG_DSN")),
@@ -47,10 +67,17 @@ def test_connect_uses_it_on_a_real_redis(redis_url):
     conn = connect(redis_url)
     assert isinstance(conn.connection_pool.get_connection()._command_packer, resp.FastPacker)
     pipe = conn.pipeline(transaction=True)
-    pipe.hset("plankton:test:resp", mapping={"state": TaskState.SUCCEEDED, "n": 3, "f": 2.5,
-                                              "u": "é", "b": b"\x00"})
+    pipe.hset(
+        "plankton:test:resp",
+        mapping={"state": TaskState.SUCCEEDED, "n": 3, "f": 2.5, "u": "é", "b": b"\x00"},
+    )
     pipe.hgetall("plankton:test:resp")
     got = pipe.execute()[1]
-    assert got == {b"state": b"succeeded", b"n": b"3", b"f": b"2.5", b"u": "é".encode(),
-                   b"b": b"\x00"}
+    assert got == {
+        b"state": b"succeeded",
+        b"n": b"3",
+        b"f": b"2.5",
+        b"u": "é".encode(),
+        b"b": b"\x00",
+    }
     assert conn.config_get("maxclients")  # a command name with a space

@@ -37,8 +37,9 @@ def rc(cluster, redis_url, monkeypatch):
 
 
 def _ran(c: pk.Client) -> Counter:
-    return Counter({k.decode(): int(v) for k, v in c.conn.hgetall(RAN).items()
-                    if b"complete" not in k})
+    return Counter(
+        {k.decode(): int(v) for k, v in c.conn.hgetall(RAN).items() if b"complete" not in k}
+    )
 
 
 def _failed_run(c: pk.Client) -> dict:
@@ -73,8 +74,11 @@ def test_resume_runs_the_failed_leaf_and_its_ancestors_and_reuses_the_rest(rc, c
     assert ran == Counter({"Src:b2": 1, "Mid:B": 1, "Top:top": 1})
     tasks = _by_key(second)
     assert {k for k, t in tasks.items() if t["reused_from"]} == {"A", "a1", "a2", "b1"}
-    assert all(t["reused_from"] == first["run_id"] and t["state"] == "succeeded"
-               for k, t in tasks.items() if k in ("A", "a1", "a2", "b1"))
+    assert all(
+        t["reused_from"] == first["run_id"] and t["state"] == "succeeded"
+        for k, t in tasks.items()
+        if k in ("A", "a1", "a2", "b1")
+    )
     assert tasks["A"]["processed"]["emitted"] == 5 and tasks["b1"]["result"] == "b1"
     _in_order([v.split("/", 1)[1] for v in second["result"]])
     # the same tree run clean (the flag set) gives the same values, each once
@@ -107,14 +111,14 @@ def test_an_override_of_a_sibling_reruns_it_and_a_resumed_run_resumes(rc):
     assert tasks["b1"]["reused_from"] == second_id
     assert tasks["A"]["reused_from"] == second_id  # reused there, reused again
     assert Counter(v.rsplit("-", 1)[0] for v in third["result"]) == Counter(
-        {"A/a1": 3, "A/a2": 2, "B/b1": 5, "B/b2": 4})
+        {"A/a1": 3, "A/a2": 2, "B/b1": 5, "B/b2": 4}
+    )
     # a run that succeeded is refused, clearly
     with pytest.raises(ResumeError, match="it succeeded, there is nothing to resume"):
         rc.rerun(third["run_id"], from_failure=True)
 
 
-def test_dry_run_lists_run_and_reuse_with_reasons_and_writes_nothing(rc, cluster, r,
-                                                                     monkeypatch):
+def test_dry_run_lists_run_and_reuse_with_reasons_and_writes_nothing(rc, cluster, r, monkeypatch):
     monkeypatch.setenv("PLANKTON_VERSION", "1.0")  # the code version the run records
     first = _failed_run(rc)
     a1 = _by_key(first)["a1"]["id"]
@@ -125,18 +129,31 @@ def test_dry_run_lists_run_and_reuse_with_reasons_and_writes_nothing(rc, cluster
         return {k: r.dump(k) for k in sorted(r.keys("*"))}
 
     before = snapshot()
-    text = cluster.cli("rerun", first["run_id"], "--from-failure", "--dry-run", *IMPORT,
-                       PLANKTON_VERSION="1.1")
-    plan = json.loads(cluster.cli("rerun", first["run_id"], "--from-failure", "--dry-run",
-                                  "--json", "--param", f"{a1}.n=4", *IMPORT,
-                                  PLANKTON_VERSION="1.0").stdout)
+    text = cluster.cli(
+        "rerun", first["run_id"], "--from-failure", "--dry-run", *IMPORT, PLANKTON_VERSION="1.1"
+    )
+    plan = json.loads(
+        cluster.cli(
+            "rerun",
+            first["run_id"],
+            "--from-failure",
+            "--dry-run",
+            "--json",
+            "--param",
+            f"{a1}.n=4",
+            *IMPORT,
+            PLANKTON_VERSION="1.0",
+        ).stdout
+    )
     assert plan["code_changed"] is None
     assert snapshot() == before
     assert text.returncode == 0, text.stderr
     assert "resume of " + first["run_id"] + ": 3 task(s) run, 4 reused" in text.stdout
     assert "nothing submitted (--dry-run)" in text.stdout
-    assert "code version changed: 1.0 -> 1.1 (reused values were made by the recorded " \
+    assert (
+        "code version changed: 1.0 -> 1.1 (reused values were made by the recorded "
         "version)" in text.stdout
+    )
     actions = {t["id"]: (t["action"], t["reason"]) for t in plan["tasks"]}
     keyed = {t["params"]["key"]: actions[t["id"]] for t in first["tasks"]}
     assert keyed["a1"] == ("run", "params changed (tree_hash differs)")
@@ -170,13 +187,15 @@ def test_a_worker_sigkilled_during_a_resumed_run(cluster, redis_url, monkeypatch
     assert ran["Src:b2"] == 2  # the attempt lost with its worker, then the retry
     assert ran["Src:a1"] == ran["Src:a2"] == ran["Src:b1"] == ran["Mid:A"] == 0
     assert Counter(v.rsplit("-", 1)[0] for v in run["result"]) == Counter(
-        {"A/a1": 3, "A/a2": 2, "B/b1": 3, "B/b2": 4})
+        {"A/a1": 3, "A/a2": 2, "B/b1": 3, "B/b2": 4}
+    )
     _in_order([v.split("/", 1)[1] for v in run["result"]])
     c.close()
 
 
-def test_expired_values_give_a_clear_error_and_a_full_rerun_works(cluster, redis_url,
-                                                                  monkeypatch, r):
+def test_expired_values_give_a_clear_error_and_a_full_rerun_works(
+    cluster, redis_url, monkeypatch, r
+):
     monkeypatch.setenv("PLANKTON_REDIS_URL", redis_url)
     cluster.imports = ["tests.resume_tasks"]
     cluster.scheduler(PLANKTON_RESUME_KEEP_DAYS="0.00004")  # ~3 s
@@ -185,8 +204,9 @@ def test_expired_values_give_a_clear_error_and_a_full_rerun_works(cluster, redis
     first = _failed_run(c)
     top = _by_key(first)["top"]["id"]
     wait_for(lambda: r.ttl(keys.channel(first["run_id"], top)) > 0, what="channel kept")
-    wait_for(lambda: not r.exists(keys.channel(first["run_id"], top)), timeout=20,
-             what="channel expired")
+    wait_for(
+        lambda: not r.exists(keys.channel(first["run_id"], top)), timeout=20, what="channel expired"
+    )
     failed = cluster.cli("rerun", first["run_id"], "--from-failure", *IMPORT)
     assert failed.returncode != 0
     assert "are no longer kept" in failed.stderr and "PLANKTON_RESUME_KEEP_DAYS" in failed.stderr
@@ -209,8 +229,11 @@ def test_the_api_resumes_and_refuses(rc, redis_url):
     first = _failed_run(rc)
     rc.conn.set("flag", 1)
     with TestClient(create_app(redis_url, ["tests.resume_tasks"])) as api:
-        plan = api.post(f"/runs/{first['run_id']}/rerun", params={"dry_run": "true"},
-                        json={"from_failure": True})
+        plan = api.post(
+            f"/runs/{first['run_id']}/rerun",
+            params={"dry_run": "true"},
+            json={"from_failure": True},
+        )
         assert plan.status_code == 200 and plan.json()["reuse"] == 4
         made = api.post(f"/runs/{first['run_id']}/rerun", json={"from_failure": True})
         assert made.status_code == 201, made.text
@@ -219,6 +242,10 @@ def test_the_api_resumes_and_refuses(rc, redis_url):
         assert run["status"] == "succeeded"
         shown = api.get(f"/runs/{new_id}").json()
         assert sorted(t["params"]["key"] for t in shown["tasks"] if t["reused_from"]) == [
-            "A", "a1", "a2", "b1"]
+            "A",
+            "a1",
+            "a2",
+            "b1",
+        ]
         refused = api.post(f"/runs/{new_id}/rerun", json={"from_failure": True})
         assert refused.status_code == 409 and "nothing to resume" in refused.json()["detail"]

@@ -14,8 +14,8 @@ from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plankton.authoring.schedule import Schedule
 from plankton.errors import DagError
-from plankton.schedule import Schedule
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -38,6 +38,7 @@ def assert_contiguous(schedule: Schedule, fires: list[datetime]) -> None:
 
 # -- expressions ----------------------------------------------------------------------------
 
+
 def test_five_field_expression_fires_on_its_minutes_in_utc():
     s = Schedule("*/5 * * * *")
     assert s.next_fire(utc(2024, 1, 1, 10, 2)) == utc(2024, 1, 1, 10, 5)
@@ -51,24 +52,32 @@ def test_six_field_expression_takes_seconds_as_the_last_field():
     assert s.next_fire(utc(2024, 1, 1)) == utc(2024, 1, 1, 0, 0, 30)
     every_ten = Schedule("* * * * * */10")
     assert every_ten.fires_between(utc(2024, 1, 1), utc(2024, 1, 1, 0, 0, 30)) == [
-        utc(2024, 1, 1, 0, 0, 10), utc(2024, 1, 1, 0, 0, 20), utc(2024, 1, 1, 0, 0, 30)]
+        utc(2024, 1, 1, 0, 0, 10),
+        utc(2024, 1, 1, 0, 0, 20),
+        utc(2024, 1, 1, 0, 0, 30),
+    ]
 
 
 @pytest.mark.parametrize("alias", ["@daily", "@midnight", "@DAILY"])
 def test_daily_aliases_fire_at_local_midnight(alias):
     s = Schedule(alias, timezone="Europe/Berlin")
     assert s.next_fire(utc(2024, 1, 1, 12)) == local(BERLIN, 2024, 1, 2)
-    assert s.window(local(BERLIN, 2024, 1, 2)) == (local(BERLIN, 2024, 1, 1),
-                                                   local(BERLIN, 2024, 1, 2))
+    assert s.window(local(BERLIN, 2024, 1, 2)) == (
+        local(BERLIN, 2024, 1, 1),
+        local(BERLIN, 2024, 1, 2),
+    )
 
 
-@pytest.mark.parametrize("alias, after, expected", [
-    ("@hourly", utc(2024, 5, 5, 10, 30), utc(2024, 5, 5, 11)),
-    ("@weekly", utc(2024, 5, 5, 10), utc(2024, 5, 12)),  # 2024-05-12 is a Sunday
-    ("@monthly", utc(2024, 5, 5), utc(2024, 6, 1)),
-    ("@yearly", utc(2024, 5, 5), utc(2025, 1, 1)),
-    ("@annually", utc(2024, 5, 5), utc(2025, 1, 1)),
-])
+@pytest.mark.parametrize(
+    "alias, after, expected",
+    [
+        ("@hourly", utc(2024, 5, 5, 10, 30), utc(2024, 5, 5, 11)),
+        ("@weekly", utc(2024, 5, 5, 10), utc(2024, 5, 12)),  # 2024-05-12 is a Sunday
+        ("@monthly", utc(2024, 5, 5), utc(2024, 6, 1)),
+        ("@yearly", utc(2024, 5, 5), utc(2025, 1, 1)),
+        ("@annually", utc(2024, 5, 5), utc(2025, 1, 1)),
+    ],
+)
 def test_every_alias_is_accepted(alias, after, expected):
     assert Schedule(alias).next_fire(after) == expected
 
@@ -95,10 +104,23 @@ def test_results_do_not_depend_on_the_process_time_zone(monkeypatch):
 
 # -- bad input -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("expr", [
-    "", "* * * *", "61 * * * *", "1-60 * * * *", "a b c d e", "@reboot", "@sometimes",
-    "* * * * * * 2030", "H * * * *", "0 0 31 2 *", "* * 32 * *",
-])
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "",
+        "* * * *",
+        "61 * * * *",
+        "1-60 * * * *",
+        "a b c d e",
+        "@reboot",
+        "@sometimes",
+        "* * * * * * 2030",
+        "H * * * *",
+        "0 0 31 2 *",
+        "* * 32 * *",
+    ],
+)
 def test_bad_expression_raises_dag_error_naming_dag_and_expression(expr):
     with pytest.raises(DagError) as info:
         Schedule(expr, dag="nightly")
@@ -117,9 +139,14 @@ def test_unknown_time_zone_raises_dag_error_naming_dag_and_expression(tz):
 def test_naive_datetimes_are_refused():
     s = Schedule("* * * * *")
     naive = datetime(2024, 1, 1)
-    for call in (lambda: s.next_fire(naive), lambda: s.prev_fire(naive),
-                 lambda: s.window(naive), lambda: s.fires_between(naive, utc(2024, 1, 2)),
-                 lambda: s.due(None, naive, True), lambda: s.backfill_windows(naive, naive)):
+    for call in (
+        lambda: s.next_fire(naive),
+        lambda: s.prev_fire(naive),
+        lambda: s.window(naive),
+        lambda: s.fires_between(naive, utc(2024, 1, 2)),
+        lambda: s.due(None, naive, True),
+        lambda: s.backfill_windows(naive, naive),
+    ):
         with pytest.raises(ValueError, match="timezone-aware"):
             call()
 
@@ -131,14 +158,18 @@ def test_window_of_an_instant_that_is_not_a_fire_time_is_refused():
 
 # -- contiguity -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("expr, tz, start", [
-    ("*/7 * * * *", "UTC", utc(2024, 1, 1)),
-    ("*/30 * * * *", "America/New_York", local(NEW_YORK, 2024, 3, 1)),
-    ("0 * * * *", "Europe/Berlin", local(BERLIN, 2024, 10, 1)),
-    ("30 2 * * *", "Europe/Berlin", utc(2023, 1, 1)),
-    ("15 1-3 * * *", "America/New_York", utc(2023, 6, 1)),
-    ("* * * * * */15", "Europe/Berlin", local(BERLIN, 2024, 3, 31, 1, 55)),
-])
+
+@pytest.mark.parametrize(
+    "expr, tz, start",
+    [
+        ("*/7 * * * *", "UTC", utc(2024, 1, 1)),
+        ("*/30 * * * *", "America/New_York", local(NEW_YORK, 2024, 3, 1)),
+        ("0 * * * *", "Europe/Berlin", local(BERLIN, 2024, 10, 1)),
+        ("30 2 * * *", "Europe/Berlin", utc(2023, 1, 1)),
+        ("15 1-3 * * *", "America/New_York", utc(2023, 6, 1)),
+        ("* * * * * */15", "Europe/Berlin", local(BERLIN, 2024, 3, 31, 1, 55)),
+    ],
+)
 def test_one_thousand_consecutive_windows_are_contiguous(expr, tz, start):
     s = Schedule(expr, timezone=tz)
     fires = [s.next_fire(start)]
@@ -151,14 +182,17 @@ def test_one_thousand_consecutive_windows_are_contiguous(expr, tz, start):
 
 # -- daylight saving ----------------------------------------------------------------------------
 
+
 def test_berlin_spring_forward_runs_a_skipped_daily_time_once_when_clocks_jump():
     s = Schedule("30 2 * * *", timezone="Europe/Berlin")
     fires = s.fires_between(local(BERLIN, 2024, 3, 29, 12), local(BERLIN, 2024, 4, 2, 12))
-    assert fires == [local(BERLIN, 2024, 3, 30, 2, 30),
-                     # 02:30 does not exist: fire when the clocks jump (02:00 CET = 03:00 CEST)
-                     local(BERLIN, 2024, 3, 31, 3, 0),
-                     local(BERLIN, 2024, 4, 1, 2, 30),
-                     local(BERLIN, 2024, 4, 2, 2, 30)]
+    assert fires == [
+        local(BERLIN, 2024, 3, 30, 2, 30),
+        # 02:30 does not exist: fire when the clocks jump (02:00 CET = 03:00 CEST)
+        local(BERLIN, 2024, 3, 31, 3, 0),
+        local(BERLIN, 2024, 4, 1, 2, 30),
+        local(BERLIN, 2024, 4, 2, 2, 30),
+    ]
     assert fires[1] == utc(2024, 3, 31, 1)
     assert_contiguous(s, fires)
 
@@ -166,10 +200,12 @@ def test_berlin_spring_forward_runs_a_skipped_daily_time_once_when_clocks_jump()
 def test_berlin_fall_back_runs_a_repeated_daily_time_only_once():
     s = Schedule("30 2 * * *", timezone="Europe/Berlin")
     fires = s.fires_between(local(BERLIN, 2024, 10, 25, 12), local(BERLIN, 2024, 10, 29, 12))
-    assert fires == [local(BERLIN, 2024, 10, 26, 2, 30),
-                     utc(2024, 10, 27, 0, 30),  # 02:30 CEST, the first of the two 02:30s
-                     local(BERLIN, 2024, 10, 28, 2, 30),
-                     local(BERLIN, 2024, 10, 29, 2, 30)]
+    assert fires == [
+        local(BERLIN, 2024, 10, 26, 2, 30),
+        utc(2024, 10, 27, 0, 30),  # 02:30 CEST, the first of the two 02:30s
+        local(BERLIN, 2024, 10, 28, 2, 30),
+        local(BERLIN, 2024, 10, 29, 2, 30),
+    ]
     assert_contiguous(s, fires)
     assert s.prev_fire(utc(2024, 10, 27, 1, 30)) == utc(2024, 10, 27, 0, 30)
 
@@ -191,7 +227,12 @@ def test_berlin_hourly_follows_real_time_across_both_changes():
     autumn = s.fires_between(utc(2024, 10, 26, 22, 30), utc(2024, 10, 27, 3, 30))
     assert autumn == [utc(2024, 10, 26, 23)] + [utc(2024, 10, 27, h) for h in range(0, 4)]
     assert [f.astimezone(BERLIN).strftime("%H%z") for f in autumn] == [
-        "01+0200", "02+0200", "02+0100", "03+0100", "04+0100"]
+        "01+0200",
+        "02+0200",
+        "02+0100",
+        "03+0100",
+        "04+0100",
+    ]
     assert_contiguous(s, spring)
     assert_contiguous(s, autumn)
 
@@ -219,10 +260,13 @@ def test_new_york_daily_at_two_thirty_on_both_change_days():
 def test_new_york_one_thirty_fires_once_on_fall_back_and_hourly_fires_twice():
     daily = Schedule("30 1 * * *", timezone="America/New_York")
     assert daily.fires_between(utc(2024, 11, 3), utc(2024, 11, 3, 12)) == [
-        local(NEW_YORK, 2024, 11, 3, 1, 30, fold=0)]
+        local(NEW_YORK, 2024, 11, 3, 1, 30, fold=0)
+    ]
     hourly = Schedule("30 * * * *", timezone="America/New_York")
     assert hourly.fires_between(utc(2024, 11, 3, 4, 45), utc(2024, 11, 3, 7)) == [
-        utc(2024, 11, 3, 5, 30), utc(2024, 11, 3, 6, 30)]  # 01:30 EDT, 01:30 EST
+        utc(2024, 11, 3, 5, 30),
+        utc(2024, 11, 3, 6, 30),
+    ]  # 01:30 EDT, 01:30 EST
 
 
 def reference_fires(expr: str, tz: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
@@ -250,16 +294,20 @@ def reference_fires(expr: str, tz: ZoneInfo, start: datetime, end: datetime) -> 
 
 
 @pytest.mark.parametrize("tz", [BERLIN, NEW_YORK, ZoneInfo("Australia/Lord_Howe")])
-@pytest.mark.parametrize("expr", ["*/20 * * * *", "30 2 * * *", "0,45 1-3 * * *",
-                                  "10 */2 * * *", "0 2 * * *", "@daily"])
+@pytest.mark.parametrize(
+    "expr", ["*/20 * * * *", "30 2 * * *", "0,45 1-3 * * *", "10 */2 * * *", "0 2 * * *", "@daily"]
+)
 def test_fires_match_a_brute_force_reference_around_every_change_of_2024(tz, expr):
     s = Schedule(expr, timezone=tz.key)
     checked = 0
     for month in range(1, 13):
         start = utc(2024, month, 1)
-        changes = {d for d in range(0, 31, 1)
-                   if (start + timedelta(days=d)).astimezone(tz).utcoffset()
-                   != (start + timedelta(days=d + 1)).astimezone(tz).utcoffset()}
+        changes = {
+            d
+            for d in range(0, 31, 1)
+            if (start + timedelta(days=d)).astimezone(tz).utcoffset()
+            != (start + timedelta(days=d + 1)).astimezone(tz).utcoffset()
+        }
         for day in changes:
             lo, hi = start + timedelta(days=day), start + timedelta(days=day + 2)
             expected = reference_fires(expr, tz, lo, hi)
@@ -278,11 +326,23 @@ def backwards(s: Schedule, lo: datetime, hi: datetime) -> list[datetime]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(expr=st.sampled_from(["*/15 * * * *", "30 2 * * *", "0 */3 * * *", "@hourly",
-                             "@weekly", "5 0-4 * * 1-5", "* * * * * */20"]),
-       tz=st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe",
-                           "Asia/Kolkata"]),
-       offset=st.integers(min_value=0, max_value=3 * 365 * 86400 * 1000))
+@given(
+    expr=st.sampled_from(
+        [
+            "*/15 * * * *",
+            "30 2 * * *",
+            "0 */3 * * *",
+            "@hourly",
+            "@weekly",
+            "5 0-4 * * 1-5",
+            "* * * * * */20",
+        ]
+    ),
+    tz=st.sampled_from(
+        ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
+    ),
+    offset=st.integers(min_value=0, max_value=3 * 365 * 86400 * 1000),
+)
 def test_next_prev_and_window_agree_at_any_instant(expr, tz, offset):
     s = Schedule(expr, timezone=tz)
     t = utc(2023, 1, 1) + timedelta(milliseconds=offset)
@@ -294,6 +354,7 @@ def test_next_prev_and_window_agree_at_any_instant(expr, tz, offset):
 
 
 # -- due: cron catch-up -----------------------------------------------------------------------
+
 
 def test_due_with_catchup_returns_every_missed_fire_oldest_first():
     s = Schedule("*/5 * * * *")
@@ -329,7 +390,11 @@ def test_a_new_schedule_with_a_start_catches_up_from_that_start():
     s = Schedule("@daily")
     now = utc(2024, 1, 10, 13)
     assert s.due(None, now, True, start=utc(2024, 1, 7)) == [
-        utc(2024, 1, 7), utc(2024, 1, 8), utc(2024, 1, 9), utc(2024, 1, 10)]
+        utc(2024, 1, 7),
+        utc(2024, 1, 8),
+        utc(2024, 1, 9),
+        utc(2024, 1, 10),
+    ]
     assert s.due(None, now, False, start=utc(2024, 1, 7)) == [utc(2024, 1, 10)]
     assert s.due(None, now, True, start=utc(2024, 2, 1)) == []
 
@@ -343,18 +408,24 @@ def test_catchup_after_downtime_across_a_dst_change_creates_each_fire_once():
 
 # -- backfill --------------------------------------------------------------------------------
 
+
 def test_backfill_gives_one_window_per_interval_in_the_range():
     s = Schedule("@daily")
     windows = s.backfill_windows(utc(2024, 1, 1), utc(2024, 1, 4))
-    assert windows == [(utc(2024, 1, 1), utc(2024, 1, 2)), (utc(2024, 1, 2), utc(2024, 1, 3)),
-                       (utc(2024, 1, 3), utc(2024, 1, 4))]
+    assert windows == [
+        (utc(2024, 1, 1), utc(2024, 1, 2)),
+        (utc(2024, 1, 2), utc(2024, 1, 3)),
+        (utc(2024, 1, 3), utc(2024, 1, 4)),
+    ]
 
 
 def test_backfill_range_between_fire_times_takes_the_intervals_ending_inside_it():
     s = Schedule("0 */6 * * *")
     windows = s.backfill_windows(utc(2024, 1, 1, 1), utc(2024, 1, 1, 13))
-    assert windows == [(utc(2024, 1, 1, 0), utc(2024, 1, 1, 6)),
-                       (utc(2024, 1, 1, 6), utc(2024, 1, 1, 12))]
+    assert windows == [
+        (utc(2024, 1, 1, 0), utc(2024, 1, 1, 6)),
+        (utc(2024, 1, 1, 6), utc(2024, 1, 1, 12)),
+    ]
 
 
 def test_backfill_of_an_empty_or_reversed_range():

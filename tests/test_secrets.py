@@ -12,12 +12,12 @@ import pytest
 import redis
 
 import plankton as pk
-from plankton import redact
+from plankton.views import redact
 from tests import tasks as t
 from tests.cluster import ROOT
 
 with warnings.catch_warnings():
-    warnings.simplefilter("ignore")   # Starlette 1.x asks for httpx2 (see tests/api/test_api.py)
+    warnings.simplefilter("ignore")  # Starlette 1.x asks for httpx2 (see tests/api/test_api.py)
     from fastapi.testclient import TestClient
 
 PASSWORD = "hunter2-s3cr3t"
@@ -51,10 +51,10 @@ def _all_redis_bytes(r: redis.Redis) -> bytes:
 def test_a_secret_is_resolved_on_the_worker_and_stored_nowhere(cluster, client, r, tmp_path):
     cluster.scheduler()
     cluster.worker(PK_TEST_DSN=DSN)
-    run_id = client.submit("secret_dag")      # the default reference: env:PK_TEST_DSN
+    run_id = client.submit("secret_dag")  # the default reference: env:PK_TEST_DSN
     run = client.wait(run_id, timeout=60)
     assert run["status"] == "succeeded", run["error"]
-    assert run["result"] == hashlib.sha256(DSN.encode()).hexdigest()   # the worker read it
+    assert run["result"] == hashlib.sha256(DSN.encode()).hexdigest()  # the worker read it
     task = run["tasks"][0]
     assert task["params"]["dsn"] == "env:PK_TEST_DSN"
     assert PASSWORD.encode() not in _all_redis_bytes(r)
@@ -72,10 +72,10 @@ def test_the_param_hash_covers_the_reference_not_the_secret(tmp_path, monkeypatc
     f.write_text("one\n")
     task = t.UsesSecret(dsn=f"file:{f}")
     before = task.param_hash
-    assert task.dsn.reveal() == "one"          # one trailing newline dropped
+    assert task.dsn.reveal() == "one"  # one trailing newline dropped
     f.write_text("two")
     assert t.UsesSecret(dsn=f"file:{f}").param_hash == before
-    assert task.dsn.reveal() == "two"          # read when asked, not cached
+    assert task.dsn.reveal() == "two"  # read when asked, not cached
     monkeypatch.setenv("PK_A", DSN)
     assert a.dsn.reveal() == DSN
 
@@ -99,7 +99,7 @@ def test_the_cli_refuses_a_literal_secret_with_exit_2_and_writes_nothing(cluster
 
 def test_a_missing_secret_fails_the_task_naming_the_reference_and_host(cluster, client):
     cluster.scheduler()
-    cluster.worker()                          # no PK_TEST_DSN in its environment
+    cluster.worker()  # no PK_TEST_DSN in its environment
     run = client.wait(client.submit("secret_dag"), timeout=60)
     assert run["status"] == "failed"
     error = run["tasks"][0]["error"]
@@ -125,23 +125,32 @@ def test_url_passwords_are_hidden_in_show_the_api_and_errors(cluster, client, re
     assert masked in body and PASSWORD not in body
 
 
-@pytest.mark.parametrize("given,shown", [
-    (DSN, "postgresql://etl:***@db.example:5432/warehouse"),
-    ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
-    ("host=db password='a b' user=etl", "host=db password=*** user=etl"),
-    ("https://example.com/a@b", "https://example.com/a@b"),
-    ("redis+sentinel://h:26379/m?sentinel_password=s3&db=0",
-     "redis+sentinel://h:26379/m?sentinel_password=***&db=0"),
-    ("postgresql://etl@db/w", "postgresql://etl@db/w"),
-])
+@pytest.mark.parametrize(
+    "given,shown",
+    [
+        (DSN, "postgresql://etl:***@db.example:5432/warehouse"),
+        ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+        ("host=db password='a b' user=etl", "host=db password=*** user=etl"),
+        ("https://example.com/a@b", "https://example.com/a@b"),
+        (
+            "redis+sentinel://h:26379/m?sentinel_password=s3&db=0",
+            "redis+sentinel://h:26379/m?sentinel_password=***&db=0",
+        ),
+        ("postgresql://etl@db/w", "postgresql://etl@db/w"),
+    ],
+)
 def test_redact_text(given, shown):
     assert redact.text(given) == shown
     assert redact.value({"a": [given]}) == {"a": [shown]}
 
 
 def test_secret_reveal_in_a_fresh_process_reads_its_own_environment():
-    code = ("import plankton as pk; s = pk.Secret('env:PK_X'); "
-            "print(repr(s), str(s), s.reveal())")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, env={"PK_X": "v", "PATH": "/usr/bin"})
+    code = "import plankton as pk; s = pk.Secret('env:PK_X'); print(repr(s), str(s), s.reveal())"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PK_X": "v", "PATH": "/usr/bin"},
+    )
     assert done.stdout.split() == ["Secret('env:PK_X')", "env:PK_X", "v"], done.stderr

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 import plankton as pk
-from plankton.connection import connect, is_sentinel, parse_sentinel, redact
+from plankton.engine.connection import connect, is_sentinel, parse_sentinel, redact
 from plankton.errors import ConnectionFailed
 from tests.cluster import Cluster
 from tests.reliability.test_auth_tls import ACL, SIMPLE, _certs
@@ -23,12 +23,13 @@ from tests.servers import free_port, wait_for
 
 
 def test_forms():
-    u = parse_sentinel("redis+sentinel://pk:p%40ss@h1:26379,h2,[::1]:26380/main/3"
-                       "?sentinel_password=spw&socket_timeout=4")
+    u = parse_sentinel(
+        "redis+sentinel://pk:p%40ss@h1:26379,h2,[::1]:26380/main/3"
+        "?sentinel_password=spw&socket_timeout=4"
+    )
     assert u.sentinels == (("h1", 26379), ("h2", 26379), ("::1", 26380))
     assert u.service == "main" and not u.tls
-    assert u.master_kwargs == {"db": 3, "username": "pk", "password": "p@ss",
-                               "socket_timeout": 4.0}
+    assert u.master_kwargs == {"db": 3, "username": "pk", "password": "p@ss", "socket_timeout": 4.0}
     assert u.sentinel_kwargs["password"] == "spw" and "username" not in u.sentinel_kwargs
     t = parse_sentinel("rediss+sentinel://h1/main?ssl_ca_certs=/ca.pem&sentinel_username=s")
     assert t.tls and t.master_kwargs["ssl"] and t.sentinel_kwargs["ssl"]
@@ -37,16 +38,19 @@ def test_forms():
     assert is_sentinel("REDIS+SENTINEL://h/m") and not is_sentinel("redis://h:1/0")
 
 
-@pytest.mark.parametrize("url, why", [
-    ("redis+sentinel://h1", "the master's name is missing"),
-    ("redis+sentinel:///main", "no sentinel host"),
-    ("redis+sentinel://h1,,h2/main", "an empty sentinel host"),
-    ("redis+sentinel://h1:port/main", "sentinel port 'port' is not a number"),
-    ("redis+sentinel://h1:70000/main", "bad sentinel address"),
-    ("redis+sentinel://h1/main/x", "Invalid value for 'db'"),
-    ("redis+sentinel://h1/main/1/2", "too many path parts"),
-    ("redis+sentinel://h1/main/1?db=2", "the db is given twice"),
-])
+@pytest.mark.parametrize(
+    "url, why",
+    [
+        ("redis+sentinel://h1", "the master's name is missing"),
+        ("redis+sentinel:///main", "no sentinel host"),
+        ("redis+sentinel://h1,,h2/main", "an empty sentinel host"),
+        ("redis+sentinel://h1:port/main", "sentinel port 'port' is not a number"),
+        ("redis+sentinel://h1:70000/main", "bad sentinel address"),
+        ("redis+sentinel://h1/main/x", "Invalid value for 'db'"),
+        ("redis+sentinel://h1/main/1/2", "too many path parts"),
+        ("redis+sentinel://h1/main/1?db=2", "the db is given twice"),
+    ],
+)
 def test_refusals_name_the_problem(url, why):
     with pytest.raises(ConnectionFailed) as err:
         connect(url)
@@ -62,9 +66,20 @@ def test_redaction_covers_both_passwords():
 
 
 def _tls_args(certs: dict[str, Path], port: int) -> list[str]:
-    return ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(certs["cert"]),
-            "--tls-key-file", str(certs["key"]), "--tls-ca-cert-file", str(certs["ca"]),
-            "--tls-auth-clients", "no"]
+    return [
+        "--port",
+        "0",
+        "--tls-port",
+        str(port),
+        "--tls-cert-file",
+        str(certs["cert"]),
+        "--tls-key-file",
+        str(certs["key"]),
+        "--tls-ca-cert-file",
+        str(certs["ca"]),
+        "--tls-auth-clients",
+        "no",
+    ]
 
 
 def test_tls_acl_sentinel_url_end_to_end(tmp_path):
@@ -72,24 +87,61 @@ def test_tls_acl_sentinel_url_end_to_end(tmp_path):
     (the sentinel's) with its own password; every process gets the rediss+sentinel URL."""
     certs = _certs(tmp_path / "certs")
     mport, sport = free_port(), free_port()
-    procs = [subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", *_tls_args(certs, mport), "--dir",
-         str(tmp_path), "--save", "", "--appendonly", "no", "--requirepass", "admin-pw"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                *_tls_args(certs, mport),
+                "--dir",
+                str(tmp_path),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--requirepass",
+                "admin-pw",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     fc = None
     try:
-        admin = redis.Redis(port=mport, password="admin-pw", ssl=True,
-                            ssl_ca_certs=str(certs["ca"]), socket_timeout=1)
+        admin = redis.Redis(
+            port=mport,
+            password="admin-pw",
+            ssl=True,
+            ssl_ca_certs=str(certs["ca"]),
+            socket_timeout=1,
+        )
         wait_for(lambda: _answers(admin), 10, what="TLS master")
         admin.execute_command("ACL", "SETUSER", "pk", *ACL)
         conf = tmp_path / "sentinel.conf"
-        conf.write_text("\n".join([
-            "bind 127.0.0.1", *(f"{a.removeprefix('--')} {b}" for a, b in
-                                zip(_tls_args(certs, sport)[::2], _tls_args(certs, sport)[1::2])),
-            "tls-replication yes", f"dir {tmp_path}",
-            f"sentinel monitor pkm 127.0.0.1 {mport} 1", "sentinel auth-pass pkm admin-pw", ""]))
-        procs.append(subprocess.Popen(["redis-server", str(conf), "--sentinel"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        conf.write_text(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    *(
+                        f"{a.removeprefix('--')} {b}"
+                        for a, b in zip(_tls_args(certs, sport)[::2], _tls_args(certs, sport)[1::2])
+                    ),
+                    "tls-replication yes",
+                    f"dir {tmp_path}",
+                    f"sentinel monitor pkm 127.0.0.1 {mport} 1",
+                    "sentinel auth-pass pkm admin-pw",
+                    "",
+                ]
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                ["redis-server", str(conf), "--sentinel"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         url = f"rediss+sentinel://pk:pk-pass-1@127.0.0.1:{sport}/pkm/0?ssl_ca_certs={certs['ca']}"
         conn = connect(url)
         wait_for(lambda: _answers(conn), 15, what="the master through the TLS sentinel")
@@ -97,8 +149,18 @@ def test_tls_acl_sentinel_url_end_to_end(tmp_path):
         fc = Cluster(url, imports=["examples.simple"], log_dir=tmp_path)
         fc.scheduler()
         fc.worker("sentinel-w")
-        done = fc.cli("run", "simple", "--param", "n=3", "--param", "m=2", "--wait", "--json",
-                      "--import", "examples.simple")
+        done = fc.cli(
+            "run",
+            "simple",
+            "--param",
+            "n=3",
+            "--param",
+            "m=2",
+            "--wait",
+            "--json",
+            "--import",
+            "examples.simple",
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert "pk-pass-1" not in done.stdout + done.stderr
         client = pk.Client(url, imports=["examples.simple"])

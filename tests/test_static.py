@@ -19,8 +19,9 @@ LINTED = ("plankton", "scheduler", "workers", "tests", "benchmarks", "examples")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_ruff_finds_nothing():
@@ -28,8 +29,11 @@ def test_ruff_finds_nothing():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("args", [("--strict", "plankton"), ("scheduler", "workers")],
-                         ids=["strict-plankton", "default-processes"])
+@pytest.mark.parametrize(
+    "args",
+    [("--strict", "plankton"), ("scheduler", "workers")],
+    ids=["strict-plankton", "default-processes"],
+)
 def test_mypy_finds_nothing(args):
     done = _run("mypy", *args)
     assert done.returncode == 0, done.stdout + done.stderr

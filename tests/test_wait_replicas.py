@@ -14,9 +14,10 @@ import signal
 import pytest
 import redis
 
-from plankton import codec, durable, keys
-from plankton.channel import Writer
+from plankton import codec, keys
 from plankton.client import Client
+from plankton.engine import durable
+from plankton.engine.channel import Writer
 from plankton.settings import load
 from tests.inert_tasks import Leaf, Parent
 from tests.servers import RedisServer, wait_for
@@ -44,8 +45,17 @@ def pair(tmp_path):
 def _finish_leaf(client: Client, run_id: str) -> None:
     leaf = next(t["id"] for t in client.status(run_id)["tasks"] if t["parent"])
     (c,), _ = client.engine.start(run_id, "w1", 60_000, [(leaf, 1)])
-    w = Writer(client.engine, c.run_id, c.parent, c.task_id, c.attempt, cap=100,
-               max_bytes=1 << 20, where=c.name, fence=c.fence)
+    w = Writer(
+        client.engine,
+        c.run_id,
+        c.parent,
+        c.task_id,
+        c.attempt,
+        cap=100,
+        max_bytes=1 << 20,
+        where=c.name,
+        fence=c.fence,
+    )
     w.emit(1)
     w.finish(w.finish_args(codec.dumps(None), 0))
     return leaf

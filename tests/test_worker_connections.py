@@ -3,7 +3,7 @@
 Before, every consumer waiting on its channel held a connection of its own (XREAD BLOCK) and
 the task threads' pool grew with the threads that ever ran at once: two workers ended rounds of
 deep, wide and streaming trees with ~150 connections each. Now consumers wait in one shared
-read (plankton/shared_read.py) and task threads share a bounded pool
+read (plankton/engine/shared_read.py) and task threads share a bounded pool
 (PLANKTON_WORKER_CONNECTIONS), so a worker holds at most that pool + a few, and the count does
 not grow from round to round or with the depth of a tree.
 
@@ -43,15 +43,17 @@ def _threads(pid: int) -> int:
     return 0
 
 
-def test_connections_per_worker_do_not_grow_with_depth_width_or_rounds(r, cluster, client,
-                                                                        capsys):
+def test_connections_per_worker_do_not_grow_with_depth_width_or_rounds(r, cluster, client, capsys):
     cluster.env_extra["PLANKTON_WORKER_CONNECTIONS"] = str(POOL)
     workers = [cluster.worker(name) for name in WORKERS]
     cluster.scheduler()
     rounds = []
     for i in range(3):
-        for dag, params, want in (("chain", {"depth": 100}, 100), ("fanin", {"n": 300}, 300),
-                                  ("stream3", {"n": 2000, "leaves": 3}, 6000)):
+        for dag, params, want in (
+            ("chain", {"depth": 100}, 100),
+            ("fanin", {"n": 300}, 300),
+            ("stream3", {"n": 2000, "leaves": 3}, 6000),
+        ):
             run = client.wait(client.submit(dag, params), timeout=120)
             assert run["status"] == "succeeded", run.get("error")
             assert run["result"] == want

@@ -10,6 +10,6 @@ _early: list[int] = []
 signal.signal(signal.SIGTERM, lambda signum, frame: _early.append(signum))
 signal.signal(signal.SIGINT, lambda signum, frame: _early.append(signum))
 
-from .supervisor import supervise  # noqa: E402
+from workers.supervisor import supervise  # noqa: E402
 
 sys.exit(supervise(sys.argv[1:], stopped_early=_early))

@@ -22,17 +22,18 @@ from typing import Any, Sequence
 
 import redis
 
-from plankton import codec, keys, logsetup, runs, scripts
-from plankton.channel import ride_through
-from plankton.connection import client_name, connect
+from plankton import codec, keys
+from plankton.authoring.registry import Registry
+from plankton.engine import liveness, scripts
+from plankton.engine.channel import ride_through
+from plankton.engine.connection import client_name, connect
+from plankton.engine.shared_read import SharedReader
+from plankton.engine.transitions import Claimed, Transitions, backoff_ms
+from plankton.engine.transport import Enqueuer
 from plankton.errors import Fenced, NotFoundError, PlanktonError
-from plankton.registry import Registry
+from plankton.operations import logsetup
 from plankton.settings import Settings
-from plankton.shared_read import SharedReader
-from plankton.transitions import Claimed, Transitions, backoff_ms
-from plankton.transport import Enqueuer
-
-from .runtime import Runtime, SlotHold
+from workers.runtime import Runtime, SlotHold
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,9 @@ class FencedStop(BaseException):
 
 def _async_raise(thread: threading.Thread, exc_type: type[BaseException]) -> None:
     if thread.ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
-                                                   ctypes.py_object(exc_type))
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type)
+        )
 
 
 class Finisher:
@@ -87,8 +89,9 @@ class Finisher:
         self.pending.append(args)
 
     def flush_if_due(self) -> None:
-        if self.pending and (len(self.pending) >= self.MAX_TASKS
-                             or time.monotonic() - self.since >= self.MAX_WAIT):
+        if self.pending and (
+            len(self.pending) >= self.MAX_TASKS or time.monotonic() - self.since >= self.MAX_WAIT
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -104,8 +107,9 @@ class Finisher:
 class Executor:
     """Owns the task threads and the monitor of one worker process."""
 
-    def __init__(self, settings: Settings, registry: Registry, name: str,
-                 conn: redis.Redis | None = None) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, name: str, conn: redis.Redis | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.name = name
@@ -115,10 +119,12 @@ class Executor:
         # one bounded pool for every task thread: a worker's connections do not grow with
         # the trees it runs (issue 18)
         tag = client_name(name)
-        self.conn = conn or connect(settings.url, pool_size=max(2, settings.worker_connections),
-                                    client_name=tag)
-        self.blocking_conn = connect(settings.url, blocking=True, lib_name=None,
-                                     lib_version=None, client_name=tag)
+        self.conn = conn or connect(
+            settings.url, pool_size=max(2, settings.worker_connections), client_name=tag
+        )
+        self.blocking_conn = connect(
+            settings.url, blocking=True, lib_name=None, lib_version=None, client_name=tag
+        )
         #: Every consumer waiting on an empty channel waits in this one read (one connection).
         self.shared_reader = SharedReader(self.blocking_conn, self.conn, keys.wake(name))
         self.engine = Transitions(self.conn, settings.wait_replicas, settings.wait_ms)
@@ -169,12 +175,19 @@ class Executor:
         leaves costs a fraction of a round trip each. Returns once every task of the batch
         has finished or is waiting on a channel.
         """
-        budget = max(0, MAX_LOCAL_THREADS - self.running_count()) \
-            if self.settings.claim_parents else 0
-        claimed, released = self.engine.start(run_id, self.name, self.settings.lease_ms, pairs,
-                                              self.queues, budget, self.host,
-                                              self.settings.claim_parents >= 2 or
-                                              self._alone())
+        budget = (
+            max(0, MAX_LOCAL_THREADS - self.running_count()) if self.settings.claim_parents else 0
+        )
+        claimed, released = self.engine.start(
+            run_id,
+            self.name,
+            self.settings.lease_ms,
+            pairs,
+            self.queues,
+            budget,
+            self.host,
+            self.settings.claim_parents >= 2 or self._alone(),
+        )
         leaves = self._take(run_id, claimed, released)
         if leaves:
             finisher = Finisher(self.engine)
@@ -184,8 +197,9 @@ class Executor:
                     if self.stop_asked.is_set():
                         # a warm stop runs no new leaf: the rest of the batch is handed
                         # back now, for another worker to retry at once
-                        self._hand_back([(c.run_id, c.task_id, c.attempt) for c in leaves[i:]],
-                                        "worker stopped")
+                        self._hand_back(
+                            [(c.run_id, c.task_id, c.attempt) for c in leaves[i:]], "worker stopped"
+                        )
                         break
                     hold.acquire()
                     self._execute(claim, hold, finisher)
@@ -201,8 +215,9 @@ class Executor:
         self.acquire_slot()
         self.release_slot()
 
-    def _take(self, run_id: str, claimed: list[Claimed],
-              released: list[tuple[str, int, str]]) -> list[Claimed]:
+    def _take(
+        self, run_id: str, claimed: list[Claimed], released: list[tuple[str, int, str]]
+    ) -> list[Claimed]:
         """Hold what START claimed, enqueue the parents it released, start the consumers on
         their threads; returns the leaves (the caller runs them)."""
         with self.active_lock:
@@ -234,17 +249,32 @@ class Executor:
         ``PLANKTON_CLAIM_PARENTS=2`` does at once), so the channel stays bounded and streaming
         and no producer waits for a consumer that no worker is free to start. False: not
         here (a warm stop, claiming off, or a queue this worker does not serve)."""
-        if (self.settings.claim_parents < 1 or queue not in self.queues
-                or self.stop_asked.is_set() or self.stopping.is_set()):
+        if (
+            self.settings.claim_parents < 1
+            or queue not in self.queues
+            or self.stop_asked.is_set()
+            or self.stopping.is_set()
+        ):
             return False
         budget = max(0, MAX_LOCAL_THREADS - self.running_count())
-        claimed, released = self.engine.start(run_id, self.name, self.settings.lease_ms,
-                                              [(parent, attempt)], self.queues, budget,
-                                              self.host, False)
+        claimed, released = self.engine.start(
+            run_id,
+            self.name,
+            self.settings.lease_ms,
+            [(parent, attempt)],
+            self.queues,
+            budget,
+            self.host,
+            False,
+        )
         self._take(run_id, claimed, released)  # parents only: each starts on its own thread
         if claimed:
-            log.info("run %s: started consumer %s here (no worker took it from RQ within "
-                     "%d ms)", run_id, parent, scripts.ADOPT_AFTER_MS)
+            log.info(
+                "run %s: started consumer %s here (no worker took it from RQ within %d ms)",
+                run_id,
+                parent,
+                scripts.ADOPT_AFTER_MS,
+            )
         return True
 
     def _alone(self) -> bool:
@@ -252,23 +282,30 @@ class Executor:
         now = time.monotonic()
         if now - self._alone_at > 1.0:
             try:
-                self._alone_value = runs.live_workers(self.conn, self.settings.heartbeat) <= 1
+                self._alone_value = liveness.live_workers(self.conn, self.settings.heartbeat) <= 1
             except redis.RedisError:
                 self._alone_value = False
             self._alone_at = now
         return self._alone_value
 
-    def _execute(self, claim: Claimed, hold: SlotHold,
-                 finisher: "Finisher | None" = None) -> None:
+    def _execute(self, claim: Claimed, hold: SlotHold, finisher: "Finisher | None" = None) -> None:
         """Run one attempt; a leaf's ``hold`` is the batch loop's and stays with it."""
-        rt = Runtime(claim, self.engine, self.blocking_conn, self.settings, hold,
-                     self.shared_reader, self.adopt)
+        rt = Runtime(
+            claim,
+            self.engine,
+            self.blocking_conn,
+            self.settings,
+            hold,
+            self.shared_reader,
+            self.adopt,
+        )
         rt.thread = threading.current_thread()
         key = (claim.run_id, claim.task_id, claim.attempt)
         with self.active_lock:
             self.active[key] = rt
-        tagged = logsetup.tag(run_id=claim.run_id, task_id=claim.task_id,
-                              attempt=claim.attempt, task=claim.name)
+        tagged = logsetup.tag(
+            run_id=claim.run_id, task_id=claim.task_id, attempt=claim.attempt, task=claim.name
+        )
         try:
             self._run_attempt(rt, finisher)
         except (Fenced, FencedStop):
@@ -280,7 +317,7 @@ class Executor:
                 finisher.flush()
             self._record_failure(rt, exc)
         finally:
-            rt.writer.drop()       # a batch sent ahead by an attempt that did not finish
+            rt.writer.drop()  # a batch sent ahead by an attempt that did not finish
             with self.active_lock:
                 self.active.pop(key, None)
                 self._kill_at.pop(key, None)
@@ -317,10 +354,12 @@ class Executor:
         except NotFoundError:
             raise PlanktonError(
                 f"task family {claim.family} is not registered on worker {self.name}; "
-                f"imports: {', '.join(self.registry.modules) or 'none'}") from None
+                f"imports: {', '.join(self.registry.modules) or 'none'}"
+            ) from None
         wire = codec.loads(claim.params) if claim.params else {}
-        params = {k: cls._params[k].from_wire(v, claim.name) for k, v in wire.items()
-                  if k in cls._params}
+        params = {
+            k: cls._params[k].from_wire(v, claim.name) for k, v in wire.items() if k in cls._params
+        }
         unknown = set(wire) - set(cls._params)
         if unknown:
             raise PlanktonError(f"{claim.family} no longer has param(s) {sorted(unknown)}")
@@ -337,15 +376,24 @@ class Executor:
         text = self._describe(exc, rt)
         log.warning("%s attempt %d failed: %s", rt.where, claim.attempt, text.splitlines()[0])
         rt.fenced = True
-        ride_through(self.engine.fail, claim.run_id, claim.task_id, claim.fence, kind, text,
-                     backoff_ms(claim.attempt, self.settings.retry_base,
-                                self.settings.retry_cap), self.settings.max_lost)
+        ride_through(
+            self.engine.fail,
+            claim.run_id,
+            claim.task_id,
+            claim.fence,
+            kind,
+            text,
+            backoff_ms(claim.attempt, self.settings.retry_base, self.settings.retry_cap),
+            self.settings.max_lost,
+        )
 
     @staticmethod
     def _describe(exc: BaseException, rt: Runtime) -> str:
         if isinstance(exc, TaskTimeout):
-            return f"TimeoutError: attempt {rt.claim.attempt} ran over its timeout of " \
-                   f"{rt.claim.timeout}s"
+            return (
+                f"TimeoutError: attempt {rt.claim.attempt} ran over its timeout of "
+                f"{rt.claim.timeout}s"
+            )
         head = f"{type(exc).__name__}: {exc}"
         return head + "\n" + "".join(traceback.format_exception(exc))[-8000:]
 
@@ -413,8 +461,7 @@ class Executor:
                 self._stop((run_id, task_id, attempt), FencedStop)
         by_run: dict[str, list[tuple[str, int | str]]] = {}
         for (run_id, task_id), attempt in newest.items():
-            by_run.setdefault(run_id, []).append(
-                (task_id, self._fence((run_id, task_id, attempt))))
+            by_run.setdefault(run_id, []).append((task_id, self._fence((run_id, task_id, attempt))))
         try:
             self.conn.zadd(keys.WORKERS, {self.name: int(time.time() * 1000)})
             for run_id, pairs in by_run.items():
@@ -429,16 +476,24 @@ class Executor:
                 claim = rt.claim
                 # recorded first: if Redis is unreachable this raises, and the next pass of
                 # the monitor tries again (the task must not run on unrecorded)
-                self.engine.fail(claim.run_id, claim.task_id, claim.fence, "timeout",
-                                 self._describe(TaskTimeout(), rt),
-                                 backoff_ms(claim.attempt, self.settings.retry_base,
-                                            self.settings.retry_cap), self.settings.max_lost)
+                self.engine.fail(
+                    claim.run_id,
+                    claim.task_id,
+                    claim.fence,
+                    "timeout",
+                    self._describe(TaskTimeout(), rt),
+                    backoff_ms(claim.attempt, self.settings.retry_base, self.settings.retry_cap),
+                    self.settings.max_lost,
+                )
                 rt.fenced = True
                 self._stop((claim.run_id, claim.task_id, claim.attempt), TaskTimeout)
         for key, at in list(self._kill_at.items()):
             if now > at and key in self.active:
-                log.error("task %s did not stop within %.1fs; restarting worker", key,
-                          self.settings.kill_grace)
+                log.error(
+                    "task %s did not stop within %.1fs; restarting worker",
+                    key,
+                    self.settings.kill_grace,
+                )
                 self.hand_back_all("worker restarted: a task would not stop", skip=key)
                 os._exit(EXIT_RESTART)
 
@@ -466,9 +521,15 @@ class Executor:
         """Fail each (run, task, attempt) as handed back: retried at once, not a failure."""
         for run_id, task_id, attempt in attempts:
             try:
-                self.engine.fail(run_id, task_id, self._fence((run_id, task_id, attempt)),
-                                 "handback", reason, 0,
-                                 self.settings.max_lost)
+                self.engine.fail(
+                    run_id,
+                    task_id,
+                    self._fence((run_id, task_id, attempt)),
+                    "handback",
+                    reason,
+                    0,
+                    self.settings.max_lost,
+                )
             except redis.RedisError:
                 pass
 

@@ -11,16 +11,16 @@ import time
 
 import redis
 
-from plankton import keys, logsetup
+from plankton import keys
 from plankton import settings as settings_mod
-from plankton.connection import client_name, connect, redact
+from plankton.authoring.registry import Registry
+from plankton.engine.connection import client_name, connect, redact
+from plankton.engine.transport import rq_queue
 from plankton.errors import PlanktonError
-from plankton.registry import Registry
-from plankton.stopping import StopDeadline
-from plankton.transport import rq_queue
-
-from .executor import EXIT_RESTART, Executor
-from .worker import PlanktonWorker
+from plankton.operations import logsetup
+from plankton.operations.stopping import StopDeadline
+from workers.executor import EXIT_RESTART, Executor
+from workers.worker import PlanktonWorker
 
 log = logging.getLogger("plankton.worker")
 
@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         logsetup.configure("worker", args.log_level)
         logging.getLogger("rq.worker").setLevel(logging.WARNING)
-        settings = settings_mod.load(url=args.url, imports=tuple(args.imports),
-                                     concurrency=args.concurrency)
+        settings = settings_mod.load(
+            url=args.url, imports=tuple(args.imports), concurrency=args.concurrency
+        )
         registry = Registry(settings.imports)
     except PlanktonError as exc:
         print(f"plankton worker: {exc}", file=sys.stderr)
@@ -63,21 +64,28 @@ def main(argv: list[str] | None = None) -> int:
     conn = connect(settings.url, blocking=True, client_name=client_name(name))
     wait_for_redis(conn, settings.url)
     queues = [rq_queue(q.strip(), conn) for q in args.queues.split(",") if q.strip()]
-    previous_beat = conn.zscore(keys.WORKERS, name)   # before our own monitor beats
+    previous_beat = conn.zscore(keys.WORKERS, name)  # before our own monitor beats
     executor = Executor(settings, registry, name)
     executor.queues = [q.name for q in queues]
-    worker = PlanktonWorker(queues, connection=conn, name=name,
-                            serializer=queues[0].serializer)
+    worker = PlanktonWorker(queues, connection=conn, name=name, serializer=queues[0].serializer)
     worker.previous_beat_ms = previous_beat
     worker.stale_after_ms = max(3 * settings.heartbeat * 1000, settings.lease_ms)
     worker.executor = executor
     worker.log_result_lifespan = False
-    log.info("worker %s serving %s from %s (imports: %s)", name, args.queues,
-             redact(settings.url), ", ".join(registry.modules) or "none")
+    log.info(
+        "worker %s serving %s from %s (imports: %s)",
+        name,
+        args.queues,
+        redact(settings.url),
+        ", ".join(registry.modules) or "none",
+    )
     # The bound on a stop: running tasks get stop_grace to finish (Executor.shutdown), and
     # two seconds later the deadline ends the process whatever still blocks it.
-    deadline = StopDeadline(settings.stop_grace + 2.0, f"worker {name}",
-                            lambda: executor.hand_back_all("worker stop deadline"))
+    deadline = StopDeadline(
+        settings.stop_grace + 2.0,
+        f"worker {name}",
+        lambda: executor.hand_back_all("worker stop deadline"),
+    )
     worker.stop_deadline = deadline
     stopped = False
     try:

@@ -1,7 +1,7 @@
 """The context of one running attempt inside a worker: its channel ends, logs and slot.
 
-A task's ``emit()`` goes to a :class:`plankton.channel.Writer` and its ``results()`` to a
-:class:`plankton.channel.Reader`; this module only ties them to the worker: a wait on a
+A task's ``emit()`` goes to a :class:`plankton.engine.channel.Writer` and its ``results()`` to a
+:class:`plankton.engine.channel.Reader`; this module only ties them to the worker: a wait on a
 channel gives the attempt's CPU slot back (:class:`SlotHold`), and log lines are kept until
 the executor stores them.
 """
@@ -16,11 +16,11 @@ from typing import Any, Iterator
 import redis
 
 from plankton import codec
-from plankton.channel import Adopt, Reader, Writer
+from plankton.authoring.task import TaskContext
+from plankton.engine.channel import Adopt, Reader, Writer
+from plankton.engine.shared_read import SharedReader
+from plankton.engine.transitions import Claimed, Transitions
 from plankton.settings import Settings
-from plankton.shared_read import SharedReader
-from plankton.task import TaskContext
-from plankton.transitions import Claimed, Transitions
 
 
 class SlotHold:
@@ -52,22 +52,47 @@ class Runtime(TaskContext):
     waits on a channel, off its slot) and ``fenced``.
     """
 
-    def __init__(self, claim: Claimed, transitions: Transitions, blocking_conn: redis.Redis,
-                 settings: Settings, hold: SlotHold, shared: SharedReader | None = None,
-                 adopt: Adopt | None = None) -> None:
+    def __init__(
+        self,
+        claim: Claimed,
+        transitions: Transitions,
+        blocking_conn: redis.Redis,
+        settings: Settings,
+        hold: SlotHold,
+        shared: SharedReader | None = None,
+        adopt: Adopt | None = None,
+    ) -> None:
         """``adopt``: the executor's, which starts this attempt's parent here when it has
         waited ``scripts.ADOPT_AFTER_MS`` in RQ (``channel.Adopt``)."""
         self.claim = claim
         self.hold = hold
         self.where = f"{claim.name} (run {claim.run_id}, task {claim.task_id})"
-        self.writer = Writer(transitions, claim.run_id, claim.parent, claim.task_id,
-                             claim.attempt, cap=settings.channel_cap,
-                             max_bytes=settings.max_value_bytes, where=self.where, waits=self,
-                             fence=claim.fence, adopt=adopt if claim.parent else None)
-        self.reader = Reader(transitions, blocking_conn, claim.run_id, claim.task_id,
-                             claim.attempt, claim.n_children,
-                             max_bytes=settings.max_value_bytes, where=self.where, waits=self,
-                             fence=claim.fence, shared=shared)
+        self.writer = Writer(
+            transitions,
+            claim.run_id,
+            claim.parent,
+            claim.task_id,
+            claim.attempt,
+            cap=settings.channel_cap,
+            max_bytes=settings.max_value_bytes,
+            where=self.where,
+            waits=self,
+            fence=claim.fence,
+            adopt=adopt if claim.parent else None,
+        )
+        self.reader = Reader(
+            transitions,
+            blocking_conn,
+            claim.run_id,
+            claim.task_id,
+            claim.attempt,
+            claim.n_children,
+            max_bytes=settings.max_value_bytes,
+            where=self.where,
+            waits=self,
+            fence=claim.fence,
+            shared=shared,
+        )
         self.waiting = False
         self.thread: threading.Thread | None = None
         self.deadline: float | None = None
@@ -92,8 +117,9 @@ class Runtime(TaskContext):
         return {"emitted": self.writer.emitted, "consumed": self.reader.consumed}
 
     def log(self, level: int, message: str) -> None:
-        line = codec.dumps([self.claim.task_id, int(time.time() * 1000),
-                            logging.getLevelName(level), message])
+        line = codec.dumps(
+            [self.claim.task_id, int(time.time() * 1000), logging.getLevelName(level), message]
+        )
         with self._log_lock:
             self.log_lines.append(line)
 

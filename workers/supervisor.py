@@ -14,10 +14,9 @@ import subprocess
 import sys
 import time
 
-from plankton import logsetup
 from plankton.errors import ConfigError
-
-from .executor import EXIT_RESTART
+from plankton.operations import logsetup
+from workers.executor import EXIT_RESTART
 
 log = logging.getLogger("plankton.worker")
 
@@ -42,7 +41,7 @@ def supervise(argv: list[str], stopped_early: list[int] | None = None) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     if stopped_early:
-        return 0   # asked to stop before a worker process started: nothing to stop
+        return 0  # asked to stop before a worker process started: nothing to stop
     restarts = 0
     while not stopping:
         # Same process group: killing the group (a host or container going away) takes the

@@ -1,7 +1,7 @@
 """The RQ worker class: RQ dequeues, Plankton validates and runs.
 
 RQ's SimpleWorker loop is kept (queues, BLMOVE dequeue, worker registration, signals), but
-job execution is Plankton's: a job must name :data:`plankton.transport.ENTRY` with no
+job execution is Plankton's: a job must name :data:`plankton.engine.transport.ENTRY` with no
 instance and no callbacks, and carry ``[run_id, [[task, attempt], ...]]``. Anything else —
 a forged job naming ``os.system``, a pickle or JSON payload, a malformed hash — is refused
 before anything is imported, recorded failed, and the worker keeps serving.
@@ -22,12 +22,11 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.utils import current_timestamp, now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
-from plankton import transport
-from plankton.stopping import StopDeadline
-from plankton.transitions import Transitions
-from plankton.transport import MsgpackSerializer, RefusedJob, entry_args, inflate_job
-
-from .executor import Executor
+from plankton.engine import transport
+from plankton.engine.transitions import Transitions
+from plankton.engine.transport import MsgpackSerializer, RefusedJob, entry_args, inflate_job
+from plankton.operations.stopping import StopDeadline
+from workers.executor import Executor
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +79,14 @@ class PlanktonWorker(SimpleWorker):
         (its TTL). A worker SIGKILLed, or restarted by its supervisor after a task would not
         stop, never records its death, so its successor under the same name would crash-loop.
         Take the name over when its holder is provably dead."""
-        if self.connection.exists(self.key) and not self.connection.hexists(self.key, "death") \
-                and self._holder_is_dead():
-            log.warning("worker %s: the previous process with this name is dead; taking over",
-                        self.name)
+        if (
+            self.connection.exists(self.key)
+            and not self.connection.hexists(self.key, "death")
+            and self._holder_is_dead()
+        ):
+            log.warning(
+                "worker %s: the previous process with this name is dead; taking over", self.name
+            )
             self.connection.hset(self.key, "death", utcformat(now()))
         super().register_birth()
 
@@ -93,7 +96,7 @@ class PlanktonWorker(SimpleWorker):
         if host == self.hostname and pid is not None and pid.isdigit():
             old = int(pid)
             if old == os.getpid():
-                return True           # a PID namespace reused the PID: that process is gone
+                return True  # a PID namespace reused the PID: that process is gone
             try:
                 os.kill(old, 0)
             except ProcessLookupError:
@@ -127,8 +130,12 @@ class PlanktonWorker(SimpleWorker):
         :attr:`rq_beat_every` s keeps it alive; a beat with a timeout or a pipeline (RQ's
         own special cases) always goes out."""
         last = self.last_heartbeat
-        if timeout is None and pipeline is None and last is not None \
-                and (now() - last).total_seconds() < self.rq_beat_every:
+        if (
+            timeout is None
+            and pipeline is None
+            and last is not None
+            and (now() - last).total_seconds() < self.rq_beat_every
+        ):
             return
         super().heartbeat(timeout, pipeline)
 
@@ -137,15 +144,19 @@ class PlanktonWorker(SimpleWorker):
         # worker heartbeat (plankton:workers) is what the scheduler reads.
         self._state = state
 
-    def _forget(self, job: Job, queue: Any, run_id: str,
-                pairs: list[tuple[str, int]]) -> None:
+    def _forget(self, job: Job, queue: Any, run_id: str, pairs: list[tuple[str, int]]) -> None:
         """Drop the job, unless Redis lost the claims of its batch (a rollback to an older
         snapshot restores the job on its queue and its tasks to queued while this batch
         ran): deleting its hash then would strand those tasks for good."""
-        if self.executor.engine.forget(run_id, job.id, job.key, queue.intermediate_queue_key,
-                                       queue.key, pairs):
-            log.warning("worker %s: job %s names attempts still queued after its batch "
-                        "(Redis lost their claims); left on its queue", self.name, job.id)
+        if self.executor.engine.forget(
+            run_id, job.id, job.key, queue.intermediate_queue_key, queue.key, pairs
+        ):
+            log.warning(
+                "worker %s: job %s names attempts still queued after its batch "
+                "(Redis lost their claims); left on its queue",
+                self.name,
+                job.id,
+            )
 
     def _refuse(self, job: Job, queue: Any, reason: str) -> None:
         """Record a refused job as failed (RQ's failed registry and, if it names Plankton
@@ -157,8 +168,7 @@ class PlanktonWorker(SimpleWorker):
         pipe = self.connection.pipeline(transaction=False)
         pipe.lrem(queue.intermediate_queue_key, 1, job.id)
         pipe.hset(job.key, mapping={"status": "failed", "exc_info": reason.encode()})
-        FailedJobRegistry(queue=queue).add(job, ttl=REFUSED_TTL, exc_string=reason,
-                                           pipeline=pipe)
+        FailedJobRegistry(queue=queue).add(job, ttl=REFUSED_TTL, exc_string=reason, pipeline=pipe)
         pipe.execute()
         self._fail_named_tasks(job, reason)
 
@@ -189,8 +199,9 @@ class PlanktonWorker(SimpleWorker):
                 pipe = self.connection.pipeline(transaction=False)
                 pipe.lrem(queue.intermediate_queue_key, 1, job_id)
                 pipe.hset(transport.rq_job(job_id), "status", "failed")
-                pipe.zadd(FailedJobRegistry(queue=queue).key,
-                          {job_id: current_timestamp() + REFUSED_TTL})
+                pipe.zadd(
+                    FailedJobRegistry(queue=queue).key, {job_id: current_timestamp() + REFUSED_TTL}
+                )
                 pipe.execute()
                 if self._stop_requested:
                     return None
@@ -212,7 +223,8 @@ class PlanktonWorker(SimpleWorker):
             try:
                 stamp = current_timestamp()
                 self.connection.zremrangebyscore(
-                    StartedJobRegistry(queue.name, connection=self.connection).key, 0, stamp)
+                    StartedJobRegistry(queue.name, connection=self.connection).key, 0, stamp
+                )
                 FinishedJobRegistry(queue.name, connection=self.connection).cleanup(stamp)
                 FailedJobRegistry(queue.name, connection=self.connection).cleanup(stamp)
                 worker_registration.clean_worker_registry(queue)

@@ -78,8 +78,15 @@ def figure_from_wall(workload: str, wall: float) -> float:
 class Peer:
     """A peer as listed by ``python -m benchmarks.peers``."""
 
-    def __init__(self, name: str, module: str, requires: tuple[str, ...], pip: str,
-                 label: str, kwargs: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        name: str,
+        module: str,
+        requires: tuple[str, ...],
+        pip: str,
+        label: str,
+        kwargs: dict[str, Any] | None = None,
+    ):
         self.name = name
         self.module = module
         self.requires = requires
@@ -99,19 +106,29 @@ class Peer:
 
 
 PEERS: dict[str, Peer] = {
-    "rq": Peer("rq", "rq_peer", ("rq",), "pip install 'rq>=2.12,<3'",
-               "RQ SimpleWorker x2"),
-    "celery": Peer("celery", "celery_peer", ("celery",), "pip install celery",
-                   "Celery solo x2"),
-    "dask": Peer("dask", "dask_peer", ("distributed",), "pip install 'dask[distributed]'",
-                 "Dask futures", {"queuing": True}),
-    "dask-noqueue": Peer("dask-noqueue", "dask_peer", ("distributed",),
-                         "pip install 'dask[distributed]'", "Dask, queuing off",
-                         {"queuing": False}),
+    "rq": Peer("rq", "rq_peer", ("rq",), "pip install 'rq>=2.12,<3'", "RQ SimpleWorker x2"),
+    "celery": Peer("celery", "celery_peer", ("celery",), "pip install celery", "Celery solo x2"),
+    "dask": Peer(
+        "dask",
+        "dask_peer",
+        ("distributed",),
+        "pip install 'dask[distributed]'",
+        "Dask futures",
+        {"queuing": True},
+    ),
+    "dask-noqueue": Peer(
+        "dask-noqueue",
+        "dask_peer",
+        ("distributed",),
+        "pip install 'dask[distributed]'",
+        "Dask, queuing off",
+        {"queuing": False},
+    ),
     "luigi": Peer("luigi", "luigi_peer", ("luigi",), "pip install luigi", "Luigi local x2"),
     "saq": Peer("saq", "saq_peer", ("saq",), "pip install saq", "SAQ x2 (conc. 10)"),
-    "streaq": Peer("streaq", "streaq_peer", ("streaq",), "pip install streaq",
-                   "streaq x2 (conc. 16)"),
+    "streaq": Peer(
+        "streaq", "streaq_peer", ("streaq",), "pip install streaq", "streaq x2 (conc. 16)"
+    ),
 }
 
 # ``--only dask`` means both Dask variants
@@ -168,8 +185,9 @@ class WorkloadPeer:
         raise NotImplementedError
 
 
-def collect(workload: str, once: Callable[[int], tuple[Any, bool]], repeats: int,
-            conn=None) -> dict[str, Any]:
+def collect(
+    workload: str, once: Callable[[int], tuple[Any, bool]], repeats: int, conn=None
+) -> dict[str, Any]:
     """Run ``once(repeat_index)`` ``repeats`` times and build the workload's figures.
 
     ``once`` returns ``(wall_seconds, checked)``, or for ``latency`` ``(list_of_ms, checked)``;
@@ -212,8 +230,10 @@ def collect(workload: str, once: Callable[[int], tuple[Any, bool]], repeats: int
             walls.append(out)
     result = {}
     for n in names:
-        extra: dict[str, Any] = {"runs": [round(v, 6) for v in values[n]],
-                                 "wall_s": [round(w, 6) for w in walls]}
+        extra: dict[str, Any] = {
+            "runs": [round(v, 6) for v in values[n]],
+            "wall_s": [round(w, 6) for w in walls],
+        }
         if per_task:
             extra["redis_commands_per_task"] = round(statistics.median(per_task), 2)
         if starts:
@@ -224,9 +244,14 @@ def collect(workload: str, once: Callable[[int], tuple[Any, bool]], repeats: int
     return result
 
 
-def run_in_subprocess(module: str, workloads, redis_url: str, repeats: int,
-                      extra_args: list[str] | None = None,
-                      timeout: float | None = None) -> dict[str, Any]:
+def run_in_subprocess(
+    module: str,
+    workloads,
+    redis_url: str,
+    repeats: int,
+    extra_args: list[str] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
     """Run ``python -m benchmarks.peers.<module> --child ...`` in its own process group and
     return the figures it writes as JSON. Used by the peers whose workers are children of the
     driving process (Dask's LocalCluster, Luigi's forked task processes): the whole group is
@@ -242,9 +267,21 @@ def run_in_subprocess(module: str, workloads, redis_url: str, repeats: int,
     log_path = os.path.join(tmp, "child.log")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), env.get("PYTHONPATH")]))
-    args = [sys.executable, "-m", f"{__name__}.{module}", "--child", "--out", out_path,
-            "--redis-url", redis_url, "--repeats", str(repeats),
-            "--workloads", ",".join(workloads), *(extra_args or [])]
+    args = [
+        sys.executable,
+        "-m",
+        f"{__name__}.{module}",
+        "--child",
+        "--out",
+        out_path,
+        "--redis-url",
+        redis_url,
+        "--repeats",
+        str(repeats),
+        "--workloads",
+        ",".join(workloads),
+        *(extra_args or []),
+    ]
     proc = harness.start_process(args, log_path=log_path, env=env, cwd=str(repo_root))
     try:
         try:
@@ -261,8 +298,11 @@ def run_in_subprocess(module: str, workloads, redis_url: str, repeats: int,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def child_main(run_inprocess: Callable[..., dict[str, Any]], argv=None,
-               extra: Callable[[Any], dict[str, Any]] | None = None) -> None:
+def child_main(
+    run_inprocess: Callable[..., dict[str, Any]],
+    argv=None,
+    extra: Callable[[Any], dict[str, Any]] | None = None,
+) -> None:
     """The ``--child`` entry point of a peer module run by :func:`run_in_subprocess`."""
     import argparse
 
@@ -307,8 +347,14 @@ def pip_command(peer: Peer) -> str:
     return peer.pip.replace("pip install", f"{pip if pip.exists() else 'pip'} install", 1)
 
 
-def run_peers(names: Iterable[str], workloads: Iterable[str], redis_url,
-              repeats: int = 3, flush=None, log=None) -> dict[str, Any]:
+def run_peers(
+    names: Iterable[str],
+    workloads: Iterable[str],
+    redis_url,
+    repeats: int = 3,
+    flush=None,
+    log=None,
+) -> dict[str, Any]:
     """Run each named peer on ``workloads``. Returns ``{peer: {"label", "figures"}}`` or
     ``{peer: {"label", "skipped"}}`` (not installed) or ``{peer: {"label", "error"}}``.
 
@@ -323,8 +369,10 @@ def run_peers(names: Iterable[str], workloads: Iterable[str], redis_url,
         entry: dict[str, Any] = {"label": peer.label}
         missing = peer.missing()
         if missing:
-            entry["skipped"] = (f"not installed ({', '.join(missing)}): {pip_command(peer)} "
-                                f"(or pip install -e '.[peers]')")
+            entry["skipped"] = (
+                f"not installed ({', '.join(missing)}): {pip_command(peer)} "
+                f"(or pip install -e '.[peers]')"
+            )
             out[name] = entry
             if log:
                 log(f"{name}: skipped, {entry['skipped']}")
@@ -427,8 +475,9 @@ def _notes(results, columns) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
-def format_table(results: dict[str, Any], extra_columns: dict[str, dict[str, Any]] | None = None
-                 ) -> str:
+def format_table(
+    results: dict[str, Any], extra_columns: dict[str, dict[str, Any]] | None = None
+) -> str:
     """A plain-text table: one row per figure, one column per peer (``median (min-max)``),
     then Redis commands per task where measured, then notes (skips, errors).
 
@@ -443,8 +492,10 @@ def format_table(results: dict[str, Any], extra_columns: dict[str, dict[str, Any
         present = {key for key, _ in ROWS}
     for key, label in ROWS:
         if key in present:
-            rows.append([label] + [status or format_cell((figs or {}).get(key))
-                                   for _, figs, status in columns])
+            rows.append(
+                [label]
+                + [status or format_cell((figs or {}).get(key)) for _, figs, status in columns]
+            )
     rows += _command_rows(columns)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []

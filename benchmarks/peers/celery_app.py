@@ -34,8 +34,9 @@ def make_app(url: str, queue: str) -> Celery:
     return app
 
 
-app = make_app(os.environ.get(URL_ENV, "redis://127.0.0.1:6379/0"),
-               os.environ.get(QUEUE_ENV, "bench-celery"))
+app = make_app(
+    os.environ.get(URL_ENV, "redis://127.0.0.1:6379/0"), os.environ.get(QUEUE_ENV, "bench-celery")
+)
 
 
 @app.task(name="bench.leaf")

@@ -55,18 +55,39 @@ class CeleryPeer(WorkloadPeer):
         from benchmarks.peers.celery_app import QUEUE_ENV, URL_ENV
 
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                          env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env[URL_ENV] = self.redis_url
         env[QUEUE_ENV] = self.queue
         for i in range(N_WORKERS):
-            args = [sys.executable, "-m", "celery", "-A", "benchmarks.peers.celery_app",
-                    "worker", "-P", "solo", "-c", "1", "-n", f"{self.queue}-w{i}@%h",
-                    "-Q", self.queue, "-l", "WARNING",
-                    "--without-gossip", "--without-mingle", "--without-heartbeat"]
-            self.procs.append(harness.start_process(
-                args, log_path=os.path.join(self.tmp, f"worker{i}.log"), env=env,
-                cwd=str(REPO_ROOT)))
+            args = [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "benchmarks.peers.celery_app",
+                "worker",
+                "-P",
+                "solo",
+                "-c",
+                "1",
+                "-n",
+                f"{self.queue}-w{i}@%h",
+                "-Q",
+                self.queue,
+                "-l",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ]
+            self.procs.append(
+                harness.start_process(
+                    args,
+                    log_path=os.path.join(self.tmp, f"worker{i}.log"),
+                    env=env,
+                    cwd=str(REPO_ROOT),
+                )
+            )
         harness.wait_for(self._workers_ready, 60, interval=0.2, what="2 Celery workers")
         for _ in range(3):  # warm up both workers
             group = [self.sig("bench.noop").apply_async() for _ in range(8)]
@@ -76,8 +97,9 @@ class CeleryPeer(WorkloadPeer):
     def _workers_ready(self) -> bool:
         for p in self.procs:
             if p.poll() is not None:
-                raise RuntimeError(f"a Celery worker exited with code {p.returncode}: "
-                                   f"{self._logs()}")
+                raise RuntimeError(
+                    f"a Celery worker exited with code {p.returncode}: {self._logs()}"
+                )
         replies = self.app.control.ping(timeout=0.5) or []
         names = {name for reply in replies for name in reply}
         return sum(name.startswith(self.queue) for name in names) >= N_WORKERS
@@ -129,8 +151,9 @@ class CeleryPeer(WorkloadPeer):
         from celery import chain
 
         t = time.perf_counter()
-        result = chain(self.sig("bench.stream_child", n), self.sig("bench.count", n=n),
-                       app=self.app).apply_async()
+        result = chain(
+            self.sig("bench.stream_child", n), self.sig("bench.count", n=n), app=self.app
+        ).apply_async()
         value = result.get(timeout=RUN_TIMEOUT, follow_parents=False)
         wall = time.perf_counter() - t
         return wall, value == n
@@ -145,7 +168,6 @@ class CeleryPeer(WorkloadPeer):
             out.append((time.perf_counter() - t) * 1000.0)
             ok = ok and value == 1
         return out, ok
-
 
 
 def run_many(workloads: Iterable[str], redis_url: str, repeats: int = 3) -> dict[str, Any]:

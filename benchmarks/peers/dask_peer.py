@@ -84,8 +84,13 @@ class DaskPeer(WorkloadPeer):
     def start_workers(self) -> None:
         from distributed import Client, LocalCluster
 
-        self.cluster = LocalCluster(n_workers=N_WORKERS, threads_per_worker=1, processes=True,
-                                    dashboard_address=None, silence_logs=logging.WARNING)
+        self.cluster = LocalCluster(
+            n_workers=N_WORKERS,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        )
         self.client = Client(self.cluster)
         self.client.wait_for_workers(N_WORKERS, timeout=60)
         for _ in range(3):  # warm up: both workers import this module
@@ -141,24 +146,27 @@ class DaskPeer(WorkloadPeer):
         return out, ok
 
 
-
 def noop_i(i: int) -> int:
     return i
 
 
-def run_inprocess(workloads: Iterable[str], redis_url: str = "", repeats: int = 3,
-                  queuing: bool = True) -> dict[str, Any]:
+def run_inprocess(
+    workloads: Iterable[str], redis_url: str = "", repeats: int = 3, queuing: bool = True
+) -> dict[str, Any]:
     return DaskPeer(queuing).run_many(workloads, repeats)
 
 
-def run_many(workloads: Iterable[str], redis_url: str = "", repeats: int = 3,
-             queuing: bool = True) -> dict[str, Any]:
-    return run_in_subprocess("dask_peer", workloads, redis_url, repeats,
-                             [] if queuing else ["--no-queuing"])
+def run_many(
+    workloads: Iterable[str], redis_url: str = "", repeats: int = 3, queuing: bool = True
+) -> dict[str, Any]:
+    return run_in_subprocess(
+        "dask_peer", workloads, redis_url, repeats, [] if queuing else ["--no-queuing"]
+    )
 
 
-def run(workload: str, redis_url: str = "", repeats: int = 3,
-        queuing: bool = True) -> dict[str, Any]:
+def run(
+    workload: str, redis_url: str = "", repeats: int = 3, queuing: bool = True
+) -> dict[str, Any]:
     return run_many([workload], redis_url, repeats, queuing=queuing)
 
 

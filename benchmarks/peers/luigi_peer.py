@@ -30,8 +30,10 @@ from benchmarks.peers import (
 )
 
 N_WORKERS = 2
-SKIP = {"wide-10k": "Luigi's local scheduler takes over 300 s on wide-10k (BENCHMARKS.md); "
-                    "skipped to keep the suite short"}
+SKIP = {
+    "wide-10k": "Luigi's local scheduler takes over 300 s on wide-10k (BENCHMARKS.md); "
+    "skipped to keep the suite short"
+}
 
 
 class BenchTask(luigi.Task):
@@ -152,10 +154,17 @@ class LuigiPeer:
         return path
 
     def build(self, task) -> bool:
-        result = luigi.build([task], local_scheduler=True, workers=N_WORKERS,
-                             detailed_summary=True, log_level="WARNING")
-        return result.status in (luigi.execution_summary.LuigiStatusCode.SUCCESS,
-                                 luigi.execution_summary.LuigiStatusCode.SUCCESS_WITH_RETRY)
+        result = luigi.build(
+            [task],
+            local_scheduler=True,
+            workers=N_WORKERS,
+            detailed_summary=True,
+            log_level="WARNING",
+        )
+        return result.status in (
+            luigi.execution_summary.LuigiStatusCode.SUCCESS,
+            luigi.execution_summary.LuigiStatusCode.SUCCESS_WITH_RETRY,
+        )
 
     def timed(self, task, expected: str) -> tuple[float, bool]:
         t = time.perf_counter()
@@ -167,14 +176,15 @@ class LuigiPeer:
 
     def once(self, workload: str):
         if workload == "fanin-1000":
-            return lambda r: self.timed(FanIn(directory=self.fresh_dir(), n=FANIN_N),
-                                        str(FANIN_N))
+            return lambda r: self.timed(FanIn(directory=self.fresh_dir(), n=FANIN_N), str(FANIN_N))
         if workload == "chain-100":
-            return lambda r: self.timed(Chain(directory=self.fresh_dir(), k=CHAIN_N, n=CHAIN_N),
-                                        str(CHAIN_N))
+            return lambda r: self.timed(
+                Chain(directory=self.fresh_dir(), k=CHAIN_N, n=CHAIN_N), str(CHAIN_N)
+            )
         if workload == "stream-100k":
-            return lambda r: self.timed(StreamParent(directory=self.fresh_dir(), n=STREAM_N),
-                                        str(STREAM_N))
+            return lambda r: self.timed(
+                StreamParent(directory=self.fresh_dir(), n=STREAM_N), str(STREAM_N)
+            )
         if workload == "latency":
             return lambda r: self.latency()
         raise ValueError(f"unknown workload {workload!r}")
@@ -195,8 +205,9 @@ class LuigiPeer:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def run_inprocess(workloads: Iterable[str], redis_url: str = "",
-                  repeats: int = 3) -> dict[str, Any]:
+def run_inprocess(
+    workloads: Iterable[str], redis_url: str = "", repeats: int = 3
+) -> dict[str, Any]:
     logging.getLogger("luigi").setLevel(logging.WARNING)
     logging.getLogger("luigi-interface").setLevel(logging.WARNING)
     peer = LuigiPeer()

@@ -56,15 +56,32 @@ class RQPeer(WorkloadPeer):
     def start_workers(self) -> None:
         for i in range(N_WORKERS):
             name = f"{self.queue_name}-w{i}"
-            args = [sys.executable, "-m", "rq.cli", "worker",
-                    "--worker-class", "rq.worker.SimpleWorker",
-                    "--serializer", "rq.serializers.JSONSerializer",
-                    "--url", self.redis_url, "--name", name,
-                    "--logging_level", "WARNING", "--disable-job-desc-logging",
-                    self.queue_name]
-            self.procs.append(harness.start_process(
-                args, log_path=os.path.join(self.tmp, f"worker{i}.log"),
-                env=_worker_env(), cwd=str(REPO_ROOT)))
+            args = [
+                sys.executable,
+                "-m",
+                "rq.cli",
+                "worker",
+                "--worker-class",
+                "rq.worker.SimpleWorker",
+                "--serializer",
+                "rq.serializers.JSONSerializer",
+                "--url",
+                self.redis_url,
+                "--name",
+                name,
+                "--logging_level",
+                "WARNING",
+                "--disable-job-desc-logging",
+                self.queue_name,
+            ]
+            self.procs.append(
+                harness.start_process(
+                    args,
+                    log_path=os.path.join(self.tmp, f"worker{i}.log"),
+                    env=_worker_env(),
+                    cwd=str(REPO_ROOT),
+                )
+            )
         harness.wait_for(self._workers_ready, 60, interval=0.1, what="2 RQ workers")
         # Warm up: every worker imports the task module before the clock starts.
         for _ in range(3):
@@ -75,8 +92,7 @@ class RQPeer(WorkloadPeer):
 
         for p in self.procs:
             if p.poll() is not None:
-                raise RuntimeError(f"an RQ worker exited with code {p.returncode}: "
-                                   f"{self._logs()}")
+                raise RuntimeError(f"an RQ worker exited with code {p.returncode}: {self._logs()}")
         return len(Worker.all(queue=self.queue)) >= N_WORKERS
 
     def _logs(self) -> str:
@@ -131,8 +147,11 @@ class RQPeer(WorkloadPeer):
         job = self.queue.enqueue(f"{TASKS}.chain_first")
         for k in range(2, n + 1):
             root = k == n
-            job = self.queue.enqueue(f"{TASKS}.chain_next", kwargs={
-                "is_root": root, "expected": n if root else None}, depends_on=job)
+            job = self.queue.enqueue(
+                f"{TASKS}.chain_next",
+                kwargs={"is_root": root, "expected": n if root else None},
+                depends_on=job,
+            )
         value = self._wait(job)
         wall = time.perf_counter() - t
         return wall, value == n
@@ -155,7 +174,6 @@ class RQPeer(WorkloadPeer):
             out.append((time.perf_counter() - t) * 1000.0)
             ok = ok and value == 1
         return out, ok
-
 
 
 def run_many(workloads: Iterable[str], redis_url: str, repeats: int = 3) -> dict[str, Any]:

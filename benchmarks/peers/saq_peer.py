@@ -45,12 +45,16 @@ class SAQPeer(WorkloadPeer):
 
     def start_workers(self) -> None:
         env = dict(os.environ, BENCH_SAQ_URL=self.redis_url, BENCH_SAQ_QUEUE=self.name)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                          env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         for i in range(N_WORKERS):
-            self.procs.append(harness.start_process(
-                [sys.executable, "-m", "saq", "benchmarks.peers.tasks_saq.settings", "--quiet"],
-                log_path=os.path.join(self.tmp, f"worker{i}.log"), env=env, cwd=str(REPO_ROOT)))
+            self.procs.append(
+                harness.start_process(
+                    [sys.executable, "-m", "saq", "benchmarks.peers.tasks_saq.settings", "--quiet"],
+                    log_path=os.path.join(self.tmp, f"worker{i}.log"),
+                    env=env,
+                    cwd=str(REPO_ROOT),
+                )
+            )
         self._run(self.queue.connect())
         # Warm up: both workers have imported the tasks. A worker starting sweeps the jobs
         # it finds active without a live worker's lock, so a warm-up job can be aborted
@@ -74,15 +78,17 @@ class SAQPeer(WorkloadPeer):
             self.loop.close()
             shutil.rmtree(self.tmp, ignore_errors=True)
 
-    async def _apply(self, fn: str, timeout: float = RUN_TIMEOUT, poll: float = POLL,
-                     **kwargs: Any) -> Any:
+    async def _apply(
+        self, fn: str, timeout: float = RUN_TIMEOUT, poll: float = POLL, **kwargs: Any
+    ) -> Any:
         # Queue.apply polls (Job.refresh(until_complete=) subscribes after the enqueue and
         # can miss a job that ended first: it then waited out its whole timeout here).
         return await self.queue.apply(fn, timeout=timeout, poll_interval=poll, **kwargs)
 
     async def _fanin(self, n: int) -> int:
-        values = await self.queue.map("leaf", [{"i": i} for i in range(n)],
-                                      timeout=RUN_TIMEOUT, poll_interval=POLL)
+        values = await self.queue.map(
+            "leaf", [{"i": i} for i in range(n)], timeout=RUN_TIMEOUT, poll_interval=POLL
+        )
         return await self._apply("gather", values=values, n=n)
 
     def fanin(self, n: int) -> tuple[float, bool]:
@@ -107,7 +113,8 @@ class SAQPeer(WorkloadPeer):
 
 def run_many(workloads: Iterable[str], redis_url: str, repeats: int = 3) -> dict[str, Any]:
     return SAQPeer(redis_url).run_many(
-        [w for w in workloads if w in ("fanin-1000", "wide-10k", "latency")], repeats)
+        [w for w in workloads if w in ("fanin-1000", "wide-10k", "latency")], repeats
+    )
 
 
 def run(workload: str, redis_url: str, repeats: int = 3) -> dict[str, Any]:

@@ -44,12 +44,16 @@ class StreaqPeer(WorkloadPeer):
 
     def start_workers(self) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                          env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         for i in range(N_WORKERS):
-            self.procs.append(harness.start_process(
-                [sys.executable, "-m", "streaq", "run", "benchmarks.peers.tasks_streaq:worker"],
-                log_path=os.path.join(self.tmp, f"worker{i}.log"), env=env, cwd=str(REPO_ROOT)))
+            self.procs.append(
+                harness.start_process(
+                    [sys.executable, "-m", "streaq", "run", "benchmarks.peers.tasks_streaq:worker"],
+                    log_path=os.path.join(self.tmp, f"worker{i}.log"),
+                    env=env,
+                    cwd=str(REPO_ROOT),
+                )
+            )
         self._run(self._session(self._warm_up))
 
     def stop(self) -> None:
@@ -78,7 +82,8 @@ class StreaqPeer(WorkloadPeer):
         leaves = [self.tasks.leaf.enqueue(i) for i in range(n)]
         await self.worker.enqueue_many(leaves)
         root = await self.tasks.gather.enqueue([t.id for t in leaves], n).start(
-            after=[t.id for t in leaves])
+            after=[t.id for t in leaves]
+        )
         value = (await root.result(timeout=RUN_TIMEOUT)).result
         return time.perf_counter() - t, value
 
@@ -106,7 +111,8 @@ class StreaqPeer(WorkloadPeer):
 
 def run_many(workloads: Iterable[str], redis_url: str, repeats: int = 3) -> dict[str, Any]:
     return StreaqPeer(redis_url).run_many(
-        [w for w in workloads if w in ("fanin-1000", "wide-10k", "latency")], repeats)
+        [w for w in workloads if w in ("fanin-1000", "wide-10k", "latency")], repeats
+    )
 
 
 def run(workload: str, redis_url: str, repeats: int = 3) -> dict[str, Any]:

@@ -31,8 +31,13 @@ def _dependency_results(job) -> list:
         if not response:
             raise RuntimeError(f"no result for dependency {job_id}")
         result_id, payload = response[0]
-        result = Result.restore(job_id, result_id.decode(), payload, connection=job.connection,
-                                serializer=job.serializer)
+        result = Result.restore(
+            job_id,
+            result_id.decode(),
+            payload,
+            connection=job.connection,
+            serializer=job.serializer,
+        )
         if result.type != Result.Type.SUCCESSFUL:
             raise RuntimeError(f"dependency {job_id} did not succeed")
         values.append(result.return_value)

@@ -25,7 +25,9 @@ async def noop(ctx) -> int:
 
 
 settings = {
-    "queue": Queue.from_url(os.environ.get("BENCH_SAQ_URL", "redis://localhost:6379/0"),
-                            name=os.environ.get("BENCH_SAQ_QUEUE", "bench-saq")),
+    "queue": Queue.from_url(
+        os.environ.get("BENCH_SAQ_URL", "redis://localhost:6379/0"),
+        name=os.environ.get("BENCH_SAQ_QUEUE", "bench-saq"),
+    ),
     "functions": [leaf, gather, noop],
 }

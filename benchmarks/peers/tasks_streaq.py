@@ -10,9 +10,12 @@ import os
 
 from streaq import Worker
 
-worker = Worker(redis_url=os.environ.get("BENCH_STREAQ_URL", "redis://localhost:6379/0"),
-                queue_name=os.environ.get("BENCH_STREAQ_QUEUE", "bench-streaq"),
-                serializer=json.dumps, deserializer=json.loads)
+worker = Worker(
+    redis_url=os.environ.get("BENCH_STREAQ_URL", "redis://localhost:6379/0"),
+    queue_name=os.environ.get("BENCH_STREAQ_QUEUE", "bench-streaq"),
+    serializer=json.dumps,
+    deserializer=json.loads,
+)
 
 
 @worker.task()

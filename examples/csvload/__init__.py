@@ -9,11 +9,18 @@ kept apart from it so that each can be used, tested and benchmarked without Redi
   table + time window), replacing what the same load wrote before.
 """
 
-from .columns import DEFAULT_NULL_MARKERS, ColumnType
-from .errors import BadRowError, CsvLoadError, SchemaError
-from .loader import Window, content_hash, is_loaded, load_key, load_table, loaded_rows
-from .reader import DEFAULT_BATCH_BYTES, BadRow, Batch, RejectFile, read_batches
-from .schema import (
+from examples.csvload.columns import DEFAULT_NULL_MARKERS, ColumnType
+from examples.csvload.errors import BadRowError, CsvLoadError, SchemaError
+from examples.csvload.loader import (
+    Window,
+    content_hash,
+    is_loaded,
+    load_key,
+    load_table,
+    loaded_rows,
+)
+from examples.csvload.reader import DEFAULT_BATCH_BYTES, BadRow, Batch, RejectFile, read_batches
+from examples.csvload.schema import (
     LOAD_COLUMN,
     LOADS_TABLE,
     Column,
@@ -25,13 +32,30 @@ from .schema import (
 
 __all__ = [
     # schema
-    "Column", "ColumnType", "TableSpec", "plan_tables", "columns_to_message",
-    "columns_from_message", "LOAD_COLUMN", "LOADS_TABLE",
+    "Column",
+    "ColumnType",
+    "TableSpec",
+    "plan_tables",
+    "columns_to_message",
+    "columns_from_message",
+    "LOAD_COLUMN",
+    "LOADS_TABLE",
     # reading
-    "Batch", "BadRow", "RejectFile", "read_batches", "DEFAULT_BATCH_BYTES",
+    "Batch",
+    "BadRow",
+    "RejectFile",
+    "read_batches",
+    "DEFAULT_BATCH_BYTES",
     # loading
-    "load_table", "loaded_rows", "load_key", "content_hash", "is_loaded", "Window",
+    "load_table",
+    "loaded_rows",
+    "load_key",
+    "content_hash",
+    "is_loaded",
+    "Window",
     "DEFAULT_NULL_MARKERS",
     # errors
-    "CsvLoadError", "SchemaError", "BadRowError",
+    "CsvLoadError",
+    "SchemaError",
+    "BadRowError",
 ]

@@ -30,26 +30,39 @@ class ColumnType(str, Enum):
 
 #: Spellings accepted in schema.json, beside the canonical values above.
 ALIASES: dict[str, ColumnType] = {
-    "int": ColumnType.BIGINT, "integer": ColumnType.BIGINT, "int8": ColumnType.BIGINT,
-    "float": ColumnType.DOUBLE, "double": ColumnType.DOUBLE, "float8": ColumnType.DOUBLE,
+    "int": ColumnType.BIGINT,
+    "integer": ColumnType.BIGINT,
+    "int8": ColumnType.BIGINT,
+    "float": ColumnType.DOUBLE,
+    "double": ColumnType.DOUBLE,
+    "float8": ColumnType.DOUBLE,
     "decimal": ColumnType.NUMERIC,
-    "bool": ColumnType.BOOLEAN, "timestamp": ColumnType.TIMESTAMPTZ,
-    "datetime": ColumnType.TIMESTAMPTZ, "string": ColumnType.TEXT, "str": ColumnType.TEXT,
+    "bool": ColumnType.BOOLEAN,
+    "timestamp": ColumnType.TIMESTAMPTZ,
+    "datetime": ColumnType.TIMESTAMPTZ,
+    "string": ColumnType.TEXT,
+    "str": ColumnType.TEXT,
 }
 
 # One regular expression per type for a single non-empty value. Possessive quantifiers: the
 # reader matches thousands of rows at once and must never backtrack into an earlier field.
 _BIGINT = r"[+-]?+[0-9]{1,18}+"  # 19-digit values take the slow path (exact range check)
-_DOUBLE = (r"(?:[+-]?+(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:[eE][+-]?+[0-9]++)?+"
-           r"|(?i:nan|[+-]?inf(?:inity)?))")
-_DOUBLE_NO_NAN = (r"(?:[+-]?+(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:[eE][+-]?+[0-9]++)?+"
-                  r"|(?i:[+-]?inf(?:inity)?))")
+_DOUBLE = (
+    r"(?:[+-]?+(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:[eE][+-]?+[0-9]++)?+"
+    r"|(?i:nan|[+-]?inf(?:inity)?))"
+)
+_DOUBLE_NO_NAN = (
+    r"(?:[+-]?+(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:[eE][+-]?+[0-9]++)?+"
+    r"|(?i:[+-]?inf(?:inity)?))"
+)
 _NUMERIC = r"[+-]?+[0-9]++(?:\.[0-9]++)?+"
 _DATE = r"(?P<y>[0-9]{4})-(?P<m>0[1-9]|1[0-2])-(?P<d>0[1-9]|[12][0-9]|3[01])"
 _BOOLEAN = r"(?i:true|false|t|f|yes|no|y|n|on|off|1|0)"
-_TIMESTAMP = (r"(?P<y>[0-9]{4})-(?P<m>0[1-9]|1[0-2])-(?P<d>0[1-9]|[12][0-9]|3[01])"
-              r"(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,9})?)?)?"
-              r"(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?")
+_TIMESTAMP = (
+    r"(?P<y>[0-9]{4})-(?P<m>0[1-9]|1[0-2])-(?P<d>0[1-9]|[12][0-9]|3[01])"
+    r"(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,9})?)?)?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?"
+)
 _VALUE_RE = {
     ColumnType.BIGINT: re.compile(_BIGINT),
     ColumnType.DOUBLE: re.compile(_DOUBLE),
@@ -63,8 +76,13 @@ _INFERRED_BOOLEAN_RE = re.compile(r"(?i:true|false|t|f|yes|no)")
 
 #: Order in which inference tries types: the first that accepts every sampled value wins.
 #: Booleans are tried with the narrow spellings only, so that 0/1 columns stay integers.
-_INFERENCE_ORDER = (ColumnType.BIGINT, ColumnType.NUMERIC, ColumnType.DOUBLE, ColumnType.DATE,
-                    ColumnType.TIMESTAMPTZ)
+_INFERENCE_ORDER = (
+    ColumnType.BIGINT,
+    ColumnType.NUMERIC,
+    ColumnType.DOUBLE,
+    ColumnType.DATE,
+    ColumnType.TIMESTAMPTZ,
+)
 _INTEGER_RE = re.compile(r"[+-]?[0-9]+")
 
 #: Values that mean "no value" in real exports: R writes NA, pandas NaN (and N/A on input),
@@ -90,8 +108,9 @@ def nan_is_value(markers: Iterable[str]) -> bool:
     return not any(m.lower() == "nan" for m in markers)
 
 
-def value_pattern(column_type: ColumnType, *, optional: bool = True,
-                  markers: Sequence[str] = (), nan: bool = True) -> str:
+def value_pattern(
+    column_type: ColumnType, *, optional: bool = True, markers: Sequence[str] = (), nan: bool = True
+) -> str:
     """Regex source matching one field of ``column_type``; empty too (NULL) if ``optional``,
     or one of ``markers``. ``nan``: whether a double accepts NaN spellings.
 
@@ -159,16 +178,16 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 60 else value[:60] + "...")
 
 
-def infer_type(values: Iterable[str], markers: Iterable[str] = DEFAULT_NULL_MARKERS
-               ) -> ColumnType:
+def infer_type(values: Iterable[str], markers: Iterable[str] = DEFAULT_NULL_MARKERS) -> ColumnType:
     """The narrowest type accepting every value that is neither empty nor a missing-value
     marker; TEXT when there are none."""
     found = infer_present(values, markers)
     return ColumnType.TEXT if found is None else found
 
 
-def infer_present(values: Iterable[str], markers: Iterable[str] = DEFAULT_NULL_MARKERS
-                  ) -> ColumnType | None:
+def infer_present(
+    values: Iterable[str], markers: Iterable[str] = DEFAULT_NULL_MARKERS
+) -> ColumnType | None:
     """:func:`infer_type`, but None when every value is missing (nothing to widen with)."""
     missing = {"", *markers}
     sample = [v for v in values if v not in missing]

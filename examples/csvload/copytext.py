@@ -16,8 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .columns import DEFAULT_NULL_MARKERS, ColumnType, nan_is_value, value_pattern, value_problem
-from .schema import Column
+from examples.csvload.columns import (
+    DEFAULT_NULL_MARKERS,
+    ColumnType,
+    nan_is_value,
+    value_pattern,
+    value_problem,
+)
+from examples.csvload.schema import Column
 
 # Characters that make CSV text need the csv module (quotes) or COPY escaping.
 _NOT_PLAIN = ('"', "\\", "\t", "\x00")
@@ -49,8 +55,9 @@ def escape_text(value: str) -> str:
     """``value`` escaped for COPY's text format (backslash first, then the separators)."""
     if not any(ch in value for ch in "\\\t\n\r"):
         return value
-    return (value.replace("\\", "\\\\").replace("\t", "\\t")
-            .replace("\n", "\\n").replace("\r", "\\r"))
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
 
 
 def fill_nulls(text: str, width: int) -> str:
@@ -75,38 +82,53 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def row_pattern(columns: Sequence[Column], text: str, optional: bool, sep: str,
-                markers: Sequence[str] = (), nan: bool = True) -> str:
+def row_pattern(
+    columns: Sequence[Column],
+    text: str,
+    optional: bool,
+    sep: str,
+    markers: Sequence[str] = (),
+    nan: bool = True,
+) -> str:
     """Regex source of one row: fields of ``columns`` joined by ``sep``.
 
     No field pattern matches a separator, so a match has exactly one field per column.
     ``text`` is the character class of a text value; ``optional`` admits empty fields
     (NULLs); ``markers`` admits missing-value markers in the columns that are not text.
     """
-    return sep.join(text + ("*+" if optional else "++") if c.type is ColumnType.TEXT
-                    else value_pattern(c.type, optional=optional, markers=markers, nan=nan)
-                    for c in columns)
+    return sep.join(
+        text + ("*+" if optional else "++")
+        if c.type is ColumnType.TEXT
+        else value_pattern(c.type, optional=optional, markers=markers, nan=nan)
+        for c in columns
+    )
 
 
 Patterns = tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]
 
 
-def batch_patterns(columns: Sequence[Column], text: str, sep: str, end: str,
-                   markers: Sequence[str], nan: bool) -> Patterns:
+def batch_patterns(
+    columns: Sequence[Column], text: str, sep: str, end: str, markers: Sequence[str], nan: bool
+) -> Patterns:
     """Patterns of a whole batch of rows, each followed by ``end``: without empty fields
     (tried first: when it matches there is no NULL to mark), with them, and with
     missing-value markers too (which then need replacing)."""
-    return tuple(re.compile(f"(?:{row_pattern(columns, text, opt, sep, marks, nan)}{end})*+")
-                 for opt, marks in ((False, ()), (True, ()), (True, markers)))  # type: ignore
+    return tuple(
+        re.compile(f"(?:{row_pattern(columns, text, opt, sep, marks, nan)}{end})*+")
+        for opt, marks in ((False, ()), (True, ()), (True, markers))
+    )  # type: ignore
 
 
 class RowCodec:
     """Checks rows of one table's columns and encodes them as COPY text."""
 
-    def __init__(self, columns: Sequence[Column],
-                 markers: Sequence[str] = DEFAULT_NULL_MARKERS,
-                 markers_in_text: bool = False,
-                 nulled_as: Sequence[Column] | None = None) -> None:
+    def __init__(
+        self,
+        columns: Sequence[Column],
+        markers: Sequence[str] = DEFAULT_NULL_MARKERS,
+        markers_in_text: bool = False,
+        nulled_as: Sequence[Column] | None = None,
+    ) -> None:
         self.columns = tuple(columns)
         self.width = len(self.columns)
         self.markers = frozenset(m for m in markers if m)
@@ -116,14 +138,15 @@ class RowCodec:
         #: planned types (``nulled_as``) when given, so that a column widened to text part
         #: way through a file goes on taking markers as NULL, as its earlier rows did.
         typed = self.columns if nulled_as is None else tuple(nulled_as)
-        self.nulled = [i for i, c in enumerate(typed)
-                       if markers_in_text or c.type is not ColumnType.TEXT]
+        self.nulled = [
+            i for i, c in enumerate(typed) if markers_in_text or c.type is not ColumnType.TEXT
+        ]
         self._row_re = re.compile(row_pattern(columns, _PLAIN_TEXT, True, "\t", (), nan))
         self._text_res = batch_patterns(columns, _PLAIN_TEXT, "\t", "\n", listed, nan)
-        self._parsed_res = batch_patterns(columns, _PARSED_TEXT, _FIELD_SEP, _ROW_END,
-                                          listed, nan)
+        self._parsed_res = batch_patterns(columns, _PARSED_TEXT, _FIELD_SEP, _ROW_END, listed, nan)
         self._text_markers = bool(self.markers) and any(
-            c.type is ColumnType.TEXT for i, c in enumerate(self.columns) if i in self.nulled)
+            c.type is ColumnType.TEXT for i, c in enumerate(self.columns) if i in self.nulled
+        )
 
     def encode_text(self, text: str) -> bytes | None:
         """Plain ``text`` (tab separated, every line ending in ``\\n``) as COPY data if good.
@@ -176,17 +199,27 @@ class RowCodec:
         """One row's COPY line (without NULL markers or newline), or (column, reason)."""
         if len(row) == self.width and self.markers:
             markers = self.markers
-            row = [("" if row[i] in markers else row[i]) if i in self.nulled else row[i]
-                   for i in range(self.width)] if markers.intersection(row) else row
+            row = (
+                [
+                    ("" if row[i] in markers else row[i]) if i in self.nulled else row[i]
+                    for i in range(self.width)
+                ]
+                if markers.intersection(row)
+                else row
+            )
         line = "\t".join(row)
-        if (len(row) == self.width and self._row_re.fullmatch(line)
-                and (line.isascii() or _is_utf8(line))):
+        if (
+            len(row) == self.width
+            and self._row_re.fullmatch(line)
+            and (line.isascii() or _is_utf8(line))
+        ):
             return line
         problem = self.row_problem(row)
         if problem is not None:
             return problem
-        return "\t".join(escape_text(v) if c.type is ColumnType.TEXT else v
-                         for v, c in zip(row, self.columns))
+        return "\t".join(
+            escape_text(v) if c.type is ColumnType.TEXT else v for v, c in zip(row, self.columns)
+        )
 
     def row_problem(self, row: list[str]) -> tuple[str | None, str] | None:
         """(column name or None, reason) for the first problem of ``row``, or None."""

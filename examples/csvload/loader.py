@@ -35,10 +35,10 @@ import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from .columns import ColumnType, parse_type, widen
-from .errors import BadRowError, SchemaError
-from .reader import Batch
-from .schema import LOAD_COLUMN, LOADS_TABLE, Column
+from examples.csvload.columns import ColumnType, parse_type, widen
+from examples.csvload.errors import BadRowError, SchemaError
+from examples.csvload.reader import Batch
+from examples.csvload.schema import LOAD_COLUMN, LOADS_TABLE, Column
 
 #: How long a load waits for another attempt of the same (table, run) to finish, in seconds.
 DEFAULT_LOCK_TIMEOUT_S = 600
@@ -48,7 +48,7 @@ _CONTEXT_RE = re.compile(r"line (\d+)(?:, column ([^:]+))?")
 _CREATE_LOADS = sql.SQL(
     "CREATE TABLE IF NOT EXISTS {} (load_key text NOT NULL, table_name text NOT NULL, "
     "run text NOT NULL, rows bigint NOT NULL, content_hash text NOT NULL, "
-    "time_column text, since timestamptz, \"to\" timestamptz, "
+    'time_column text, since timestamptz, "to" timestamptz, '
     "loaded_at timestamptz NOT NULL DEFAULT now(), load_id bigint, "
     "PRIMARY KEY (table_name, load_key))"
 ).format(sql.Identifier(LOADS_TABLE))
@@ -92,12 +92,14 @@ def load_key(table: str, files: Sequence[str | Path], window: Window | None = No
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]
 
 
-def content_hash(files: Sequence[str | Path], columns: Sequence[Column],
-                 options: object = None) -> str:
+def content_hash(
+    files: Sequence[str | Path], columns: Sequence[Column], options: object = None
+) -> str:
     """SHA-256 over the files' bytes, the columns and any other ``options`` (markers...)
     that change what a load writes: equal hashes, equal rows."""
-    digest = hashlib.sha256(json.dumps([[[c.name, c.type.value] for c in columns],
-                                        options], default=str).encode())
+    digest = hashlib.sha256(
+        json.dumps([[[c.name, c.type.value] for c in columns], options], default=str).encode()
+    )
     for path in sorted(map(str, files)):
         digest.update(f"\0{path}\0".encode())
         with open(path, "rb") as handle:
@@ -129,8 +131,9 @@ def connect(dsn: str) -> psycopg.Connection:
     return conn
 
 
-def ensure_table(conn: psycopg.Connection, table: str, columns: Sequence[Column]
-                 ) -> tuple[Column, ...]:
+def ensure_table(
+    conn: psycopg.Connection, table: str, columns: Sequence[Column]
+) -> tuple[Column, ...]:
     """Create the log table and ``table`` if missing; return ``table``'s columns as they are
     (an earlier load may have widened some). SchemaError if its column names differ, or a
     type is not one a load makes."""
@@ -139,8 +142,11 @@ def ensure_table(conn: psycopg.Connection, table: str, columns: Sequence[Column]
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('plankton:ddl', 0))")
         conn.execute(_CREATE_LOADS)
         if "load_id" not in dict(table_columns(conn, LOADS_TABLE)):  # made by an earlier
-            conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN load_id bigint").format(  # version
-                sql.Identifier(LOADS_TABLE)))
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN load_id bigint").format(  # version
+                    sql.Identifier(LOADS_TABLE)
+                )
+            )
         conn.execute(_CREATE_LOAD_IDS)
         existing = table_columns(conn, table)
         if not existing:
@@ -148,9 +154,11 @@ def ensure_table(conn: psycopg.Connection, table: str, columns: Sequence[Column]
             return tuple(columns)
     expected = [(c.name, c.type.value) for c in columns] + [(LOAD_COLUMN, "bigint")]
     names = [name for name, _ in existing]
-    refused = SchemaError(f"table {table!r} exists with columns {existing}; this load needs "
-                          f"{expected}: drop or rename the table, or declare the types "
-                          "in schema.json")
+    refused = SchemaError(
+        f"table {table!r} exists with columns {existing}; this load needs "
+        f"{expected}: drop or rename the table, or declare the types "
+        "in schema.json"
+    )
     if names != [name for name, _ in expected] or existing[-1][1] != "bigint":
         raise refused
     try:
@@ -159,29 +167,39 @@ def ensure_table(conn: psycopg.Connection, table: str, columns: Sequence[Column]
         raise refused from None
 
 
-def widen_table(conn: psycopg.Connection, table: str, current: Sequence[Column],
-                types: Sequence[ColumnType | str]) -> tuple[Column, ...]:
+def widen_table(
+    conn: psycopg.Connection,
+    table: str,
+    current: Sequence[Column],
+    types: Sequence[ColumnType | str],
+) -> tuple[Column, ...]:
     """ALTER the columns of ``table`` (now typed ``current``) that values of ``types`` do not
     fit to the narrowest type holding both; return the new columns. In the load's
     transaction: a load that fails leaves the table as it was."""
-    widened = tuple(Column(c.name, widen(c.type, ColumnType(kind)))
-                    for c, kind in zip(current, types))
-    changes = [sql.SQL("ALTER COLUMN {0} TYPE {1} USING {0}::{1}").format(
-        sql.Identifier(new.name), sql.SQL(new.type.value))
-        for old, new in zip(current, widened) if old.type is not new.type]
+    widened = tuple(
+        Column(c.name, widen(c.type, ColumnType(kind))) for c, kind in zip(current, types)
+    )
+    changes = [
+        sql.SQL("ALTER COLUMN {0} TYPE {1} USING {0}::{1}").format(
+            sql.Identifier(new.name), sql.SQL(new.type.value)
+        )
+        for old, new in zip(current, widened)
+        if old.type is not new.type
+    ]
     if changes:
-        conn.execute(sql.SQL("ALTER TABLE {} {}").format(sql.Identifier(table),
-                                                         sql.SQL(", ").join(changes)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {} {}").format(sql.Identifier(table), sql.SQL(", ").join(changes))
+        )
     return widened
 
 
 def create_table_sql(table: str, columns: Sequence[Column]) -> sql.Composed:
     """CREATE TABLE for ``columns`` plus the load column."""
-    fields = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type.value))
-              for c in columns]
+    fields = [
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type.value)) for c in columns
+    ]
     fields.append(sql.SQL("{} bigint NOT NULL").format(sql.Identifier(LOAD_COLUMN)))
-    return sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(table),
-                                                  sql.SQL(", ").join(fields))
+    return sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(table), sql.SQL(", ").join(fields))
 
 
 def table_columns(conn: psycopg.Connection, table: str) -> list[tuple[str, str]]:
@@ -189,7 +207,9 @@ def table_columns(conn: psycopg.Connection, table: str) -> list[tuple[str, str]]
     rows = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
         "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
-        "ORDER BY a.attnum", [sql.Identifier(table).as_string(conn)]).fetchall()
+        "ORDER BY a.attnum",
+        [sql.Identifier(table).as_string(conn)],
+    ).fetchall()
     return [(name, _canonical(type_name)) for name, type_name in rows]
 
 
@@ -197,10 +217,18 @@ def _canonical(type_name: str) -> str:
     return "timestamptz" if type_name == "timestamp with time zone" else type_name
 
 
-def load_table(dsn: str, table: str, columns: Sequence[Column], key: str,
-               batches: Iterable[Batch], *, run_id: str = "", window: Window | None = None,
-               digest: str | Callable[[], str] = "",
-               lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> int:
+def load_table(
+    dsn: str,
+    table: str,
+    columns: Sequence[Column],
+    key: str,
+    batches: Iterable[Batch],
+    *,
+    run_id: str = "",
+    window: Window | None = None,
+    digest: str | Callable[[], str] = "",
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+) -> int:
     """Load ``batches`` into ``table`` as the only copy of load ``key``; return rows loaded.
 
     Creates the table if needed. What the same load (or, with ``window``, any load) wrote
@@ -211,16 +239,25 @@ def load_table(dsn: str, table: str, columns: Sequence[Column], key: str,
     """
     with connect(dsn) as conn:
         existing = ensure_table(conn, table, columns)
-        conn.execute(sql.SQL("SET lock_timeout = {}").format(
-            sql.Literal(f"{int(lock_timeout_s * 1000)}ms")))
+        conn.execute(
+            sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout_s * 1000)}ms"))
+        )
         with conn.transaction():
             lock_load(conn, table)
             current = widen_table(conn, table, existing, [c.type for c in columns])
             forget_earlier_load(conn, table, key, window)
             load_id = next_load_id(conn)
             rows = copy_batches(conn, table, current, load_id, batches, window)
-            record_load(conn, table, key, run_id, rows,
-                        digest() if callable(digest) else digest, window, load_id)
+            record_load(
+                conn,
+                table,
+                key,
+                run_id,
+                rows,
+                digest() if callable(digest) else digest,
+                window,
+                load_id,
+            )
     return rows
 
 
@@ -230,43 +267,57 @@ def lock_load(conn: psycopg.Connection, table: str) -> None:
     One lock per table, not per load: a window and a whole-file load of one table may
     overlap, and two attempts of one load must not both commit.
     """
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                 [f"plankton:load:{table}"])
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"plankton:load:{table}"]
+    )
 
 
-def forget_earlier_load(conn: psycopg.Connection, table: str, key: str,
-                        window: Window | None) -> int:
+def forget_earlier_load(
+    conn: psycopg.Connection, table: str, key: str, window: Window | None
+) -> int:
     """Delete what the same load wrote before (or a window's rows); return rows deleted.
 
     The log row and the data commit together, so without a window the log says exactly when
     there is something to delete, and the common first load never scans the table.
     """
     done = conn.execute(
-        sql.SQL("DELETE FROM {} WHERE table_name = %s AND load_key = %s "
-                "RETURNING rows, load_id").format(sql.Identifier(LOADS_TABLE)),
-        [table, key]).fetchone()
+        sql.SQL(
+            "DELETE FROM {} WHERE table_name = %s AND load_key = %s RETURNING rows, load_id"
+        ).format(sql.Identifier(LOADS_TABLE)),
+        [table, key],
+    ).fetchone()
     if window is not None:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
-                sql.Identifier(table), window.condition()))
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(table), window.condition())
+            )
             return cur.rowcount
     if done is None:
         return 0
-    conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(
-        sql.Identifier(table), sql.Identifier(LOAD_COLUMN)), [done[1]])
+    conn.execute(
+        sql.SQL("DELETE FROM {} WHERE {} = %s").format(
+            sql.Identifier(table), sql.Identifier(LOAD_COLUMN)
+        ),
+        [done[1]],
+    )
     return int(done[0])
 
 
 def next_load_id(conn: psycopg.Connection) -> int:
     """A new number for this load (rolled back loads just leave a gap)."""
-    found = conn.execute(sql.SQL("SELECT nextval({})").format(
-        sql.Literal(LOAD_IDS))).fetchone()
+    found = conn.execute(sql.SQL("SELECT nextval({})").format(sql.Literal(LOAD_IDS))).fetchone()
     assert found is not None
     return int(found[0])
 
 
-def copy_batches(conn: psycopg.Connection, table: str, columns: Sequence[Column],
-                 load_id: int, batches: Iterable[Batch], window: Window | None = None) -> int:
+def copy_batches(
+    conn: psycopg.Connection,
+    table: str,
+    columns: Sequence[Column],
+    load_id: int,
+    batches: Iterable[Batch],
+    window: Window | None = None,
+) -> int:
     """COPY every batch into ``table`` with ``load_id`` appended; return rows kept (only those
     inside ``window`` when given: ``COPY ... WHERE``, PostgreSQL 12+).
 
@@ -274,8 +325,9 @@ def copy_batches(conn: psycopg.Connection, table: str, columns: Sequence[Column]
     planned one) ends the COPY; the columns are widened (:func:`widen_table`) and a new
     COPY goes on from that batch, all in the caller's transaction."""
     names = [sql.Identifier(c.name) for c in columns] + [sql.Identifier(LOAD_COLUMN)]
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table),
-                                                          sql.SQL(", ").join(names))
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(names)
+    )
     if window is not None:
         statement = sql.SQL("{} WHERE {}").format(statement, window.condition())
     suffix = b"\t%d\n" % load_id
@@ -289,8 +341,7 @@ def copy_batches(conn: psycopg.Connection, table: str, columns: Sequence[Column]
         try:
             # The queued writer sends to the server from its own thread: while this thread
             # waits for the next batch (from Redis, in the DAG), the server is still fed.
-            with conn.cursor() as cur, \
-                    cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
+            with conn.cursor() as cur, cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
                 for batch in remaining:
                     if batch.types is not None and not holds(current, batch.types):
                         wider = batch
@@ -318,8 +369,12 @@ def holds(columns: Sequence[Column], types: Sequence[str]) -> bool:
 
 def copied_rows(conn: psycopg.Connection, table: str, load_id: int) -> int:
     """Rows of ``table`` of load ``load_id`` (after a windowed COPY: the rows it kept)."""
-    found = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(
-        sql.Identifier(table), sql.Identifier(LOAD_COLUMN)), [load_id]).fetchone()
+    found = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(
+            sql.Identifier(table), sql.Identifier(LOAD_COLUMN)
+        ),
+        [load_id],
+    ).fetchone()
     return int(found[0]) if found else 0
 
 
@@ -337,14 +392,25 @@ def bad_row_from(exc: psycopg.errors.DataError, sent: Sequence[_Sent]) -> Except
     return exc
 
 
-def record_load(conn: psycopg.Connection, table: str, key: str, run_id: str, rows: int,
-                digest: str, window: Window | None, load_id: int) -> None:
+def record_load(
+    conn: psycopg.Connection,
+    table: str,
+    key: str,
+    run_id: str,
+    rows: int,
+    digest: str,
+    window: Window | None,
+    load_id: int,
+) -> None:
     """Log the load; commits (or not) with the rows themselves."""
     bounds = [window.time_column, window.since, window.to] if window else [None, None, None]
-    conn.execute(sql.SQL(
-        "INSERT INTO {} (load_key, table_name, run, rows, content_hash, time_column, since, "
-        "\"to\", load_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)").format(
-        sql.Identifier(LOADS_TABLE)), [key, table, run_id, rows, digest, *bounds, load_id])
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (load_key, table_name, run, rows, content_hash, time_column, since, "
+            '"to", load_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)'
+        ).format(sql.Identifier(LOADS_TABLE)),
+        [key, table, run_id, rows, digest, *bounds, load_id],
+    )
 
 
 def loaded_rows(dsn: str, key: str) -> int | None:
@@ -364,5 +430,8 @@ def _load_row(dsn: str, key: str) -> tuple | None:
         if conn.execute("SELECT to_regclass(%s)", [LOADS_TABLE]).fetchone() == (None,):
             return None
         return conn.execute(
-            sql.SQL("SELECT rows, content_hash FROM {} WHERE load_key = %s")
-            .format(sql.Identifier(LOADS_TABLE)), [key]).fetchone()
+            sql.SQL("SELECT rows, content_hash FROM {} WHERE load_key = %s").format(
+                sql.Identifier(LOADS_TABLE)
+            ),
+            [key],
+        ).fetchone()

@@ -22,10 +22,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .columns import DEFAULT_NULL_MARKERS
-from .copytext import RowCodec, fill_nulls, plain_text
-from .errors import BadRowError, SchemaError
-from .schema import Column, column_names, open_csv, widen_columns
+from examples.csvload.columns import DEFAULT_NULL_MARKERS
+from examples.csvload.copytext import RowCodec, fill_nulls, plain_text
+from examples.csvload.errors import BadRowError, SchemaError
+from examples.csvload.schema import Column, column_names, open_csv, widen_columns
 
 #: CSV characters per batch (one emitted value), in whole lines: 256 KiB is ~9,500 ratings
 #: rows. It matches the worker's emit buffer (256 KiB: one value per EMIT call): measured on
@@ -59,8 +59,13 @@ class Batch:
 
     def to_message(self) -> dict[str, Any]:
         """The batch as msgpack data, for ``task.emit``."""
-        message = {"source": self.source, "first_line": self.first_line, "rows": self.rows,
-                   "data": self.data, "lines": list(self.lines) if self.lines else None}
+        message = {
+            "source": self.source,
+            "first_line": self.first_line,
+            "rows": self.rows,
+            "data": self.data,
+            "lines": list(self.lines) if self.lines else None,
+        }
         if self.types is not None:
             message["types"] = list(self.types)
         return message
@@ -69,9 +74,14 @@ class Batch:
     def from_message(cls, message: dict[str, Any]) -> Batch:
         """The inverse of :meth:`to_message`."""
         lines, types = message.get("lines"), message.get("types")
-        return cls(message["source"], message["first_line"], message["rows"],
-                   message["data"], tuple(lines) if lines else None,
-                   tuple(types) if types else None)
+        return cls(
+            message["source"],
+            message["first_line"],
+            message["rows"],
+            message["data"],
+            tuple(lines) if lines else None,
+            tuple(types) if types else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -96,10 +106,15 @@ class BatchEncoder:
     value that fits no type of its column (or a row of the wrong width) is a bad row.
     """
 
-    def __init__(self, path: Path, columns: Sequence[Column],
-                 on_bad_row: OnBadRow | None = None,
-                 markers: Sequence[str] = DEFAULT_NULL_MARKERS,
-                 markers_in_text: bool = False, fixed: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        path: Path,
+        columns: Sequence[Column],
+        on_bad_row: OnBadRow | None = None,
+        markers: Sequence[str] = DEFAULT_NULL_MARKERS,
+        markers_in_text: bool = False,
+        fixed: Collection[str] = (),
+    ) -> None:
         self.source = str(path)
         self.planned = tuple(columns)
         self.markers, self.markers_in_text = tuple(markers), markers_in_text
@@ -116,17 +131,14 @@ class BatchEncoder:
             return False
         columns = list(self.codec.columns)
         widened = widen_columns(columns, good, self.markers)
-        widened = [old if old.name in self.fixed else new
-                   for old, new in zip(columns, widened)]
+        widened = [old if old.name in self.fixed else new for old, new in zip(columns, widened)]
         if widened == columns:
             return False
-        self.codec = RowCodec(widened, self.markers, self.markers_in_text,
-                              nulled_as=self.planned)
+        self.codec = RowCodec(widened, self.markers, self.markers_in_text, nulled_as=self.planned)
         self.types = tuple(c.type.value for c in widened)
         return True
 
-    def encode_block(self, block: str, more: Iterator[str], first_line: int
-                     ) -> tuple[Batch, int]:
+    def encode_block(self, block: str, more: Iterator[str], first_line: int) -> tuple[Batch, int]:
         """A Batch from ``block`` (whole lines from ``first_line``) and the lines it used.
 
         CSV with no quote, backslash, tab, lone CR or NUL has no quoting, so turning its
@@ -152,8 +164,9 @@ class BatchEncoder:
         if data is None:
             return self.encode_each(rows, starts)
         simple = starts[-1] - starts[0] == len(starts) - 1
-        return Batch(self.source, starts[0], len(rows), data,
-                     None if simple else tuple(starts), self.types)
+        return Batch(
+            self.source, starts[0], len(rows), data, None if simple else tuple(starts), self.types
+        )
 
     def encode_each(self, rows: list[list[str]], lines: list[int]) -> Batch:
         """The slow path: one row at a time, skipping blank lines and bad rows."""
@@ -171,8 +184,14 @@ class BatchEncoder:
         text = fill_nulls("\n".join(out) + "\n", self.codec.width) if out else ""
         simple = not kept or kept == list(range(kept[0], kept[0] + len(kept)))
         first = kept[0] if kept else lines[0]
-        return Batch(self.source, first, len(out), text.encode("utf-8"),
-                     None if simple else tuple(kept), self.types)
+        return Batch(
+            self.source,
+            first,
+            len(out),
+            text.encode("utf-8"),
+            None if simple else tuple(kept),
+            self.types,
+        )
 
     def report(self, bad: BadRow) -> None:
         if self.on_bad_row is None:
@@ -180,8 +199,9 @@ class BatchEncoder:
         self.on_bad_row(bad)
 
 
-def parse_rows(source: str, block: str, more: Iterator[str], first_line: int
-               ) -> tuple[list[list[str]], list[int], int]:
+def parse_rows(
+    source: str, block: str, more: Iterator[str], first_line: int
+) -> tuple[list[list[str]], list[int], int]:
     """Rows of ``block`` (plus continuation lines from ``more``), the line each starts on,
     and the number of lines consumed.
 
@@ -210,8 +230,9 @@ def row_starts(rows: list[list[str]], first_line: int) -> list[int]:
     return list(itertools.accumulate(spans[:-1], initial=first_line))
 
 
-def parse_rows_exactly(source: str, lines: list[str], more: Iterator[str], first_line: int
-                       ) -> tuple[list[list[str]], list[int], int]:
+def parse_rows_exactly(
+    source: str, lines: list[str], more: Iterator[str], first_line: int
+) -> tuple[list[list[str]], list[int], int]:
     """:func:`parse_rows` one row at a time, as the csv module's lenient mode reads it."""
     reader = csv.reader(itertools.chain(lines, more))
     rows: list[list[str]] = []
@@ -234,8 +255,10 @@ def check_header(path: Path, header: list[str] | None, columns: Sequence[Column]
     expected = [c.name for c in columns]
     found = column_names(header) if header else []
     if found != expected:
-        raise SchemaError(f"{path}: header gives columns {found}, expected {expected} "
-                          "(did the file change after the DAG was built?)")
+        raise SchemaError(
+            f"{path}: header gives columns {found}, expected {expected} "
+            "(did the file change after the DAG was built?)"
+        )
 
 
 def read_header(path: Path, handle: IO[str], columns: Sequence[Column]) -> int:
@@ -257,12 +280,16 @@ def read_blocks(handle: IO[str], size: int) -> Iterator[str]:
         yield block
 
 
-def read_batches(path: Path, columns: Sequence[Column], *,
-                 batch_bytes: int = DEFAULT_BATCH_BYTES,
-                 on_bad_row: OnBadRow | None = None,
-                 markers: Sequence[str] = DEFAULT_NULL_MARKERS,
-                 markers_in_text: bool = False, fixed: Collection[str] = ()
-                 ) -> Iterator[Batch]:
+def read_batches(
+    path: Path,
+    columns: Sequence[Column],
+    *,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    on_bad_row: OnBadRow | None = None,
+    markers: Sequence[str] = DEFAULT_NULL_MARKERS,
+    markers_in_text: bool = False,
+    fixed: Collection[str] = (),
+) -> Iterator[Batch]:
     """Stream ``path`` as Batches of the good rows of about ``batch_bytes`` of CSV each.
 
     A bad row raises BadRowError naming file, line and column, unless ``on_bad_row`` is
@@ -299,8 +326,7 @@ class RejectFile:
 
     def __enter__(self) -> RejectFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self._tmp, "w", newline="", encoding="utf-8",
-                            errors="surrogateescape")
+        self._handle = open(self._tmp, "w", newline="", encoding="utf-8", errors="surrogateescape")
         self._writer = csv.writer(self._handle)
         self._writer.writerow(self.header)
         return self
@@ -310,8 +336,9 @@ class RejectFile:
         self._writer.writerow([bad.line, bad.column or "", bad.reason, *bad.fields])
         self.count += 1
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._handle.close()
         if kind is None and self.count:
             os.replace(self._tmp, self.path)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from .columns import (
+from examples.csvload.columns import (
     DEFAULT_NULL_MARKERS,
     ColumnType,
     infer_present,
@@ -32,7 +32,7 @@ from .columns import (
     value_problem,
     widen,
 )
-from .errors import SchemaError
+from examples.csvload.errors import SchemaError
 
 #: Optional file beside the CSVs: {"table": {"column": "type", ...}, ...}.
 SCHEMA_FILE = "schema.json"
@@ -115,7 +115,7 @@ def column_names(header: Sequence[str]) -> list[str]:
         base, n = name, 1
         while name in names:
             n += 1
-            name = f"{base[:MAX_IDENTIFIER_BYTES - 4]}_{n}"
+            name = f"{base[: MAX_IDENTIFIER_BYTES - 4]}_{n}"
         names.append(name)
     return names
 
@@ -141,8 +141,9 @@ def sample_rows(path: Path, width: int, limit: int) -> list[list[str]]:
     return rows[:limit]
 
 
-def infer_columns(path: Path, names: Sequence[str], limit: int,
-                  markers: Sequence[str] = DEFAULT_NULL_MARKERS) -> list[Column]:
+def infer_columns(
+    path: Path, names: Sequence[str], limit: int, markers: Sequence[str] = DEFAULT_NULL_MARKERS
+) -> list[Column]:
     """Columns of one file with the types its first ``limit`` rows fit: a first guess, which
     the extractors widen as they read the rest (see the module docstring)."""
     rows = sample_rows(path, len(names), limit)
@@ -150,15 +151,17 @@ def infer_columns(path: Path, names: Sequence[str], limit: int,
     return [Column(name, infer_type(col, markers)) for name, col in zip(names, values)]
 
 
-def widen_columns(columns: list[Column], rows: list[list[str]], markers: Sequence[str]
-                  ) -> list[Column]:
+def widen_columns(
+    columns: list[Column], rows: list[list[str]], markers: Sequence[str]
+) -> list[Column]:
     """``columns`` widened to hold the values of ``rows`` too (a block that did not fit)."""
     missing = {"", *markers}
     out = []
     for column, values in zip(columns, zip(*rows)):
         kind = column.type
         if kind is not ColumnType.TEXT and any(
-                v not in missing and value_problem(v, kind) is not None for v in values):
+            v not in missing and value_problem(v, kind) is not None for v in values
+        ):
             found = infer_present(values, markers)
             kind = kind if found is None else widen(kind, found)
         out.append(Column(column.name, kind))
@@ -176,8 +179,10 @@ def load_declared_types(directory: Path) -> dict[str, dict[str, ColumnType]]:
         raise SchemaError(f"{path}: cannot read: {exc}") from exc
     if not isinstance(document, dict) or not all(isinstance(v, dict) for v in document.values()):
         raise SchemaError(f'{path}: expected {{"table": {{"column": "type", ...}}, ...}}')
-    return {sanitize_identifier(table, "table"): _declared_columns(path, table, columns)
-            for table, columns in document.items()}
+    return {
+        sanitize_identifier(table, "table"): _declared_columns(path, table, columns)
+        for table, columns in document.items()
+    }
 
 
 def _declared_columns(path: Path, table: str, columns: dict) -> dict[str, ColumnType]:
@@ -198,19 +203,23 @@ def merge_columns(table: str, per_file: dict[Path, list[Column]]) -> tuple[Colum
             raise SchemaError(
                 f"table {table!r}: {path.name} has columns {[c.name for c in other]} but "
                 f"{first.name} has {[c.name for c in columns]}; files of one table need "
-                "the same header")
+                "the same header"
+            )
         columns = [Column(c.name, widen(c.type, o.type)) for c, o in zip(columns, other)]
     return tuple(columns)
 
 
-def apply_declared(table: str, columns: tuple[Column, ...],
-                   declared: dict[str, ColumnType]) -> tuple[Column, ...]:
+def apply_declared(
+    table: str, columns: tuple[Column, ...], declared: dict[str, ColumnType]
+) -> tuple[Column, ...]:
     """Override inferred types with those of schema.json; unknown columns are an error."""
     names = {c.name for c in columns}
     unknown = sorted(set(declared) - names)
     if unknown:
-        raise SchemaError(f"{SCHEMA_FILE}: table {table!r} has no column(s) {unknown} "
-                          f"(its columns: {sorted(names)})")
+        raise SchemaError(
+            f"{SCHEMA_FILE}: table {table!r} has no column(s) {unknown} "
+            f"(its columns: {sorted(names)})"
+        )
     return tuple(Column(c.name, declared.get(c.name, c.type)) for c in columns)
 
 
@@ -231,23 +240,31 @@ def group_by_table(files: Sequence[Path]) -> Iterator[tuple[str, list[Path]]]:
         tables.setdefault(table_name(path), []).append(path)
     for name in sorted(tables):
         if name == LOADS_TABLE:
-            raise SchemaError(f"{tables[name][0]}: table name {name!r} is the loader's own "
-                              "log table; rename the file")
+            raise SchemaError(
+                f"{tables[name][0]}: table name {name!r} is the loader's own "
+                "log table; rename the file"
+            )
         yield name, tables[name]
 
 
-def plan_tables(directory: Path, sample_rows_per_file: int = DEFAULT_SAMPLE_ROWS,
-                markers: Sequence[str] = DEFAULT_NULL_MARKERS) -> list[TableSpec]:
+def plan_tables(
+    directory: Path,
+    sample_rows_per_file: int = DEFAULT_SAMPLE_ROWS,
+    markers: Sequence[str] = DEFAULT_NULL_MARKERS,
+) -> list[TableSpec]:
     """Every table that ``directory``'s CSV files load, with columns, types and files."""
     declared = load_declared_types(directory)
     specs = []
     for name, files in group_by_table(find_csv_files(directory)):
-        per_file = {p: infer_columns(p, read_header(p), sample_rows_per_file, markers)
-                    for p in files}
+        per_file = {
+            p: infer_columns(p, read_header(p), sample_rows_per_file, markers) for p in files
+        }
         fixed = declared.pop(name, {})
         columns = apply_declared(name, merge_columns(name, per_file), fixed)
         specs.append(TableSpec(name, columns, tuple(files), tuple(sorted(fixed))))
     if declared:
-        raise SchemaError(f"{directory / SCHEMA_FILE}: no CSV files for table(s) "
-                          f"{sorted(declared)} (tables found: {[s.name for s in specs]})")
+        raise SchemaError(
+            f"{directory / SCHEMA_FILE}: no CSV files for table(s) "
+            f"{sorted(declared)} (tables found: {[s.name for s in specs]})"
+        )
     return specs

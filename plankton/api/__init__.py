@@ -4,7 +4,7 @@
 and enforces the start-up rules (no token, no public bind).
 """
 
-from .app import create_app
-from .serve import serve
+from plankton.api.app import create_app
+from plankton.api.serve import serve
 
 __all__ = ["create_app", "serve"]

@@ -27,21 +27,23 @@ from fastapi.responses import JSONResponse
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from .. import __version__, metrics, runs
-from ..catalog import describe_dags
-from ..client import Client
-from ..connection import connect
-from ..dag import Dag
-from ..errors import DagError, NotFoundError, ParamError, ResumeError, SerializationError
-from ..settings import Settings, load
-from ..states import RunStatus
-from ..transitions import Transitions
-from . import models
-from .console import OriginCheck, TokenAuth, add_console
-from .handlers import add_error_handlers, invalid, param_error
-from .idempotency import Idempotency, IdempotencyKey
-from .middleware import MAX_BODY_BYTES, BodyLimit
-from .openapi import document
+from plankton import __version__
+from plankton.api import models
+from plankton.api.console import OriginCheck, TokenAuth, add_console
+from plankton.api.handlers import add_error_handlers, invalid, param_error
+from plankton.api.idempotency import Idempotency, IdempotencyKey
+from plankton.api.middleware import MAX_BODY_BYTES, BodyLimit
+from plankton.api.openapi import document
+from plankton.authoring.dag import Dag
+from plankton.client import Client
+from plankton.engine.connection import connect
+from plankton.engine.transitions import Transitions
+from plankton.errors import DagError, NotFoundError, ParamError, ResumeError, SerializationError
+from plankton.operations import metrics
+from plankton.runs import reading
+from plankton.settings import Settings, load
+from plankton.states import RunStatus
+from plankton.views.catalog import describe_dags
 
 #: Path segments a DAG name may use to get its own typed route (others use the generic one).
 _PATH_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -51,7 +53,7 @@ _ERRORS = {
     401: "Missing or wrong bearer token (only when PLANKTON_API_TOKEN is set).",
     404: "Unknown DAG or run.",
     409: "The Idempotency-Key's request is still being processed (retry shortly), or the "
-         "run cannot be re-created with today's code.",
+    "run cannot be re-created with today's code.",
     413: "Request body over 1 MiB.",
     503: "Redis is unreachable.",
 }
@@ -59,8 +61,9 @@ _ERRORS = {
 RunId = Annotated[str, Path(min_length=1, max_length=200)]
 
 
-def create_app(settings: Settings | str | None = None, imports: Iterable[str] = (),
-               token: str | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | str | None = None, imports: Iterable[str] = (), token: str | None = None
+) -> FastAPI:
     """The API app for a Redis URL (or Settings) and the DAG modules to serve.
 
     ``token``: when set, every route but ``/healthz`` needs ``Authorization: Bearer <token>``.
@@ -77,8 +80,13 @@ def create_app(settings: Settings | str | None = None, imports: Iterable[str] = 
         yield
         client.close()
 
-    app = FastAPI(title="Plankton", version=__version__, lifespan=lifespan,
-                  redirect_slashes=False, description=_DESCRIPTION)
+    app = FastAPI(
+        title="Plankton",
+        version=__version__,
+        lifespan=lifespan,
+        redirect_slashes=False,
+        description=_DESCRIPTION,
+    )
     app.state.client = client
     add_error_handlers(app, settings.url)
     Routes(app, client, auth=bool(token)).add()
@@ -95,17 +103,18 @@ def create_app(settings: Settings | str | None = None, imports: Iterable[str] = 
 _DESCRIPTION = (
     "Create and follow Plankton DAG runs. Each DAG found in the server's imports has its own "
     "typed `POST /dags/<name>/runs`; `POST /dags/{dag}/runs` is the same for any name. "
-    "Errors are `{\"detail\": \"...\"}`, or for 422 a list of `{loc, msg, type}` naming the "
+    'Errors are `{"detail": "..."}`, or for 422 a list of `{loc, msg, type}` naming the '
     "field."
 )
 
 
 def add_metrics(app: FastAPI, client: Client) -> None:
-    """``GET /metrics``: Prometheus text, read from Redis on each scrape (plankton.metrics).
-    Behind the bearer token like every route but /healthz; not in the OpenAPI document (it
-    is not JSON)."""
-    registry = metrics.registry_for(client.conn, client.registry.dags.values(),
-                                    client.settings.heartbeat)
+    """``GET /metrics``: Prometheus text, read from Redis on each scrape
+    (plankton.operations.metrics). Behind the bearer token like every route but /healthz; not
+    in the OpenAPI document (it is not JSON)."""
+    registry = metrics.registry_for(
+        client.conn, client.registry.dags.values(), client.settings.heartbeat
+    )
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:
@@ -120,8 +129,12 @@ def _client(settings: Settings) -> Client:
     """
     client = Client(settings=settings, check_connection=False)
     client.conn.close()
-    client.conn = connect(settings.url, socket_connect_timeout=2, socket_timeout=10,
-                          retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
+    client.conn = connect(
+        settings.url,
+        socket_connect_timeout=2,
+        socket_timeout=10,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
+    )
     client.engine = Transitions(client.conn)
     return client
 
@@ -140,38 +153,72 @@ class Routes:
 
     def add(self) -> None:
         app = self.app
-        app.get("/healthz", response_model=models.Health, tags=["health"],
-                responses=self.errors(), operation_id="healthz",
-                summary="Is Redis reachable? (never needs auth)")(
-            self.healthz)
-        app.get("/dags", response_model=list[models.DagInfo], tags=["dags"],
-                responses=self.errors(), operation_id="list_dags",
-                summary="The DAGs this server can run")(self.dags)
+        app.get(
+            "/healthz",
+            response_model=models.Health,
+            tags=["health"],
+            responses=self.errors(),
+            operation_id="healthz",
+            summary="Is Redis reachable? (never needs auth)",
+        )(self.healthz)
+        app.get(
+            "/dags",
+            response_model=list[models.DagInfo],
+            tags=["dags"],
+            responses=self.errors(),
+            operation_id="list_dags",
+            summary="The DAGs this server can run",
+        )(self.dags)
         for dag in sorted(self.client.registry.dags.values(), key=lambda d: d.name):
             if set(dag.name) <= _PATH_SAFE:
                 self.add_typed_create(dag)
-        app.post("/dags/{dag}/runs", status_code=201, response_model=models.RunCreated,
-                 tags=["runs"], responses=self.errors(400, 404, 409, 413),
-                 operation_id="create_run", summary="Start a run of any DAG by name")(
-            self.create_any)
-        app.get("/runs", response_model=models.RunPage, tags=["runs"],
-                responses=self.errors(), operation_id="list_runs",
-                summary="Recent runs, newest first")(self.list_runs)
-        app.get("/runs/{run_id}", response_model=models.RunDetail, tags=["runs"],
-                response_model_exclude_unset=True,  # `cursor`, `full`: only with `since`
-                responses=self.errors(404), operation_id="get_run",
-                summary="A run and its task tree (as `plankton show --json`), or with "
-                "`since` only what changed")(self.show)
-        app.post("/runs/{run_id}/rerun", status_code=201, response_model=models.RunCreated,
-                 tags=["runs"], operation_id="rerun_run",
-                 summary="Re-create a past run, optionally changing params",
-                 responses={**self.errors(400, 404, 409, 413),
-                            200: {"model": models.RerunPlan,
-                                  "description": "dry_run=true: what would change"}})(
-            self.rerun)
-        app.post("/runs/{run_id}/cancel", response_model=models.CancelResult, tags=["runs"],
-                 responses=self.errors(400, 404, 413), operation_id="cancel_run",
-                 summary="Stop a run")(self.cancel)
+        app.post(
+            "/dags/{dag}/runs",
+            status_code=201,
+            response_model=models.RunCreated,
+            tags=["runs"],
+            responses=self.errors(400, 404, 409, 413),
+            operation_id="create_run",
+            summary="Start a run of any DAG by name",
+        )(self.create_any)
+        app.get(
+            "/runs",
+            response_model=models.RunPage,
+            tags=["runs"],
+            responses=self.errors(),
+            operation_id="list_runs",
+            summary="Recent runs, newest first",
+        )(self.list_runs)
+        app.get(
+            "/runs/{run_id}",
+            response_model=models.RunDetail,
+            tags=["runs"],
+            response_model_exclude_unset=True,  # `cursor`, `full`: only with `since`
+            responses=self.errors(404),
+            operation_id="get_run",
+            summary="A run and its task tree (as `plankton show --json`), or with "
+            "`since` only what changed",
+        )(self.show)
+        app.post(
+            "/runs/{run_id}/rerun",
+            status_code=201,
+            response_model=models.RunCreated,
+            tags=["runs"],
+            operation_id="rerun_run",
+            summary="Re-create a past run, optionally changing params",
+            responses={
+                **self.errors(400, 404, 409, 413),
+                200: {"model": models.RerunPlan, "description": "dry_run=true: what would change"},
+            },
+        )(self.rerun)
+        app.post(
+            "/runs/{run_id}/cancel",
+            response_model=models.CancelResult,
+            tags=["runs"],
+            responses=self.errors(400, 404, 413),
+            operation_id="cancel_run",
+            summary="Stop a run",
+        )(self.cancel)
 
     def healthz(self) -> dict[str, str]:
         self.client.conn.ping()
@@ -191,31 +238,48 @@ class Routes:
         model = models.run_request_model(dag)
 
         if any(p.required for p in dag.params.values()):
-            def create(response: Response, body: Annotated[model, Body()],  # type: ignore[valid-type]
-                       idempotency_key: IdempotencyKey = None) -> dict[str, str]:
+
+            def create(
+                response: Response,
+                body: Annotated[model, Body()],  # type: ignore[valid-type]
+                idempotency_key: IdempotencyKey = None,
+            ) -> dict[str, str]:
                 return self.create(dag, body, idempotency_key, response)
         else:
-            def create(response: Response,  # type: ignore[misc]
-                       body: Annotated[model | None, Body()] = None,  # type: ignore[valid-type]
-                       idempotency_key: IdempotencyKey = None) -> dict[str, str]:
+
+            def create(  # type: ignore[misc]
+                response: Response,
+                body: Annotated[model | None, Body()] = None,  # type: ignore[valid-type]
+                idempotency_key: IdempotencyKey = None,
+            ) -> dict[str, str]:
                 return self.create(dag, body or model(), idempotency_key, response)
 
-        self.app.post(f"/dags/{dag.name}/runs", status_code=201,
-                      response_model=models.RunCreated, tags=["runs"],
-                      responses=self.errors(400, 409, 413), operation_id=f"create_run_{dag.name}",
-                      summary=f"Start a run of {dag.name}", description=dag.doc or None)(create)
+        self.app.post(
+            f"/dags/{dag.name}/runs",
+            status_code=201,
+            response_model=models.RunCreated,
+            tags=["runs"],
+            responses=self.errors(400, 409, 413),
+            operation_id=f"create_run_{dag.name}",
+            summary=f"Start a run of {dag.name}",
+            description=dag.doc or None,
+        )(create)
 
-    def create_any(self, response: Response,
-                   dag: Annotated[str, Path(min_length=1, max_length=200)],
-                   body: Annotated[models.RunRequest | None, Body()] = None,
-                   idempotency_key: IdempotencyKey = None) -> dict[str, str]:
+    def create_any(
+        self,
+        response: Response,
+        dag: Annotated[str, Path(min_length=1, max_length=200)],
+        body: Annotated[models.RunRequest | None, Body()] = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> dict[str, str]:
         found = self.client.registry.dags.get(dag)
         if found is None:
             raise NotFoundError("DAG", dag, list(self.client.registry.dags))
         return self.create(found, body or models.RunRequest(), idempotency_key, response)
 
-    def create(self, dag: Dag, body: models.RunRequest, key: str | None,
-               response: Response) -> dict[str, str]:
+    def create(
+        self, dag: Dag, body: models.RunRequest, key: str | None, response: Response
+    ) -> dict[str, str]:
         given = models.given_params(dag, body)
         try:
             typed = dag.json_params(given)
@@ -238,21 +302,36 @@ class Routes:
     def list_runs(
         self,
         dag: Annotated[str | None, Query(max_length=200, description="Only this DAG.")] = None,
-        status: Annotated[RunStatus | None, Query(description="Only runs in this status.")]
-        = None,
+        status: Annotated[RunStatus | None, Query(description="Only runs in this status.")] = None,
         limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 20,
-        cursor: Annotated[str | None, Query(
-            max_length=300, pattern=r"^[0-9]{1,16}:.+$",
-            description="`next_cursor` of the previous page.")] = None,
+        cursor: Annotated[
+            str | None,
+            Query(
+                max_length=300,
+                pattern=r"^[0-9]{1,16}:.+$",
+                description="`next_cursor` of the previous page.",
+            ),
+        ] = None,
     ) -> dict[str, Any]:
-        found, next_cursor = runs.page_runs(self.client.conn, dag, status.value if status else None,
-                                       limit, cursor)
+        found, next_cursor = reading.page_runs(
+            self.client.conn, dag, status.value if status else None, limit, cursor
+        )
         return {"runs": found, "next_cursor": next_cursor}
 
-    def show(self, run_id: RunId, since: Annotated[int | None, Query(
-            ge=0, le=2**53, description="`cursor` of a previous read: return only the tasks "
-            "changed since, and a new `cursor` (a delta read; 0: every task, and the cursor to "
-            "follow from; see docs/api.md).")] = None) -> Response:
+    def show(
+        self,
+        run_id: RunId,
+        since: Annotated[
+            int | None,
+            Query(
+                ge=0,
+                le=2**53,
+                description="`cursor` of a previous read: return only the tasks "
+                "changed since, and a new `cursor` (a delta read; 0: every task, and the cursor to "
+                "follow from; see docs/api.md).",
+            ),
+        ] = None,
+    ) -> Response:
         """Sent as it is read: the views are JSON-ready already, and checking a 10,000-task
         answer against the response model on the way out cost a third of the read. The
         schema stays declared; tests/api/test_schema.py checks answers against it."""
@@ -260,18 +339,27 @@ class Routes:
             body = self.client.status(run_id)
         else:
             found = self.client.changes(run_id, since)
-            body = {**found["run"], "cursor": found["cursor"], "full": found["full"],
-                    "tasks": found["tasks"]}
+            body = {
+                **found["run"],
+                "cursor": found["cursor"],
+                "full": found["full"],
+                "tasks": found["tasks"],
+            }
         return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
     def cancel(self, run_id: RunId) -> dict[str, str]:
         return {"run_id": run_id, "status": self.client.cancel(run_id)}
 
-    def rerun(self, response: Response, run_id: RunId,
-              body: Annotated[models.RerunRequest | None, Body()] = None,
-              dry_run: Annotated[bool, Query(description="Only say which tasks would change; "
-                                             "submit nothing.")] = False,
-              idempotency_key: IdempotencyKey = None) -> Any:
+    def rerun(
+        self,
+        response: Response,
+        run_id: RunId,
+        body: Annotated[models.RerunRequest | None, Body()] = None,
+        dry_run: Annotated[
+            bool, Query(description="Only say which tasks would change; submit nothing.")
+        ] = False,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Any:
         self.client.run_status(run_id)  # 404 before anything else
         req = body or models.RerunRequest()
         overrides, resume = req.params, req.from_failure
@@ -287,8 +375,9 @@ class Routes:
         new_id, replayed = self.idem.once(idempotency_key, request, submit)
         return _created(response, new_id, replayed)
 
-    def _rerun(self, run_id: str, texts: dict[str, str], dry_run: bool,
-               from_failure: bool = False) -> Any:
+    def _rerun(
+        self, run_id: str, texts: dict[str, str], dry_run: bool, from_failure: bool = False
+    ) -> Any:
         try:
             return self.client.rerun(run_id, texts, dry_run=dry_run, from_failure=from_failure)
         except ResumeError as exc:  # succeeded, live, or values expired: the run's state

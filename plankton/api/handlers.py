@@ -11,8 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ..connection import redact
-from ..errors import ConnectionFailed, NotFoundError, ParamError
+from plankton.engine.connection import redact
+from plankton.errors import ConnectionFailed, NotFoundError, ParamError
 
 #: Named after the module these records came from before the split, so log filters still match.
 log = logging.getLogger("plankton.api.app")
@@ -23,20 +23,26 @@ RETRY_AFTER = 5
 
 def add_error_handlers(app: FastAPI, url: str) -> None:
     """Answer Redis outages with 503 (and Retry-After), unknown names with 404, the rest 500."""
+
     def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        reason = redact(str(exc)) if isinstance(exc, ConnectionFailed) else \
-            f"Redis at {redact(url)} is unavailable: {redact(str(exc))}"
+        reason = (
+            redact(str(exc))
+            if isinstance(exc, ConnectionFailed)
+            else f"Redis at {redact(url)} is unavailable: {redact(str(exc))}"
+        )
         log.warning("%s %s: %s", request.method, request.url.path, reason)
-        return JSONResponse({"detail": reason}, status_code=503,
-                            headers={"Retry-After": str(RETRY_AFTER)})
+        return JSONResponse(
+            {"detail": reason}, status_code=503, headers={"Retry-After": str(RETRY_AFTER)}
+        )
 
     def not_found(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
     def internal(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal error; the API server's log has the details"},
-                            status_code=500)
+        return JSONResponse(
+            {"detail": "internal error; the API server's log has the details"}, status_code=500
+        )
 
     app.add_exception_handler(redis.RedisError, unavailable)
     app.add_exception_handler(ConnectionFailed, unavailable)
@@ -44,11 +50,13 @@ def add_error_handlers(app: FastAPI, url: str) -> None:
     app.add_exception_handler(Exception, internal)
 
 
-def invalid(loc: tuple[str | int, ...], kind: str, msg: str, value: Any = None
-            ) -> RequestValidationError:
+def invalid(
+    loc: tuple[str | int, ...], kind: str, msg: str, value: Any = None
+) -> RequestValidationError:
     """A 422 in FastAPI's own shape, for checks pydantic cannot make (params, idempotency)."""
-    return RequestValidationError([{"type": kind, "loc": loc, "msg": msg,
-                                    "input": _jsonable(value)}])
+    return RequestValidationError(
+        [{"type": kind, "loc": loc, "msg": msg, "input": _jsonable(value)}]
+    )
 
 
 def _jsonable(value: Any) -> Any:

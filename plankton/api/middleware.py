@@ -29,17 +29,23 @@ class BearerAuth:
         if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS or self.allowed(scope):
             await self.app(scope, receive, send)
             return
-        reply = JSONResponse({"detail": "missing or wrong bearer token: send the header "
-                              "'Authorization: Bearer <PLANKTON_API_TOKEN>'"},
-                             status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        reply = JSONResponse(
+            {
+                "detail": "missing or wrong bearer token: send the header "
+                "'Authorization: Bearer <PLANKTON_API_TOKEN>'"
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
         await reply(scope, receive, send)
 
     def allowed(self, scope: dict[str, Any]) -> bool:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 scheme, _, given = value.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(),
-                                                                           self.token)
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    given.strip(), self.token
+                )
         return False
 
 
@@ -77,10 +83,14 @@ class BodyLimit:
         await self.app(scope, _replay(body, receive), send)
 
     async def refuse(self, scope: dict[str, Any], receive: Any, send: Any, status: int) -> None:
-        detail = (f"request body is over the limit of {self.max_bytes} bytes (1 MiB)"
-                  if status == 413 else "bad Content-Length header")
-        await JSONResponse({"detail": detail}, status_code=status,
-                           headers={"Connection": "close"})(scope, receive, send)
+        detail = (
+            f"request body is over the limit of {self.max_bytes} bytes (1 MiB)"
+            if status == 413
+            else "bad Content-Length header"
+        )
+        await JSONResponse({"detail": detail}, status_code=status, headers={"Connection": "close"})(
+            scope, receive, send
+        )
 
 
 def _replay(body: bytes, receive: Any) -> Any:

@@ -29,21 +29,21 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ..dag import Dag
-from ..paramtypes import INT_MAX, INT_MIN
-from ..states import RunStatus
+from plankton.authoring.dag import Dag
+from plankton.authoring.paramtypes import INT_MAX, INT_MIN
+from plankton.states import RunStatus
 
 #: RFC 3339 date-time with a mandatory offset: what the schema's ``format: date-time`` promises.
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
-
-
 def _rfc3339(value: Any) -> Any:
     # pydantic alone also takes unix times ("1700000000") and numbers: the schema says RFC 3339.
     if not isinstance(value, str) or not _RFC3339.fullmatch(value):
-        raise PydanticCustomError("datetime_format", "expected an RFC 3339 date-time with an "
-                              "offset, like 2024-01-31T00:00:00Z")
+        raise PydanticCustomError(
+            "datetime_format",
+            "expected an RFC 3339 date-time with an offset, like 2024-01-31T00:00:00Z",
+        )
     return value
 
 
@@ -51,8 +51,9 @@ def _utc_representable(value: _dt.datetime) -> _dt.datetime:
     try:
         value.astimezone(_dt.timezone.utc)
     except OverflowError:
-        raise PydanticCustomError("datetime_range", "out of range once converted to UTC "
-                                  "(year 1 to 9999)") from None
+        raise PydanticCustomError(
+            "datetime_range", "out of range once converted to UTC (year 1 to 9999)"
+        ) from None
     return value
 
 
@@ -61,8 +62,13 @@ WindowBound = Annotated[
     AwareDatetime,
     BeforeValidator(_rfc3339),
     AfterValidator(_utc_representable),
-    WithJsonSchema({"type": "string", "format": "date-time",
-                    "description": "RFC 3339 date-time with an offset, e.g. 2024-01-31T00:00:00Z"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 date-time with an offset, e.g. 2024-01-31T00:00:00Z",
+        }
+    ),
 ]
 
 
@@ -71,10 +77,11 @@ class _Window(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     since: WindowBound | None = Field(
-        default=None, description="Start of the run's window; every task that does not set "
-        "`since` itself gets it.")
-    to: WindowBound | None = Field(default=None,
-                                   description="End of the run's window (>= since).")
+        default=None,
+        description="Start of the run's window; every task that does not set "
+        "`since` itself gets it.",
+    )
+    to: WindowBound | None = Field(default=None, description="End of the run's window (>= since).")
 
     @field_validator("to")
     @classmethod
@@ -82,16 +89,19 @@ class _Window(BaseModel):
         since = info.data.get("since")
         if to is not None and since is not None and to < since:
             raise PydanticCustomError(
-                "window_order", "`to` ({to}) is before `since` ({since})",
-                {"to": to.isoformat(), "since": since.isoformat()})
+                "window_order",
+                "`to` ({to}) is before `since` ({since})",
+                {"to": to.isoformat(), "since": since.isoformat()},
+            )
         return to
 
 
 class RunRequest(_Window):
     """Body of ``POST /dags/{dag}/runs`` for any DAG: params are checked against its signature."""
 
-    params: dict[str, Any] = Field(default_factory=dict,
-                                   description="DAG params by name, as JSON values.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="DAG params by name, as JSON values."
+    )
 
 
 class RerunRequest(BaseModel):
@@ -102,13 +112,15 @@ class RerunRequest(BaseModel):
     params: dict[str, Any] = Field(
         default_factory=dict,
         description='Overrides keyed "TASK.PARAM" (TASK: a task name or id), as JSON values; '
-                    "every task of that name gets the new value.",
-        examples=[{"Multiplier.n": 3}])
+        "every task of that name gets the new value.",
+        examples=[{"Multiplier.n": 3}],
+    )
     from_failure: bool = Field(
         default=False,
         description="Resume: run only the tasks that failed, were cancelled or never finished, "
-                    "their ancestors and tasks whose subtree changed; reuse the others' values "
-                    "(docs/resume.md). 409 if the run succeeded, is live, or its values expired.")
+        "their ancestors and tasks whose subtree changed; reuse the others' values "
+        "(docs/resume.md). 409 if the run succeeded, is live, or its values expired.",
+    )
 
 
 # -- per-DAG request models -----------------------------------------------------------------
@@ -139,15 +151,17 @@ def integral_numbers(schema: dict[str, Any], value: Any) -> Any:
     ``params`` reads JSON numbers this way itself (asked for in issue 8's report).
     """
     kinds = [schema, *schema.get("anyOf", [])]
-    if isinstance(value, float) and value.is_integer() and any(
-            k.get("type") == "integer" for k in kinds):
+    if (
+        isinstance(value, float)
+        and value.is_integer()
+        and any(k.get("type") == "integer" for k in kinds)
+    ):
         return int(value)
     for kind in kinds:
         if isinstance(value, list) and isinstance(kind.get("items"), dict):
             return [integral_numbers(kind["items"], v) for v in value]
         if isinstance(value, dict) and isinstance(kind.get("additionalProperties"), dict):
-            return {k: integral_numbers(kind["additionalProperties"], v)
-                    for k, v in value.items()}
+            return {k: integral_numbers(kind["additionalProperties"], v) for k, v in value.items()}
     return value
 
 
@@ -163,14 +177,19 @@ def run_request_model(dag: Dag) -> type[RunRequest]:
         kind = Annotated[Any, WithJsonSchema(param_schema(dag, name))]
         default = ... if param.required else param.to_json(param.default)
         fields[f"p{i}"] = (kind, Field(default, alias=name))
-    params_model = create_model(f"{dag.name}_params",
-                                __config__=ConfigDict(extra="forbid", title=f"{dag.name} params"),
-                                **fields)
+    params_model = create_model(
+        f"{dag.name}_params",
+        __config__=ConfigDict(extra="forbid", title=f"{dag.name} params"),
+        **fields,
+    )
     required = any(p.required for p in dag.params.values())
     params_field = Field(... if required else params_model(), description=f"Params of {dag.name}.")
-    return create_model(f"{dag.name}_run_request", __base__=RunRequest,
-                        __doc__=f"Body of POST /dags/{dag.name}/runs.",
-                        params=(params_model, params_field))
+    return create_model(
+        f"{dag.name}_run_request",
+        __base__=RunRequest,
+        __doc__=f"Body of POST /dags/{dag.name}/runs.",
+        params=(params_model, params_field),
+    )
 
 
 def given_params(dag: Dag, body: RunRequest) -> dict[str, Any]:
@@ -178,8 +197,10 @@ def given_params(dag: Dag, body: RunRequest) -> dict[str, Any]:
     params = body.params
     if isinstance(params, BaseModel):
         params = params.model_dump(by_alias=True, exclude_unset=True)
-    return {name: integral_numbers(param_schema(dag, name), value) if name in dag.params
-            else value for name, value in params.items()}
+    return {
+        name: integral_numbers(param_schema(dag, name), value) if name in dag.params else value
+        for name, value in params.items()
+    }
 
 
 # -- responses ------------------------------------------------------------------------------
@@ -254,8 +275,11 @@ class TaskView(_Open):
     processed: Processed
     result: Any = None
     error: str | None = None
-    reused_from: str | None = Field(default=None, description="Set on a task a resume "
-                                    "reused: the run whose values it hands on (it did not run).")
+    reused_from: str | None = Field(
+        default=None,
+        description="Set on a task a resume "
+        "reused: the run whose values it hands on (it did not run).",
+    )
 
 
 class RunSummary(_Open):
@@ -283,22 +307,28 @@ class RunDetail(RunSummary):
     (``full`` false; with ``since=0`` every task, ``full`` true), and ``cursor`` is the next."""
 
     tasks: list[TaskView]
-    cursor: int | None = Field(default=None, description="Pass as `since` to get only what "
-                               "changed after this read.")
-    full: bool | None = Field(default=None, description="True when `tasks` is every task "
-                              "(no `since`, or a cursor the run never had).")
+    cursor: int | None = Field(
+        default=None, description="Pass as `since` to get only what changed after this read."
+    )
+    full: bool | None = Field(
+        default=None,
+        description="True when `tasks` is every task (no `since`, or a cursor the run never had).",
+    )
 
 
 class RunPage(BaseModel):
     runs: list[RunSummary] = Field(description="Newest first.")
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on "
-                                    "the last page.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
 
 
 class CancelResult(BaseModel):
     run_id: str
-    status: RunStatus = Field(description="The run's status after the cancel (a run that had "
-                              "already ended keeps its status).")
+    status: RunStatus = Field(
+        description="The run's status after the cancel (a run that had "
+        "already ended keeps its status)."
+    )
 
 
 class RerunPlan(_Open):

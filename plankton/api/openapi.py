@@ -7,15 +7,20 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from ..paramtypes import INT_MAX, INT_MIN
+from plankton.authoring.paramtypes import INT_MAX, INT_MIN
 
 #: What a client can do with the run_id of a 201 (OpenAPI links; also guide stateful fuzzers).
 _RUN_LINKS = {
-    name: {"operationId": op, "parameters": {"run_id": "$response.body#/run_id"},
-           "description": text}
-    for name, op, text in [("GetRun", "get_run", "Follow the new run."),
-                           ("CancelRun", "cancel_run", "Stop it."),
-                           ("RerunRun", "rerun_run", "Re-create it.")]
+    name: {
+        "operationId": op,
+        "parameters": {"run_id": "$response.body#/run_id"},
+        "description": text,
+    }
+    for name, op, text in [
+        ("GetRun", "get_run", "Follow the new run."),
+        ("CancelRun", "cancel_run", "Stop it."),
+        ("RerunRun", "rerun_run", "Re-create it."),
+    ]
 }
 
 
@@ -24,16 +29,21 @@ def document(app: FastAPI, auth: bool) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version,
-                                 description=app.description, routes=app.routes)
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             for path in schema["paths"].values():
                 created = path.get("post", {}).get("responses", {}).get("201")
                 if created is not None:
                     created["links"] = _RUN_LINKS
             if auth:
                 schema.setdefault("components", {})["securitySchemes"] = {
-                    "bearer": {"type": "http", "scheme": "bearer",
-                               "description": "The value of PLANKTON_API_TOKEN."}}
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "The value of PLANKTON_API_TOKEN.",
+                    }
+                }
                 schema["security"] = [{"bearer": []}]
                 schema["paths"]["/healthz"]["get"]["security"] = []
             app.openapi_schema = _exact_bounds(schema)
@@ -50,8 +60,7 @@ def _exact_bounds(node: Any) -> Any:
     """Put back the exact msgpack integer bounds that became floats on the way."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in ("minimum", "maximum") and isinstance(value, float) \
-                    and value in _INT_BOUNDS:
+            if key in ("minimum", "maximum") and isinstance(value, float) and value in _INT_BOUNDS:
                 node[key] = _INT_BOUNDS[value]
             else:
                 _exact_bounds(value)

@@ -18,12 +18,12 @@ from typing import Any
 import redis
 import uvicorn
 
-from .. import logsetup
-from ..client import Client
-from ..connection import redact
-from ..errors import PlanktonError
-from ..settings import load
-from .app import create_app
+from plankton.api.app import create_app
+from plankton.client import Client
+from plankton.engine.connection import redact
+from plankton.errors import PlanktonError
+from plankton.operations import logsetup
+from plankton.settings import load
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +49,35 @@ def is_loopback(host: str) -> bool:
     except OSError:
         return False
     return bool(infos) and all(
-        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
+    )
 
 
-def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, url: str | None = None,
-          imports: Iterable[str] = (), env: Mapping[str, str] | None = None) -> int:
+def serve(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    url: str | None = None,
+    imports: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code (0 after a clean stop)."""
     env = os.environ if env is None else env
     token = env.get("PLANKTON_API_TOKEN", "") or None
     if token is None and not is_loopback(host):
-        print(f"plankton api: refusing to listen on {host!r} without authentication: it is "
-              "not a loopback address and PLANKTON_API_TOKEN is not set. Set a token "
-              "(export PLANKTON_API_TOKEN=$(openssl rand -hex 32)) or bind 127.0.0.1.",
-              file=sys.stderr)
+        print(
+            f"plankton api: refusing to listen on {host!r} without authentication: it is "
+            "not a loopback address and PLANKTON_API_TOKEN is not set. Set a token "
+            "(export PLANKTON_API_TOKEN=$(openssl rand -hex 32)) or bind 127.0.0.1.",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     try:
-        fmt = logsetup.configure("api", logging.INFO, logsetup.log_format(env),
-                                text_format="%(levelname)s:     %(name)s: %(message)s")
+        fmt = logsetup.configure(
+            "api",
+            logging.INFO,
+            logsetup.log_format(env),
+            text_format="%(levelname)s:     %(name)s: %(message)s",
+        )
         settings = load(env, url=url, imports=tuple(imports))
         app = create_app(settings, token=token)
     except PlanktonError as exc:
@@ -74,9 +86,17 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, url: str | None = 
     _announce(app.state.client, host, port, token is not None)
     # JSON: uvicorn's own loggers propagate to ours, so its lines are JSON objects too
     extra: dict[str, Any] = {"log_config": None} if fmt == "json" else {}
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=host, port=port, server_header=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
-        log_level="info", **extra))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            server_header=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+            log_level="info",
+            **extra,
+        )
+    )
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
@@ -86,11 +106,17 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, url: str | None = 
 
 def _announce(client: Client, host: str, port: int, auth: bool) -> None:
     dags = ", ".join(sorted(client.registry.dags)) or "none (give --import MODULE)"
-    log.info("Plankton API and web console on http://%s:%s/ (auth: %s), Redis %s, DAGs: %s",
-             host, port,
-             "bearer token" if auth else "off, loopback only", redact(client.settings.url), dags)
+    log.info(
+        "Plankton API and web console on http://%s:%s/ (auth: %s), Redis %s, DAGs: %s",
+        host,
+        port,
+        "bearer token" if auth else "off, loopback only",
+        redact(client.settings.url),
+        dags,
+    )
     try:
         client.conn.ping()
     except redis.RedisError as exc:
-        log.warning("Redis is unreachable for now (%s); /healthz answers 503 until it is",
-                    redact(str(exc)))
+        log.warning(
+            "Redis is unreachable for now (%s); /healthz answers 503 until it is", redact(str(exc))
+        )

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import sys
 
-from . import history, processes
-from .common import handle_error
-from .main import cli
+from plankton.cli import history, processes
+from plankton.cli.common import handle_error
+from plankton.cli.main import cli
 
 # Every command module defines its commands on its own; the group gathers them here (as
 # rq/cli/__init__.py does), so no command module imports the group's module or another one.
-for _command in (history.rerun_cmd, history.backfill_cmd, processes.worker_cmd,
-                 processes.scheduler_cmd, processes.api_cmd, processes.up_cmd):
+for _command in (
+    history.rerun_cmd,
+    history.backfill_cmd,
+    processes.worker_cmd,
+    processes.scheduler_cmd,
+    processes.api_cmd,
+    processes.up_cmd,
+):
     cli.add_command(_command)
 
 

@@ -1,5 +1,5 @@
 """``python -m plankton.cli``: the same as the ``plankton`` command."""
 
-from . import entry
+from plankton.cli import entry
 
 entry()

@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import click
 
-from ..connection import redact
-from ..errors import ConnectionFailed, NotFoundError, PlanktonError
+from plankton.engine.connection import redact
+from plankton.errors import ConnectionFailed, NotFoundError, PlanktonError
 
 #: Exit codes: a run that did not succeed, bad input, Redis unreachable.
 EXIT_RUN_FAILED = 1
@@ -40,13 +40,23 @@ def handle_error(exc: BaseException) -> int:
 
 
 def url_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--url", envvar="PLANKTON_REDIS_URL", default=None, show_envvar=True,
-                        help="Redis URL (default redis://localhost:6379/0).")(f)
+    return click.option(
+        "--url",
+        envvar="PLANKTON_REDIS_URL",
+        default=None,
+        show_envvar=True,
+        help="Redis URL (default redis://localhost:6379/0).",
+    )(f)
 
 
 def import_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--import", "imports", multiple=True, metavar="MODULE",
-                        help="Module with task and DAG code (repeatable; env PLANKTON_IMPORTS).")(f)
+    return click.option(
+        "--import",
+        "imports",
+        multiple=True,
+        metavar="MODULE",
+        help="Module with task and DAG code (repeatable; env PLANKTON_IMPORTS).",
+    )(f)
 
 
 def parse_iso(value: str | None, flag: str) -> _dt.datetime | None:
@@ -56,8 +66,9 @@ def parse_iso(value: str | None, flag: str) -> _dt.datetime | None:
     try:
         parsed = _dt.datetime.fromisoformat(text)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO date or datetime",
-                                 param_hint=flag) from None
+        raise click.BadParameter(
+            f"{value!r} is not an ISO date or datetime", param_hint=flag
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=_dt.timezone.utc)
     return parsed

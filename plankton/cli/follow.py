@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from .. import runs
-from ..client import Client
-from . import render
+from plankton.client import Client
+from plankton.runs import reading
+from plankton.views import render
 
 #: Runs with more tasks than this are shown as counts per state, not as a tree.
 TREE_LIMIT = 200
@@ -55,7 +55,7 @@ class Tracker:
 
     @property
     def ended(self) -> bool:
-        return self.run.get("status") in runs.ENDED
+        return self.run.get("status") in reading.ENDED
 
 
 def follow(client: Client, run_id: str, tty: bool, out: Any = None) -> dict[str, Any]:
@@ -102,8 +102,13 @@ def _follow_plain(client: Client, track: Tracker, big: bool, out: Any = None) ->
         if track.ended:
             final = track.snapshot()
             if big:
-                print(f"result: {render._short(final.get('result'))}" if final.get("status")
-                      == "succeeded" else f"error: {final.get('error')}", file=out, flush=True)
+                print(
+                    f"result: {render._short(final.get('result'))}"
+                    if final.get("status") == "succeeded"
+                    else f"error: {final.get('error')}",
+                    file=out,
+                    flush=True,
+                )
             else:
                 render.print_run(final, Console(file=out, no_color=True, width=200))
             return final

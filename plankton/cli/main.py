@@ -10,12 +10,19 @@ import sys
 
 import click
 
-from .. import runs
-from ..catalog import describe_dags
-from ..client import Client
-from . import render
-from .common import EXIT_RUN_FAILED, import_option, is_tty, parse_iso, parse_params, url_option
-from .follow import follow
+from plankton.cli.common import (
+    EXIT_RUN_FAILED,
+    import_option,
+    is_tty,
+    parse_iso,
+    parse_params,
+    url_option,
+)
+from plankton.cli.follow import follow
+from plankton.client import Client
+from plankton.runs import reading
+from plankton.views import render
+from plankton.views.catalog import describe_dags
 
 
 @click.group(help="Plankton: a simple, fast ETL framework on Redis and RQ.")
@@ -37,8 +44,16 @@ def _client(url: str | None, imports: tuple[str, ...]) -> Client:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @url_option
 @import_option
-def run_cmd(dag: str, params: tuple[str, ...], since: str | None, to: str | None, wait: bool,
-            as_json: bool, url: str | None, imports: tuple[str, ...]) -> None:
+def run_cmd(
+    dag: str,
+    params: tuple[str, ...],
+    since: str | None,
+    to: str | None,
+    wait: bool,
+    as_json: bool,
+    url: str | None,
+    imports: tuple[str, ...],
+) -> None:
     """Start a run of DAG and print its run id."""
     since_dt, to_dt = parse_iso(since, "--since"), parse_iso(to, "--to")
     if since_dt and to_dt and since_dt > to_dt:
@@ -74,20 +89,23 @@ def show_cmd(run_id: str, as_json: bool, url: str | None) -> None:
 
 @cli.command("runs")
 @click.option("--dag")
-@click.option("--status", type=click.Choice(runs.RUN_STATES))
+@click.option("--status", type=click.Choice(reading.RUN_STATES))
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True)
 @url_option
-def runs_cmd(dag: str | None, status: str | None, limit: int, as_json: bool,
-             url: str | None) -> None:
+def runs_cmd(
+    dag: str | None, status: str | None, limit: int, as_json: bool, url: str | None
+) -> None:
     """Recent runs, newest first."""
     found = Client(url).runs(dag=dag, limit=limit, status=status)
     if as_json:
         render.print_json(found)
         return
     for r in found:
-        click.echo(f"{r['run_id']}  {r['dag']:<20} {r['status']:<10} "
-                   f"{r['submitted_at'] or '':<30} {r['ended_at'] or ''}")
+        click.echo(
+            f"{r['run_id']}  {r['dag']:<20} {r['status']:<10} "
+            f"{r['submitted_at'] or '':<30} {r['ended_at'] or ''}"
+        )
 
 
 @cli.command("logs")

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from .common import import_option, url_option
-from .up import up
+from plankton.cli.common import import_option, url_option
+from plankton.cli.up import up
 
 
 def _exec_module(module: str, args: list[str]) -> None:
@@ -35,8 +35,14 @@ def _common(url: str | None, imports: tuple[str, ...]) -> list[str]:
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Tasks computing at once.")
 @url_option
 @import_option
-def worker_cmd(queues: str, name: str | None, burst: bool, concurrency: int | None,
-               url: str | None, imports: tuple[str, ...]) -> None:
+def worker_cmd(
+    queues: str,
+    name: str | None,
+    burst: bool,
+    concurrency: int | None,
+    url: str | None,
+    imports: tuple[str, ...],
+) -> None:
     """Run one worker process (start as many as you like, on any host)."""
     args = _common(url, imports) + ["--queues", queues]
     if name:
@@ -67,21 +73,37 @@ def scheduler_cmd(name: str | None, url: str | None, imports: tuple[str, ...]) -
 @import_option
 def api_cmd(host: str, port: int, url: str | None, imports: tuple[str, ...]) -> None:
     """Serve the HTTP API."""
-    from ..api.serve import serve
+    from plankton.api.serve import serve
 
     raise SystemExit(serve(host, port, url, imports))
 
 
 @click.command("up")
 @click.option("--workers", "n_workers", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
-              help="API port (0: no API).")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="API port (0: no API).",
+)
 @click.option("--run", "run_dag", metavar="DAG", help="Run this DAG, print it, stop, exit.")
 @click.option("--param", "params", multiple=True, metavar="K=V")
-@click.option("--dir", "data_dir", default=".plankton", show_default=True,
-              help="Where the private Redis keeps its data.")
+@click.option(
+    "--dir",
+    "data_dir",
+    default=".plankton",
+    show_default=True,
+    help="Where the private Redis keeps its data.",
+)
 @import_option
-def up_cmd(n_workers: int, port: int, run_dag: str | None, params: tuple[str, ...],
-           data_dir: str, imports: tuple[str, ...]) -> None:
+def up_cmd(
+    n_workers: int,
+    port: int,
+    run_dag: str | None,
+    params: tuple[str, ...],
+    data_dir: str,
+    imports: tuple[str, ...],
+) -> None:
     """Start a private Redis, a scheduler, N workers and the API on this machine."""
     raise SystemExit(up(imports, n_workers, port, run_dag, params, data_dir))

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import click
 
-from .. import logsetup
-from .. import settings as settings_mod
-from ..client import Client
-from ..connection import connect
-from ..errors import PlanktonError
-from ..registry import Registry
-from .common import parse_params
-from .follow import follow
+from plankton import settings as settings_mod
+from plankton.authoring.registry import Registry
+from plankton.cli.common import parse_params
+from plankton.cli.follow import follow
+from plankton.client import Client
+from plankton.engine.connection import connect
+from plankton.errors import PlanktonError
+from plankton.operations import logsetup
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +63,35 @@ class Stack:
         if binary is None:
             raise click.ClickException(
                 "redis-server is not installed; install it with: "
-                "sudo apt-get install -y redis-server")
+                "sudo apt-get install -y redis-server"
+            )
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
         port, password = free_port(), secrets.token_hex(16)
         self.redis = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(redis_dir),
-             "--requirepass", password, "--appendonly", "yes", "--appendfsync", "everysec",
-             "--save", "", "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dir",
+                str(redis_dir),
+                "--requirepass",
+                password,
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.url = f"redis://:{password}@127.0.0.1:{port}/0"
         conn = connect(self.url)
         deadline = time.monotonic() + 15
@@ -81,8 +101,7 @@ class Stack:
                 break
             except Exception:  # noqa: BLE001 - still starting
                 if self.redis.poll() is not None or time.monotonic() > deadline:
-                    raise click.ClickException("the private redis-server did not start") \
-                        from None
+                    raise click.ClickException("the private redis-server did not start") from None
                 time.sleep(0.05)
         (self.data_dir / "url").write_text(self.url + "\n")
         os.chmod(self.data_dir / "url", 0o600)
@@ -91,8 +110,9 @@ class Stack:
     def start(self, label: str, args: list[str], quiet: bool) -> None:
         env = dict(os.environ, PLANKTON_REDIS_URL=self.url)
         out = subprocess.DEVNULL if quiet else None
-        proc = subprocess.Popen([sys.executable, *args], env=env, stdout=out, stderr=out,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, *args], env=env, stdout=out, stderr=out, start_new_session=True
+        )
         self.procs.append((label, proc))
 
     def stop(self) -> None:
@@ -117,8 +137,14 @@ class Stack:
                 self.redis.wait()
 
 
-def up(imports: tuple[str, ...], n_workers: int, port: int, run_dag: str | None,
-       params: tuple[str, ...], data_dir: str) -> int:
+def up(
+    imports: tuple[str, ...],
+    n_workers: int,
+    port: int,
+    run_dag: str | None,
+    params: tuple[str, ...],
+    data_dir: str,
+) -> int:
     imports = imports or tuple(m for m in os.environ.get("PLANKTON_IMPORTS", "").split(",") if m)
     if not imports:
         raise click.UsageError("give the task code with --import MODULE (or PLANKTON_IMPORTS)")
@@ -146,8 +172,11 @@ def up(imports: tuple[str, ...], n_workers: int, port: int, run_dag: str | None,
         imp = [a for m in imports for a in ("--import", m)]
         stack.start("scheduler", ["-m", "scheduler", *imp, "--log-level", "WARNING"], quiet)
         for i in range(n_workers):
-            stack.start(f"worker-{i}", ["-m", "workers", *imp, "--name",
-                                        f"{socket.gethostname()}-up-{i}"], quiet)
+            stack.start(
+                f"worker-{i}",
+                ["-m", "workers", *imp, "--name", f"{socket.gethostname()}-up-{i}"],
+                quiet,
+            )
         with_api = bool(port) and _has_api()
         if with_api:
             stack.start("api", ["-m", "plankton.api", *imp, "--port", str(port)], quiet)
@@ -157,8 +186,11 @@ def up(imports: tuple[str, ...], n_workers: int, port: int, run_dag: str | None,
                 time.sleep(0.5)
             for label, proc in stack.procs:
                 if proc.poll() is not None:
-                    _say(f"plankton up: the {label} process exited with code "
-                         f"{proc.returncode}; stopping everything", err=True)
+                    _say(
+                        f"plankton up: the {label} process exited with code "
+                        f"{proc.returncode}; stopping everything",
+                        err=True,
+                    )
             return 1
         return _run_once(url, imports, run_dag, texts)
     except KeyboardInterrupt:
@@ -178,11 +210,15 @@ def _stop_grace() -> float:
 def _banner(url: str, data_dir: str, n_workers: int, api_port: int) -> None:
     """What ``plankton up`` prints once everything started: where Redis is, and the URL of
     the web console (``api_port`` 0: no API)."""
-    _say(f"plankton up: Redis {url.split('@')[-1]} (URL in {data_dir}/url), "
-         f"scheduler, {n_workers} workers" + (f", API on :{api_port}" if api_port else ""))
+    _say(
+        f"plankton up: Redis {url.split('@')[-1]} (URL in {data_dir}/url), "
+        f"scheduler, {n_workers} workers" + (f", API on :{api_port}" if api_port else "")
+    )
     if api_port:
-        _say(f"  web console: http://127.0.0.1:{api_port}/  (JSON API beside it, "
-             f"docs at http://127.0.0.1:{api_port}/docs)")
+        _say(
+            f"  web console: http://127.0.0.1:{api_port}/  (JSON API beside it, "
+            f"docs at http://127.0.0.1:{api_port}/docs)"
+        )
     _say(f"  export PLANKTON_REDIS_URL=$(cat {data_dir}/url)")
     _say("Ctrl-C stops everything.")
 
@@ -192,10 +228,11 @@ def _has_api() -> bool:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
 
-        from .. import api  # noqa: F401
+        from plankton import api  # noqa: F401
     except ImportError as exc:
-        _say(f"plankton up: no API or web console: {exc} (reinstall with pip install -e .)",
-             err=True)
+        _say(
+            f"plankton up: no API or web console: {exc} (reinstall with pip install -e .)", err=True
+        )
         return False
     return True
 

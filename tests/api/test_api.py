@@ -24,7 +24,7 @@ import plankton as pk
 from plankton import keys
 from plankton.api import create_app
 from plankton.api.serve import is_loopback
-from plankton.runs import ENDED
+from plankton.runs.reading import ENDED
 from tests.servers import RedisServer, free_port, wait_for
 from tests.tasks import Collect, Slow
 
@@ -125,8 +125,16 @@ def test_dags_lists_every_imported_dag_with_its_param_types_and_schemas(api):
 
 def test_openapi_gives_each_dag_a_route_typed_by_its_signature(api):
     doc = api.get("/openapi.json").json()
-    assert {"/healthz", "/dags", "/dags/{dag}/runs", "/dags/fanin/runs", "/runs",
-            "/runs/{run_id}", "/runs/{run_id}/rerun", "/runs/{run_id}/cancel"} <= set(doc["paths"])
+    assert {
+        "/healthz",
+        "/dags",
+        "/dags/{dag}/runs",
+        "/dags/fanin/runs",
+        "/runs",
+        "/runs/{run_id}",
+        "/runs/{run_id}/rerun",
+        "/runs/{run_id}/cancel",
+    } <= set(doc["paths"])
     params = doc["components"]["schemas"]["needs_params"]
     assert params["required"] == ["n"]
     assert params["additionalProperties"] is False
@@ -139,8 +147,9 @@ def test_openapi_gives_each_dag_a_route_typed_by_its_signature(api):
 def test_a_run_created_over_http_is_followed_to_succeeded(api, cluster):
     cluster.scheduler()
     cluster.worker()
-    run_id = create(api, "fanin", params={"n": 5}, since="2024-01-01T00:00:00Z",
-                    to="2024-01-02T00:00:00+00:00")
+    run_id = create(
+        api, "fanin", params={"n": 5}, since="2024-01-01T00:00:00Z", to="2024-01-02T00:00:00+00:00"
+    )
     run = follow(api, run_id)
     assert run["status"] == "succeeded", run
     assert run["result"] == 5
@@ -192,8 +201,10 @@ def test_runs_are_listed_newest_first_in_pages_without_gaps_or_repeats(api, clie
     assert [run["run_id"] for run in chain["runs"]] == by_time
     assert set(by_time) == set(ids[7:])
     assert chain["next_cursor"] is None
-    assert api.get("/runs", params={"status": "succeeded"}).json() == {"runs": [],
-                                                                      "next_cursor": None}
+    assert api.get("/runs", params={"status": "succeeded"}).json() == {
+        "runs": [],
+        "next_cursor": None,
+    }
     assert len(api.get("/runs", params={"status": "queued"}).json()["runs"]) == 10
 
 
@@ -203,8 +214,9 @@ def test_rerun_with_an_override_makes_a_new_run_that_succeeds(api, cluster):
     cluster.worker()
     first = create(api, "fanin", params={"n": 3})
     assert follow(api, first)["status"] == "succeeded"
-    plan = api.post(f"/runs/{first}/rerun", params={"dry_run": "true"},
-                    json={"params": {"Leaf.i": 7}})
+    plan = api.post(
+        f"/runs/{first}/rerun", params={"dry_run": "true"}, json={"params": {"Leaf.i": 7}}
+    )
     assert plan.status_code == 200, plan.text
     assert {c["name"] for c in plan.json()["changed"]} == {"Leaf", "Count"}
     got = api.post(f"/runs/{first}/rerun", json={"params": {"Leaf.i": 7}})
@@ -268,8 +280,7 @@ BAD_CREATES = [
     ("needs", {"params": {"n": 1, "label": 5}}, 422, ["body", "params", "label"]),
     ("odd%20name", {"params": {"k": "x"}}, 422, ["body", "params", "k"]),
     ("odd%20name", {"params": {"j": 1}}, 422, ["body", "params", "j"]),
-    ("fanin", {"since": "2024-01-02T00:00:00Z", "to": "2024-01-01T00:00:00Z"}, 422,
-     ["body", "to"]),
+    ("fanin", {"since": "2024-01-02T00:00:00Z", "to": "2024-01-01T00:00:00Z"}, 422, ["body", "to"]),
     ("fanin", {"since": "2024-01-01T00:00:00"}, 422, ["body", "since"]),
     ("fanin", {"since": 1704067200}, 422, ["body", "since"]),
     ("fanin", {"since": "1704067200"}, 422, ["body", "since"]),
@@ -278,8 +289,9 @@ BAD_CREATES = [
 
 
 @pytest.mark.parametrize("dag,body,status,where", BAD_CREATES)
-def test_a_bad_create_is_refused_naming_the_field_and_writes_nothing(api, r, dag, body,
-                                                                     status, where):
+def test_a_bad_create_is_refused_naming_the_field_and_writes_nothing(
+    api, r, dag, body, status, where
+):
     with nothing_written(r):
         got = api.post(f"/dags/{dag}/runs", json=body)
     assert got.status_code == status, got.text
@@ -316,8 +328,11 @@ def test_a_bad_request_is_refused_and_writes_nothing(api, r, method, url, status
 
 def test_malformed_json_is_422_naming_the_body(api, r):
     with nothing_written(r):
-        got = api.post("/dags/fanin/runs", content=b'{"params": {',
-                       headers={"Content-Type": "application/json"})
+        got = api.post(
+            "/dags/fanin/runs",
+            content=b'{"params": {',
+            headers={"Content-Type": "application/json"},
+        )
     assert got.status_code == 422
     assert got.json()["detail"][0]["type"] == "json_invalid"
     assert loc(got)[0] == "body"
@@ -328,20 +343,26 @@ def test_a_body_over_1_mib_is_413_by_content_length_or_as_it_streams(api, r):
 
     def chunks():  # no Content-Length: chunked transfer encoding
         for i in range(0, len(big), 64 * 1024):
-            yield big[i:i + 64 * 1024]
+            yield big[i : i + 64 * 1024]
 
     with nothing_written(r):
-        declared = api.post("/dags/fanin/runs", content=big,
-                            headers={"Content-Type": "application/json"})
-        streamed = api.post("/dags/fanin/runs", content=chunks(),
-                            headers={"Content-Type": "application/json"})
+        declared = api.post(
+            "/dags/fanin/runs", content=big, headers={"Content-Type": "application/json"}
+        )
+        streamed = api.post(
+            "/dags/fanin/runs", content=chunks(), headers={"Content-Type": "application/json"}
+        )
     for got in (declared, streamed):
         assert got.status_code == 413, got.text
         assert "1 MiB" in got.json()["detail"]
     exactly = b'{"params": {"n": 1}, "since": null, "to": null}'
     exactly += b" " * (1024 * 1024 - len(exactly))
-    assert api.post("/dags/fanin/runs", content=exactly,
-                    headers={"Content-Type": "application/json"}).status_code == 201
+    assert (
+        api.post(
+            "/dags/fanin/runs", content=exactly, headers={"Content-Type": "application/json"}
+        ).status_code
+        == 201
+    )
 
 
 def test_bad_rerun_overrides_are_422_naming_the_override_and_write_nothing(api, client, r):
@@ -364,17 +385,28 @@ def test_bad_rerun_overrides_are_422_naming_the_override_and_write_nothing(api, 
 
 # -- auth -----------------------------------------------------------------------------------
 ROUTES = [
-    ("GET", "/dags"), ("POST", "/dags/fanin/runs"), ("POST", "/dags/nope/runs"),
-    ("GET", "/runs"), ("GET", "/runs/nope"), ("POST", "/runs/nope/rerun"),
-    ("POST", "/runs/nope/cancel"), ("GET", "/openapi.json"), ("GET", "/docs"),
+    ("GET", "/dags"),
+    ("POST", "/dags/fanin/runs"),
+    ("POST", "/dags/nope/runs"),
+    ("GET", "/runs"),
+    ("GET", "/runs/nope"),
+    ("POST", "/runs/nope/rerun"),
+    ("POST", "/runs/nope/cancel"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
     ("GET", "/nowhere"),
 ]
 
 
 def test_with_a_token_every_route_but_healthz_needs_the_bearer_token(authed, r):
-    wrong = [{}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {TOKEN}"},
-             {"Authorization": TOKEN}, {"Authorization": f"Bearer {TOKEN}x"},
-             {"Authorization": "Bearer"}]
+    wrong = [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": TOKEN},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": "Bearer"},
+    ]
     with nothing_written(r):
         for method, url in ROUTES:
             for headers in wrong:
@@ -389,8 +421,14 @@ def test_with_a_token_every_route_but_healthz_needs_the_bearer_token(authed, r):
     good = {"Authorization": f"Bearer {TOKEN}"}
     assert authed.get("/dags", headers=good).status_code == 200
     assert authed.get("/runs/nope", headers=good).status_code == 404
-    assert authed.post("/dags/fanin/runs", headers={"Authorization": f"bearer {TOKEN}"},
-                       json={"params": {"n": 1}}).status_code == 201
+    assert (
+        authed.post(
+            "/dags/fanin/runs",
+            headers={"Authorization": f"bearer {TOKEN}"},
+            json={"params": {"n": 1}},
+        ).status_code
+        == 201
+    )
     doc = authed.get("/openapi.json", headers=good).json()
     assert doc["security"] == [{"bearer": []}]
     assert doc["paths"]["/healthz"]["get"]["security"] == []
@@ -447,19 +485,24 @@ def test_the_same_idempotency_key_gives_the_same_run_and_starts_no_second(api, r
     assert again.headers["idempotent-replayed"] == "true"
     assert r.zcard(keys.RUNS) == 1
     assert 86_000 < r.ttl(keys.idempotency("3f2c-a-retried-post")) <= 86_400
-    other = api.post("/dags/fanin/runs", json={"params": {"n": 2}},
-                     headers={"Idempotency-Key": "another"})
+    other = api.post(
+        "/dags/fanin/runs", json={"params": {"n": 2}}, headers={"Idempotency-Key": "another"}
+    )
     assert other.json()["run_id"] != first.json()["run_id"]
     assert r.zcard(keys.RUNS) == 2
 
 
 def test_an_idempotency_key_reused_for_another_request_is_422_and_writes_nothing(api, r):
     headers = {"Idempotency-Key": "k-1"}
-    assert api.post("/dags/fanin/runs", json={"params": {"n": 2}},
-                    headers=headers).status_code == 201
+    assert (
+        api.post("/dags/fanin/runs", json={"params": {"n": 2}}, headers=headers).status_code == 201
+    )
     with nothing_written(r):
-        for dag, body in [("fanin", {"params": {"n": 3}}), ("chain", {"params": {}}),
-                          ("fanin", {"params": {"n": 2}, "since": "2024-01-01T00:00:00Z"})]:
+        for dag, body in [
+            ("fanin", {"params": {"n": 3}}),
+            ("chain", {"params": {}}),
+            ("fanin", {"params": {"n": 2}, "since": "2024-01-01T00:00:00Z"}),
+        ]:
             got = api.post(f"/dags/{dag}/runs", json=body, headers=headers)
             assert got.status_code == 422, got.text
             assert loc(got) == ["header", "Idempotency-Key"]
@@ -478,8 +521,9 @@ def test_a_refused_request_does_not_use_up_its_idempotency_key(api, r):
         assert tree.status_code == 422, tree.text
         assert loc(tree) == ["body", "params"]
         assert "returned str, not a pk.Task" in tree.json()["detail"][0]["msg"]
-    assert api.post("/dags/fanin/runs", json={"params": {"n": 1}},
-                    headers=headers).status_code == 201
+    assert (
+        api.post("/dags/fanin/runs", json={"params": {"n": 1}}, headers=headers).status_code == 201
+    )
 
 
 def test_a_rerun_with_an_idempotency_key_is_made_once(api, client, r):
@@ -495,9 +539,14 @@ def test_a_rerun_with_an_idempotency_key_is_made_once(api, client, r):
 # -- the real process -----------------------------------------------------------------------
 @contextlib.contextmanager
 def api_process(*args: str, env: dict[str, str]):
-    proc = subprocess.Popen([sys.executable, "-m", "plankton.api", *args], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plankton.api", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         yield proc
     finally:
@@ -513,8 +562,9 @@ def api_process(*args: str, env: dict[str, str]):
 
 
 def curl(*args: str) -> tuple[int, dict]:
-    done = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", *args], capture_output=True,
-                          text=True, timeout=30)
+    done = subprocess.run(
+        ["curl", "-sS", "-w", "\n%{http_code}", *args], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
     body, _, code = done.stdout.rpartition("\n")
     return int(code), json.loads(body) if body else {}
@@ -536,9 +586,17 @@ def test_the_real_server_creates_and_follows_a_run_over_curl(cluster):
     base = f"http://127.0.0.1:{port}"
     with api_process("--import", "tests.tasks", "--port", str(port), env=cluster.env()) as proc:
         wait_for(lambda: up(base, proc), 20, interval=0.1, what="the API to answer")
-        code, created = curl("-X", "POST", "-H", "Content-Type: application/json",
-                             "-H", "Idempotency-Key: curl-1", "-d", '{"params": {"n": 4}}',
-                             f"{base}/dags/fanin/runs")
+        code, created = curl(
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Idempotency-Key: curl-1",
+            "-d",
+            '{"params": {"n": 4}}',
+            f"{base}/dags/fanin/runs",
+        )
         assert code == 201, created
         run_id = created["run_id"]
 
@@ -551,11 +609,18 @@ def test_the_real_server_creates_and_follows_a_run_over_curl(cluster):
         assert (run["status"], run["result"]) == ("succeeded", 4)
         # Retries racing each other with one key: one run, one id.
         body = {"params": {"n": 1}}
-        with httpx.Client(base_url=base, timeout=30) as http, \
-                concurrent.futures.ThreadPoolExecutor(8) as pool:
-            replies = list(pool.map(
-                lambda _: http.post("/dags/fanin/runs", json=body,
-                                    headers={"Idempotency-Key": "race-1"}), range(16)))
+        with (
+            httpx.Client(base_url=base, timeout=30) as http,
+            concurrent.futures.ThreadPoolExecutor(8) as pool,
+        ):
+            replies = list(
+                pool.map(
+                    lambda _: http.post(
+                        "/dags/fanin/runs", json=body, headers={"Idempotency-Key": "race-1"}
+                    ),
+                    range(16),
+                )
+            )
         made = {g.json()["run_id"] for g in replies if g.status_code == 201}
         assert len(made) == 1
         assert {g.status_code for g in replies} <= {201, 409}
@@ -568,11 +633,11 @@ def test_the_real_server_creates_and_follows_a_run_over_curl(cluster):
 
 def test_a_public_bind_without_a_token_is_refused_at_start(cluster):
     env = cluster.env()
-    for cmd in ([sys.executable, "-m", "plankton.api", "--host", "0.0.0.0", "--port", "0"],
-                [sys.executable, "-m", "plankton.cli", "api", "--host", "0.0.0.0", "--port",
-                 "0"]):
-        done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True,
-                              timeout=30)
+    for cmd in (
+        [sys.executable, "-m", "plankton.api", "--host", "0.0.0.0", "--port", "0"],
+        [sys.executable, "-m", "plankton.cli", "api", "--host", "0.0.0.0", "--port", "0"],
+    ):
+        done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
         assert done.returncode == 2, done
         assert "PLANKTON_API_TOKEN" in done.stderr and "0.0.0.0" in done.stderr
         assert "Traceback" not in done.stderr
@@ -582,8 +647,9 @@ def test_a_public_bind_with_a_token_serves_and_checks_it(cluster):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = cluster.env(PLANKTON_API_TOKEN=TOKEN)
-    with api_process("--import", "tests.tasks", "--host", "0.0.0.0", "--port", str(port),
-                     env=env) as proc:
+    with api_process(
+        "--import", "tests.tasks", "--host", "0.0.0.0", "--port", str(port), env=env
+    ) as proc:
         wait_for(lambda: up(base, proc), 20, interval=0.1, what="the API to answer")
         assert curl(f"{base}/dags")[0] == 401
         code, dags = curl("-H", f"Authorization: Bearer {TOKEN}", f"{base}/dags")
@@ -591,16 +657,31 @@ def test_a_public_bind_with_a_token_serves_and_checks_it(cluster):
 
 
 def test_a_bad_import_is_refused_at_start_with_a_clear_message(cluster):
-    done = subprocess.run([sys.executable, "-m", "plankton.api", "--import", "no.such.module"],
-                          env=cluster.env(), cwd=ROOT, capture_output=True, text=True,
-                          timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "plankton.api", "--import", "no.such.module"],
+        env=cluster.env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2
     assert "no.such.module" in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("host,expected", [
-    ("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("[::1]", True),
-    ("localhost", True), ("0.0.0.0", False), ("::", False), ("", False), ("10.0.0.1", False),
-])
+@pytest.mark.parametrize(
+    "host,expected",
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("", False),
+        ("10.0.0.1", False),
+    ],
+)
 def test_only_loopback_addresses_count_as_loopback(host, expected):
     assert is_loopback(host) is expected

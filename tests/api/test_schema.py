@@ -57,10 +57,19 @@ class Heap(pk.Task):
 
 
 @pk.dag
-def typed(i: int = 0, f: float = 0.5, s: str = "", flag: bool = False, raw: bytes = b"",
-          day: datetime.date = datetime.date(2024, 1, 1), at: datetime.datetime | None = None,
-          ints: list[int] = [], weights: dict[str, float] = {},  # noqa: B006 - copied by Param
-          color: Color = Color.red, maybe: int | None = None):
+def typed(
+    i: int = 0,
+    f: float = 0.5,
+    s: str = "",
+    flag: bool = False,
+    raw: bytes = b"",
+    day: datetime.date = datetime.date(2024, 1, 1),
+    at: datetime.datetime | None = None,
+    ints: list[int] = [],
+    weights: dict[str, float] = {},  # noqa: B006 - copied by Param
+    color: Color = Color.red,
+    maybe: int | None = None,
+):
     return Heap().add_children(Pebble())
 
 
@@ -89,8 +98,9 @@ class Deferred:
         await self.app(scope, receive, counting)
 
     def seen(self, status: int, where: str | None = None) -> int:
-        return sum(n for (at, code), n in self.statuses.items()
-                   if code == status and where in (None, at))
+        return sum(
+            n for (at, code), n in self.statuses.items() if code == status and where in (None, at)
+        )
 
 
 def route(method: str, path: str) -> str:
@@ -155,13 +165,17 @@ def positive_data_is_accepted(ctx, response, case):
     return positive_data_acceptance(ctx, response, case)
 
 
-SETTINGS = hypothesis.settings(max_examples=MAX_EXAMPLES, deadline=None,
-                              suppress_health_check=list(hypothesis.HealthCheck))
+SETTINGS = hypothesis.settings(
+    max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(hypothesis.HealthCheck)
+)
 
 
 def call_and_check(case, headers=None):
-    case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance],
-                           additional_checks=[positive_data_is_accepted])
+    case.call_and_validate(
+        headers=headers,
+        excluded_checks=[positive_data_acceptance],
+        additional_checks=[positive_data_is_accepted],
+    )
 
 
 @open_schema.parametrize()
@@ -199,14 +213,27 @@ def test_run_lifecycles_conform_when_followed_through_their_links(open_app, redi
             conn.flushall()
 
         def validate_response(self, response, case, additional_checks=None, **kwargs):
-            case.validate_response(response, excluded_checks=[positive_data_acceptance],
-                                   transport_kwargs=kwargs or None)
+            case.validate_response(
+                response,
+                excluded_checks=[positive_data_acceptance],
+                transport_kwargs=kwargs or None,
+            )
 
     APP.statuses.clear()
-    Lifecycle.run(settings=hypothesis.settings(
-        max_examples=MAX_EXAMPLES, stateful_step_count=6, deadline=None, derandomize=True,
-        database=None, suppress_health_check=list(hypothesis.HealthCheck)))
+    Lifecycle.run(
+        settings=hypothesis.settings(
+            max_examples=MAX_EXAMPLES,
+            stateful_step_count=6,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
+    )
     conn.close()
-    for where, status in [("GET /runs/{run_id}", 200), ("POST /runs/{run_id}/cancel", 200),
-                          ("POST /runs/{run_id}/rerun", 201)]:
+    for where, status in [
+        ("GET /runs/{run_id}", 200),
+        ("POST /runs/{run_id}/cancel", 200),
+        ("POST /runs/{run_id}/rerun", 201),
+    ]:
         assert APP.seen(status, where), (where, APP.statuses)

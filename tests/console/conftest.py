@@ -29,9 +29,11 @@ TOKEN = "console-test-token-5d1f"
 def _need_browser() -> None:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
     if missing:
-        pytest.fail(f"browser tests need Debian's chromium and chromium-driver "
-                    f"(apt-get install -y chromium chromium-driver): {', '.join(missing)} "
-                    "not found")
+        pytest.fail(
+            f"browser tests need Debian's chromium and chromium-driver "
+            f"(apt-get install -y chromium chromium-driver): {', '.join(missing)} "
+            "not found"
+        )
     try:
         import selenium  # noqa: F401
     except ImportError:
@@ -52,8 +54,17 @@ class Stack:
     def api(self, **env: str) -> str:
         """Start an API server process; returns its base URL once it answers."""
         port = free_port()
-        self.cluster._start(["-m", "plankton.api", *[a for m in IMPORTS for a in ("--import", m)],
-                             "--port", str(port)], f"api-{port}", **env)
+        self.cluster._start(
+            [
+                "-m",
+                "plankton.api",
+                *[a for m in IMPORTS for a in ("--import", m)],
+                "--port",
+                str(port),
+            ],
+            f"api-{port}",
+            **env,
+        )
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(base + "/healthz"), 20, 0.05, f"the API on {base}")
         return base
@@ -92,8 +103,15 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1000", "--no-first-run", "--disable-extensions"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(20)

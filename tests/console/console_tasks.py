@@ -60,11 +60,14 @@ class Color(enum.Enum):
 
 
 @pk.dag(max_active_runs=20)
-def console_typed(color: Color = Color.RED, sizes: list[int] = [1, 2],  # noqa: B006
-                  note: str | None = None, when: datetime.date = datetime.date(2024, 1, 31)):
+def console_typed(
+    color: Color = Color.RED,
+    sizes: list[int] = [1, 2],  # noqa: B006
+    note: str | None = None,
+    when: datetime.date = datetime.date(2024, 1, 31),
+):
     """Params of several types, for the trigger form."""
-    return Total().add_children(*(Sleeper(i=s, tag=f"{color.name} {note} {when}")
-                                  for s in sizes))
+    return Total().add_children(*(Sleeper(i=s, tag=f"{color.name} {note} {when}") for s in sizes))
 
 
 class Parked(Sleeper):
@@ -85,7 +88,8 @@ class Flaky(pk.Task):
                 siblings = [pk.keys.task(self.run_id, t) for t in ("0", "1")]
                 deadline = time.monotonic() + 10
                 while time.monotonic() < deadline and not all(
-                        conn.hget(k, "state") in (b"running", b"succeeded") for k in siblings):
+                    conn.hget(k, "state") in (b"running", b"succeeded") for k in siblings
+                ):
                     time.sleep(0.01)
                 time.sleep(0.3)
                 raise RuntimeError("the upstream file is not there yet")

@@ -37,8 +37,12 @@ def text_of(browser, css) -> str:
 
 
 def wait_text(browser, css, wanted, timeout=20.0):
-    return wait_for(lambda: wanted in text_of(browser, css), timeout, 0.05,
-                    f"{wanted!r} in {css} (has {text_of(browser, css)!r})")
+    return wait_for(
+        lambda: wanted in text_of(browser, css),
+        timeout,
+        0.05,
+        f"{wanted!r} in {css} (has {text_of(browser, css)!r})",
+    )
 
 
 def test_runs_page_lists_runs_newest_first_with_links_and_filters(stack, browser, shot):
@@ -97,8 +101,14 @@ def test_trigger_from_the_form_then_follow_the_run_live_and_read_a_log(stack, br
     wait_text(browser, "#tree-body tr.group", "succeeded 12")
 
     by_css(browser, "#tree-body [data-toggle]").click()  # expand the group on demand
-    leaves = wait_for(lambda: [a for a in all_css(browser, "#tree-body a.task-link")
-                               if a.text.startswith("Sleeper")], 5, 0.05, "expanded leaves")
+    leaves = wait_for(
+        lambda: [
+            a for a in all_css(browser, "#tree-body a.task-link") if a.text.startswith("Sleeper")
+        ],
+        5,
+        0.05,
+        "expanded leaves",
+    )
     assert len(leaves) == 12
     browser.execute_script("window.scrollTo(0, 0)")
     shot("run")
@@ -120,8 +130,11 @@ def test_a_bad_param_is_refused_beside_its_field_and_nothing_runs(stack, browser
     n.clear()
     n.send_keys("three")
     by_css(browser, f"{form} button[type=submit]").click()
-    wait_text(browser, f'{form} [data-error="n"]',
-              "console_demo: parameter 'n' = 'three': expected int, got str")
+    wait_text(
+        browser,
+        f'{form} [data-error="n"]',
+        "console_demo: parameter 'n' = 'three': expected int, got str",
+    )
     assert text_of(browser, f'{form} [data-error="delay"]') == ""
     assert browser.current_url.endswith("/ui/dags")
     with stack.client() as client:
@@ -160,8 +173,9 @@ def test_rerun_with_an_override_shows_the_diff_first(stack, browser, shot):
     assert by_css(browser, "#rerun-of").text == old
     wait_text(browser, "#run-status", "succeeded", 30)
     with stack.client() as client:
-        tags = {t["params"].get("tag") for t in client.status(new)["tasks"]
-                if t["name"] == "Sleeper"}
+        tags = {
+            t["params"].get("tag") for t in client.status(new)["tasks"] if t["name"] == "Sleeper"
+        }
     assert tags == {"again"}
 
 
@@ -224,8 +238,12 @@ def test_the_trigger_form_sends_typed_params(stack, browser):
     run_id = browser.current_url.rsplit("/", 1)[1]
     with stack.client() as client:
         run = client.status(run_id)
-    assert run["params"] == {"color": "BLUE", "sizes": [3, 4, 5], "note": None,
-                             "when": "2024-01-31"}
+    assert run["params"] == {
+        "color": "BLUE",
+        "sizes": [3, 4, 5],
+        "note": None,
+        "when": "2024-01-31",
+    }
 
 
 def test_a_family_of_250_siblings_is_one_row_that_expands_100_at_a_time(stack, browser):
@@ -268,8 +286,12 @@ def test_resume_a_failed_run_from_its_failure(stack, browser, shot):
     assert by_css(browser, "#rerun-of").text == failed
     wait_text(browser, "#run-status", "succeeded", 30)
     assert text_of(browser, "#run-result") == "13"  # 1 + 2 reused, 10 from the re-run
-    reused = wait_for(lambda: [r for r in all_css(browser, "#tree-body tr.task")
-                               if "reused" in r.text], 5, 0.05, "reused rows")
+    reused = wait_for(
+        lambda: [r for r in all_css(browser, "#tree-body tr.task") if "reused" in r.text],
+        5,
+        0.05,
+        "reused rows",
+    )
     assert sorted(r.text.split()[0] for r in reused) == ["Sleeper#0", "Sleeper#1"]
 
 

@@ -29,15 +29,21 @@ def console(redis_url):
 
 @pytest.fixture
 def locked(redis_url):
-    with TestClient(create_app(redis_url, IMPORTS, token=TOKEN),
-                    base_url="http://127.0.0.1:8080") as c:
+    with TestClient(
+        create_app(redis_url, IMPORTS, token=TOKEN), base_url="http://127.0.0.1:8080"
+    ) as c:
         yield c
 
 
 def test_every_page_renders(console, client):
     run_id = client.submit("console_demo", {"n": 2})
-    for path in ("/", "/?dag=console_demo&status=queued", "/ui/dags", "/ui/workers",
-                 f"/ui/runs/{run_id}"):
+    for path in (
+        "/",
+        "/?dag=console_demo&status=queued",
+        "/ui/dags",
+        "/ui/workers",
+        f"/ui/runs/{run_id}",
+    ):
         reply = console.get(path)
         assert reply.status_code == 200, path
         assert reply.headers["content-type"].startswith("text/html")
@@ -89,12 +95,20 @@ def test_with_a_token_pages_redirect_to_the_login_and_the_api_still_answers_401(
 
 
 def test_login_sets_a_strict_httponly_cookie_and_actions_need_the_origin(locked, client):
-    refused = locked.post("/ui/login", data={"token": "wrong", "next": "/"},
-                          headers={"Origin": "http://127.0.0.1:8080"}, follow_redirects=False)
+    refused = locked.post(
+        "/ui/login",
+        data={"token": "wrong", "next": "/"},
+        headers={"Origin": "http://127.0.0.1:8080"},
+        follow_redirects=False,
+    )
     assert refused.status_code == 401 and "wrong token" in refused.text
     assert "plankton_session" not in refused.headers.get("set-cookie", "")
-    reply = locked.post("/ui/login", data={"token": TOKEN, "next": "//evil.example/"},
-                        headers={"Origin": "http://127.0.0.1:8080"}, follow_redirects=False)
+    reply = locked.post(
+        "/ui/login",
+        data={"token": TOKEN, "next": "//evil.example/"},
+        headers={"Origin": "http://127.0.0.1:8080"},
+        follow_redirects=False,
+    )
     assert reply.status_code == 303 and reply.headers["location"] == "/"
     cookie = reply.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and TOKEN not in cookie
@@ -126,17 +140,26 @@ def test_logs_tail_from_an_index(console, client, cluster):
 def test_backfill_form_validates_and_starts(console, client):
     bad = console.post("/ui/dags/console_demo/backfill", json={"since": "yesterday", "to": ""})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "since"]
-    none = console.post("/ui/dags/console_broken/backfill",
-                        json={"since": "2024-01-01", "to": "2024-01-02"})
+    none = console.post(
+        "/ui/dags/console_broken/backfill", json={"since": "2024-01-01", "to": "2024-01-02"}
+    )
     assert none.status_code == 422
-    ok = console.post("/ui/dags/console_demo/backfill",
-                      json={"since": "2024-01-01T00:00:00Z", "to": "2024-01-03T00:00:00Z"})
+    ok = console.post(
+        "/ui/dags/console_demo/backfill",
+        json={"since": "2024-01-01T00:00:00Z", "to": "2024-01-03T00:00:00Z"},
+    )
     assert ok.status_code == 202 and ok.json()["intervals"] == 2
-    runs = wait_for(lambda: len(client.runs(dag="console_demo")) == 2 and
-                    client.runs(dag="console_demo"), 10, 0.05, "the backfill's two runs")
+    runs = wait_for(
+        lambda: len(client.runs(dag="console_demo")) == 2 and client.runs(dag="console_demo"),
+        10,
+        0.05,
+        "the backfill's two runs",
+    )
     # 03:00 in Paris is 02:00 UTC in January: the intervals ending in the range
-    assert sorted(r["to"] for r in runs) == ["2024-01-01T02:00:00+00:00",
-                                             "2024-01-02T02:00:00+00:00"]
+    assert sorted(r["to"] for r in runs) == [
+        "2024-01-01T02:00:00+00:00",
+        "2024-01-02T02:00:00+00:00",
+    ]
 
 
 def test_runs_are_paged_newest_first_without_repeats(console, client):
@@ -149,8 +172,7 @@ def test_runs_are_paged_newest_first_without_repeats(console, client):
     assert len(shown[0]) == 25 and len(shown[1]) == 5
     # newest first; runs submitted in the same millisecond (a submit takes less) by id
     submitted = {rid: client.status(rid)["submitted_at"] for rid in made}
-    assert shown[0] + shown[1] == sorted(made, key=lambda rid: (submitted[rid], rid),
-                                         reverse=True)
+    assert shown[0] + shown[1] == sorted(made, key=lambda rid: (submitted[rid], rid), reverse=True)
     assert 'id="older"' not in second
 
 
@@ -159,8 +181,12 @@ def test_the_workers_page_names_the_task_a_worker_runs(console, client, cluster)
     cluster.worker("w-busy")
     cluster.scheduler()
     run_id = client.submit("console_demo", {"n": 1, "delay": 20.0})
-    wait_for(lambda: client.status(run_id)["tasks"][0]["state"] == "running", 20, 0.05,
-             "the leaf running")
+    wait_for(
+        lambda: client.status(run_id)["tasks"][0]["state"] == "running",
+        20,
+        0.05,
+        "the leaf running",
+    )
     page = console.get("/ui/workers").text
     assert "w-busy" in page and f'href="/ui/runs/{run_id}#task-0"' in page
     client.cancel(run_id)

@@ -22,13 +22,33 @@ def test_up_prints_the_console_url_and_serves_it(tmp_path):
     out = tmp_path / "up.log"
     port = free_port()
     with open(out, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "plankton.cli", "up", "--import",
-                                 "examples.simple", "--workers", "1", "--port", str(port),
-                                 "--dir", str(tmp_path / "pk")], cwd=ROOT, env=env,
-                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "plankton.cli",
+                "up",
+                "--import",
+                "examples.simple",
+                "--workers",
+                "1",
+                "--port",
+                str(port),
+                "--dir",
+                str(tmp_path / "pk"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        found = wait_for(lambda: re.search(rb"web console: (http://\S+)", out.read_bytes()),
-                         timeout=60, what="the console URL in up's banner")
+        found = wait_for(
+            lambda: re.search(rb"web console: (http://\S+)", out.read_bytes()),
+            timeout=60,
+            what="the console URL in up's banner",
+        )
         url = found.group(1).decode()
         assert url == f"http://127.0.0.1:{port}/"
 

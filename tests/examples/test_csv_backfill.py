@@ -37,8 +37,10 @@ def make_database(server_dsn: str) -> str:
 def databases(postgres_server) -> Iterator[tuple[str, str]]:
     """Two fresh databases: one for the backfill, one for the one-shot load."""
     names = [make_database(postgres_server.dsn) for _ in range(2)]
-    yield tuple(psycopg.conninfo.make_conninfo(postgres_server.dsn, dbname=n)  # type: ignore
-                for n in names)
+    yield tuple(
+        psycopg.conninfo.make_conninfo(postgres_server.dsn, dbname=n)  # type: ignore
+        for n in names
+    )
     with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
         for name in names:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -84,21 +86,37 @@ def table(dsn: str) -> list[tuple]:
 
 def loads(dsn: str) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
-        return conn.execute(f"SELECT since, \"to\", rows, run FROM {LOADS_TABLE} "
-                            "ORDER BY since").fetchall()
+        return conn.execute(
+            f'SELECT since, "to", rows, run FROM {LOADS_TABLE} ORDER BY since'
+        ).fetchall()
 
 
 def backfill(stack, directory: Path, since: str, to: str, *extra: str) -> list[str]:
     """``plankton backfill csv_to_postgres_monthly ... --wait``; the run lines it printed."""
-    done = stack.cli("backfill", "csv_to_postgres_monthly", "--since", since, "--to", to,
-                     "--param", f"directory={directory}", "--param", "dsn=env:BF_DSN",
-                     *extra, "--wait", "--import", DAG_MODULE, timeout=120)
+    done = stack.cli(
+        "backfill",
+        "csv_to_postgres_monthly",
+        "--since",
+        since,
+        "--to",
+        to,
+        "--param",
+        f"directory={directory}",
+        "--param",
+        "dsn=env:BF_DSN",
+        *extra,
+        "--wait",
+        "--import",
+        DAG_MODULE,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return [line for line in done.stdout.splitlines() if " -> " in line]
 
 
 def test_a_monthly_backfill_over_a_year_loads_the_source_rows_exactly_once(
-        stack, databases, tmp_path: Path) -> None:
+    stack, databases, tmp_path: Path
+) -> None:
     backfill_dsn, oneshot_dsn = databases
     expected = write_source(tmp_path)
     runs = backfill(stack, tmp_path, "2024-01-01", "2025-01-01")
@@ -110,18 +128,32 @@ def test_a_monthly_backfill_over_a_year_loads_the_source_rows_exactly_once(
     assert sum(rows for _, _, rows, _ in months) == len(expected)
 
     # The one-shot load: a single run of the windowed DAG over the whole year.
-    done = stack.cli("run", "csv_to_postgres", "--param", f"directory={tmp_path}",
-                     "--param", "dsn=env:ONESHOT_DSN", "--param", "time_column=at",
-                     "--since", "2024-01-01", "--to", "2025-01-01", "--wait",
-                     "--import", DAG_MODULE)
+    done = stack.cli(
+        "run",
+        "csv_to_postgres",
+        "--param",
+        f"directory={tmp_path}",
+        "--param",
+        "dsn=env:ONESHOT_DSN",
+        "--param",
+        "time_column=at",
+        "--since",
+        "2024-01-01",
+        "--to",
+        "2025-01-01",
+        "--wait",
+        "--import",
+        DAG_MODULE,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert table(oneshot_dsn) == table(backfill_dsn)
 
     # Re-running June: skipped by complete() (same bytes), then forced to load again.
     assert len(backfill(stack, tmp_path, "2024-06-01", "2024-07-01", "--force")) == 1
     assert loads(backfill_dsn) == months
-    (june,) = backfill(stack, tmp_path, "2024-06-01", "2024-07-01", "--force",
-                       "--param", "reload=true")
+    (june,) = backfill(
+        stack, tmp_path, "2024-06-01", "2024-07-01", "--force", "--param", "reload=true"
+    )
     assert table(backfill_dsn) == expected
     again = loads(backfill_dsn)
     assert [row[:3] for row in again] == [row[:3] for row in months]

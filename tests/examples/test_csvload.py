@@ -44,8 +44,13 @@ from examples.csvload.schema import column_names, sanitize_identifier, table_nam
 from tests.servers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-B, D, T, TS, BOOL = (ColumnType.BIGINT, ColumnType.DOUBLE, ColumnType.TEXT,
-                     ColumnType.TIMESTAMPTZ, ColumnType.BOOLEAN)
+B, D, T, TS, BOOL = (
+    ColumnType.BIGINT,
+    ColumnType.DOUBLE,
+    ColumnType.TEXT,
+    ColumnType.TIMESTAMPTZ,
+    ColumnType.BOOLEAN,
+)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -73,9 +78,12 @@ def batches_of(spec: TableSpec, **options) -> Iterator[Batch]:
 def load_directory(dsn: str, directory: Path, key: str, **options) -> dict[str, int]:
     """The DAG's work without the engine: plan, then extract and load each table (as load
     ``key``, recorded as run ``key`` too)."""
-    return {spec.name: load_table(dsn, spec.name, spec.columns, key,
-                                  batches_of(spec, **options), run_id=key)
-            for spec in plan_tables(directory)}
+    return {
+        spec.name: load_table(
+            dsn, spec.name, spec.columns, key, batches_of(spec, **options), run_id=key
+        )
+        for spec in plan_tables(directory)
+    }
 
 
 def query(dsn: str, statement: str, *args: object) -> list[tuple]:
@@ -84,8 +92,10 @@ def query(dsn: str, statement: str, *args: object) -> list[tuple]:
 
 
 #: Each row's load key, through the load number it carries.
-BY_KEY = (f"SELECT l.load_key, count(*) FROM {{}} t JOIN {LOADS_TABLE} l "
-          "ON l.load_id = t._plankton_load GROUP BY 1 ORDER BY 1")
+BY_KEY = (
+    f"SELECT l.load_key, count(*) FROM {{}} t JOIN {LOADS_TABLE} l "
+    "ON l.load_id = t._plankton_load GROUP BY 1 ORDER BY 1"
+)
 
 
 def count(dsn: str, table: str, key: str | None = None) -> int:
@@ -106,8 +116,13 @@ def _timestamp(text: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-_CONVERT = {B: int, D: float, T: str, TS: _timestamp,
-            BOOL: lambda v: v.lower() in ("t", "true", "y", "yes", "on", "1")}
+_CONVERT = {
+    B: int,
+    D: float,
+    T: str,
+    TS: _timestamp,
+    BOOL: lambda v: v.lower() in ("t", "true", "y", "yes", "on", "1"),
+}
 
 
 def file_rows(spec: TableSpec) -> list[tuple]:
@@ -117,16 +132,19 @@ def file_rows(spec: TableSpec) -> list[tuple]:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle)
             next(reader)
-            rows += [tuple(_CONVERT[c.type](v) if v != "" else None
-                           for v, c in zip(row, spec.columns)) for row in reader]
+            rows += [
+                tuple(_CONVERT[c.type](v) if v != "" else None for v, c in zip(row, spec.columns))
+                for row in reader
+            ]
     return rows
 
 
 def table_rows(dsn: str, spec: TableSpec) -> list[tuple]:
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in spec.columns)
     with psycopg.connect(dsn) as conn:
-        return conn.execute(sql.SQL("SELECT {} FROM {}").format(
-            names, sql.Identifier(spec.name))).fetchall()
+        return conn.execute(
+            sql.SQL("SELECT {} FROM {}").format(names, sql.Identifier(spec.name))
+        ).fetchall()
 
 
 def sort_key(row: tuple) -> tuple:
@@ -155,12 +173,29 @@ def test_column_types_are_inferred_for_each_shape(tmp_path: Path) -> None:
     specs = {s.name: s for s in plan_tables(tmp_path)}
     assert {n: [(c.name, c.type) for c in s.columns] for n, s in specs.items()} == {
         "ratings": [("user_id", B), ("movie_id", B), ("rating", D), ("timestamp", B)],
-        "users": [("user_id", B), ("name", T), ("email", T), ("age", B),
-                  ("is_active", BOOL), ("signup_at", TS), ("country", T)],
-        "events": [("event_id", B), ("user_id", B), ("kind", T), ("occurred_at", TS),
-                   ("amount", D), ("payload", T)],
-        "wide": list(zip(make_csvs.SHAPES["wide"].header, [
-            B, B, B, D, D, D, ColumnType.DATE, TS, BOOL, T, T, T, B, D, B, B, T, D, B, T])),
+        "users": [
+            ("user_id", B),
+            ("name", T),
+            ("email", T),
+            ("age", B),
+            ("is_active", BOOL),
+            ("signup_at", TS),
+            ("country", T),
+        ],
+        "events": [
+            ("event_id", B),
+            ("user_id", B),
+            ("kind", T),
+            ("occurred_at", TS),
+            ("amount", D),
+            ("payload", T),
+        ],
+        "wide": list(
+            zip(
+                make_csvs.SHAPES["wide"].header,
+                [B, B, B, D, D, D, ColumnType.DATE, TS, BOOL, T, T, T, B, D, B, B, T, D, B, T],
+            )
+        ),
     }
     assert [p.name for p in specs["ratings"].files] == ["ratings_1.csv", "ratings_2.csv"]
 
@@ -175,14 +210,18 @@ def test_types_widen_across_files_and_schema_json_overrides_them(tmp_path: Path)
     assert [c.type for c in spec.columns] == [B, D, T, T]
 
 
-@pytest.mark.parametrize("document, message", [
-    ({"m": {"nope": "text"}}, r"table 'm' has no column\(s\) \['nope'\]"),
-    ({"m": {"id": "varchar"}}, r"column 'id': unknown column type 'varchar' \(known: "),
-    ({"other": {"id": "text"}}, r"no CSV files for table\(s\) \['other'\]"),
-    (["not", "a", "map"], r"expected \{"),
-])
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        ({"m": {"nope": "text"}}, r"table 'm' has no column\(s\) \['nope'\]"),
+        ({"m": {"id": "varchar"}}, r"column 'id': unknown column type 'varchar' \(known: "),
+        ({"other": {"id": "text"}}, r"no CSV files for table\(s\) \['other'\]"),
+        (["not", "a", "map"], r"expected \{"),
+    ],
+)
 def test_a_bad_schema_json_is_refused_with_what_would_be_right(
-        tmp_path: Path, document: object, message: str) -> None:
+    tmp_path: Path, document: object, message: str
+) -> None:
     write(tmp_path / "m_1.csv", "id\n1\n")
     write(tmp_path / "schema.json", json.dumps(document))
     with pytest.raises(SchemaError, match=message):
@@ -246,8 +285,11 @@ def test_rows_spanning_block_ends_keep_their_line_numbers(typed_dir: Path) -> No
         with pytest.raises(BadRowError) as caught:
             batches.extend(read_batches(path, spec.columns, fixed=spec.fixed, batch_bytes=size))
         assert (caught.value.line, caught.value.column) == (102, "score"), size
-    good = list(read_batches(path, spec.columns, fixed=spec.fixed, batch_bytes=40,
-                             on_bad_row=lambda bad: None))
+    good = list(
+        read_batches(
+            path, spec.columns, fixed=spec.fixed, batch_bytes=40, on_bad_row=lambda bad: None
+        )
+    )
     assert sum(b.rows for b in good) == 50
     assert [b.line_of(i) for b in good for i in range(b.rows)] == list(range(2, 102, 2))
 
@@ -260,7 +302,10 @@ def test_loaded_tables_hold_exactly_the_rows_of_their_files(tmp_path: Path, dsn:
     make_csvs.write_files(tmp_path, files=1, rows=2000, shape="users")
     make_csvs.write_files(tmp_path, files=2, rows=1500, shape="events")
     assert load_directory(dsn, tmp_path, "run-1", batch_bytes=20_000) == {
-        "events": 3000, "ratings": 6000, "users": 2000}
+        "events": 3000,
+        "ratings": 6000,
+        "users": 2000,
+    }
     for spec in plan_tables(tmp_path):
         expected = sorted(file_rows(spec), key=sort_key)
         assert sorted(table_rows(dsn, spec), key=sort_key) == expected, spec.name
@@ -269,8 +314,16 @@ def test_loaded_tables_hold_exactly_the_rows_of_their_files(tmp_path: Path, dsn:
 
 
 def test_text_with_separators_quotes_and_unicode_round_trips(tmp_path: Path, dsn: str) -> None:
-    awkward = ["a\tb", "line\nbreak", "cr\r\nlf", "back\\slash\\N", 'say "hi", ok', "✓ ünï",
-               "\\t literal", ""]
+    awkward = [
+        "a\tb",
+        "line\nbreak",
+        "cr\r\nlf",
+        "back\\slash\\N",
+        'say "hi", ok',
+        "✓ ünï",
+        "\\t literal",
+        "",
+    ]
     with open(tmp_path / "notes_1.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "note"])
@@ -288,7 +341,9 @@ def test_loading_a_table_twice_for_one_run_leaves_one_copy(tmp_path: Path, dsn: 
     assert load_directory(dsn, tmp_path, "run-2") == {"ratings": 2000}
     assert query(dsn, BY_KEY.format("ratings")) == [("run-1", 2000), ("run-2", 2000)]
     assert query(dsn, f"SELECT run, table_name, rows FROM {LOADS_TABLE} ORDER BY run") == [
-        ("run-1", "ratings", 2000), ("run-2", "ratings", 2000)]
+        ("run-1", "ratings", 2000),
+        ("run-2", "ratings", 2000),
+    ]
     assert loaded_rows(dsn, "run-2") == 2000
     assert loaded_rows(dsn, "run-3") is None
 
@@ -311,8 +366,7 @@ def test_two_live_attempts_of_one_load_take_turns(tmp_path: Path, dsn: str) -> N
     try:
         assert holding.wait(10)
         with pytest.raises(psycopg.errors.LockNotAvailable):
-            load_table(dsn, "ratings", spec.columns, "run-1", batches_of(spec),
-                       lock_timeout_s=0.2)
+            load_table(dsn, "ratings", spec.columns, "run-1", batches_of(spec), lock_timeout_s=0.2)
     finally:
         release.set()
         thread.join(10)
@@ -355,18 +409,25 @@ load_table(dsn, spec.name, spec.columns, run_id, slowly())
 
 
 def copied_so_far(dsn: str) -> int:
-    rows = query(dsn, "SELECT coalesce(sum(tuples_processed), 0) FROM pg_stat_progress_copy "
-                      "WHERE datname = current_database()")
+    rows = query(
+        dsn,
+        "SELECT coalesce(sum(tuples_processed), 0) FROM pg_stat_progress_copy "
+        "WHERE datname = current_database()",
+    )
     return int(rows[0][0])
 
 
 def kill_loader_mid_copy(dsn: str, directory: Path, run_id: str) -> int:
     """Start the loader, SIGKILL it once 20,000 rows are in its COPY; return rows seen."""
-    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE_LOADER, dsn, str(directory),
-                             run_id, str(ROOT)], cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE_LOADER, dsn, str(directory), run_id, str(ROOT)], cwd=ROOT
+    )
     try:
-        seen = wait_for(lambda: copied_so_far(dsn) >= 20_000 or proc.poll() is not None,
-                        timeout=20, what="the loader's COPY to be under way")
+        seen = wait_for(
+            lambda: copied_so_far(dsn) >= 20_000 or proc.poll() is not None,
+            timeout=20,
+            what="the loader's COPY to be under way",
+        )
         assert proc.poll() is None, "the loader finished before it could be killed"
         copied = copied_so_far(dsn)
         proc.send_signal(signal.SIGKILL)
@@ -402,24 +463,45 @@ def test_a_load_killed_mid_copy_leaves_one_copy_once_retried(tmp_path: Path, dsn
 @pytest.fixture
 def typed_dir(tmp_path: Path) -> Path:
     """A directory whose schema.json fixes the types, so bad values cannot widen them."""
-    write(tmp_path / "schema.json", json.dumps(
-        {"m": {"id": "bigint", "note": "text", "score": "double precision",
-               "at": "timestamptz"}}))
+    write(
+        tmp_path / "schema.json",
+        json.dumps(
+            {
+                "m": {
+                    "id": "bigint",
+                    "note": "text",
+                    "score": "double precision",
+                    "at": "timestamptz",
+                }
+            }
+        ),
+    )
     return tmp_path
 
 
-@pytest.mark.parametrize("body, line, column, reason", [
-    ('1,a,1.5,2024-01-01\n2,b,2.5\n', 3, "at", "expected 4 fields, found 3"),
-    ('1,a,1.5,2024-01-01,extra\n', 2, None, "expected 4 fields, found 5"),
-    ('1,a,1.5,2024-01-01\n2,b,high,2024-01-01\n', 3, "score",
-     "'high' is not a valid double precision"),
-    ('1,"two\nlines",1.5,2024-01-01\n\n2,b,2,2024-13-01\n', 5, "at",
-     "'2024-13-01' is not a valid ISO 8601 timestamp"),
-    ('99999999999999999999,a,1,2024-01-01\n', 2, "id", "out of range for bigint"),
-])
+@pytest.mark.parametrize(
+    "body, line, column, reason",
+    [
+        ("1,a,1.5,2024-01-01\n2,b,2.5\n", 3, "at", "expected 4 fields, found 3"),
+        ("1,a,1.5,2024-01-01,extra\n", 2, None, "expected 4 fields, found 5"),
+        (
+            "1,a,1.5,2024-01-01\n2,b,high,2024-01-01\n",
+            3,
+            "score",
+            "'high' is not a valid double precision",
+        ),
+        (
+            '1,"two\nlines",1.5,2024-01-01\n\n2,b,2,2024-13-01\n',
+            5,
+            "at",
+            "'2024-13-01' is not a valid ISO 8601 timestamp",
+        ),
+        ("99999999999999999999,a,1,2024-01-01\n", 2, "id", "out of range for bigint"),
+    ],
+)
 def test_a_malformed_row_fails_naming_file_line_and_column(
-        typed_dir: Path, dsn: str, body: str, line: int, column: str | None,
-        reason: str) -> None:
+    typed_dir: Path, dsn: str, body: str, line: int, column: str | None, reason: str
+) -> None:
     path = write(typed_dir / "m_1.csv", "id,note,score,at\n" + body)
     with pytest.raises(BadRowError) as caught:
         load_directory(dsn, typed_dir, "run-1")
@@ -431,18 +513,20 @@ def test_a_malformed_row_fails_naming_file_line_and_column(
 
 def test_a_value_postgres_refuses_is_traced_to_its_line(typed_dir: Path, dsn: str) -> None:
     good = "".join(f"{i},n,1.0,2024-01-0{i % 9 + 1} 10:00:00Z\n" for i in range(5000))
-    path = write(typed_dir / "m_1.csv", "id,note,score,at\n" + good
-                 + "5000,n,1.0,2023-02-30 10:00:00Z\n")
+    path = write(
+        typed_dir / "m_1.csv", "id,note,score,at\n" + good + "5000,n,1.0,2023-02-30 10:00:00Z\n"
+    )
     with pytest.raises(BadRowError) as caught:
         load_directory(dsn, typed_dir, "run-1", batch_bytes=30_000)
-    assert (caught.value.path, caught.value.line, caught.value.column) == (
-        str(path), 5002, "at")
+    assert (caught.value.path, caught.value.line, caught.value.column) == (str(path), 5002, "at")
     assert "out of range" in caught.value.reason
     assert count(dsn, "m") == 0
 
 
 def test_skip_bad_rows_loads_the_rest_and_writes_rejects(typed_dir: Path, dsn: str) -> None:
-    source = write(typed_dir / "m_1.csv", """
+    source = write(
+        typed_dir / "m_1.csv",
+        """
         id,note,score,at
         1,ok,1.5,2024-01-01
         2,short,2.5
@@ -450,7 +534,8 @@ def test_skip_bad_rows_loads_the_rest_and_writes_rejects(typed_dir: Path, dsn: s
         line",3.5,2024-01-03
         4,bad,x,2024-01-04
         5,ok,5,2024-01-05T10:11:12+02:00
-        """)
+        """,
+    )
     (spec,) = plan_tables(typed_dir)
     with RejectFile(source, spec.columns) as rejects:
         batches = read_batches(source, spec.columns, fixed=spec.fixed, on_bad_row=rejects.write)
@@ -460,16 +545,23 @@ def test_skip_bad_rows_loads_the_rest_and_writes_rejects(typed_dir: Path, dsn: s
         assert list(csv.reader(handle)) == [
             ["_line", "_column", "_reason", "id", "note", "score", "at"],
             ["3", "at", "expected 4 fields, found 3", "2", "short", "2.5"],
-            ["6", "score", "'x' is not a valid double precision", "4", "bad", "x",
-             "2024-01-04"],
+            ["6", "score", "'x' is not a valid double precision", "4", "bad", "x", "2024-01-04"],
         ]
     assert query(dsn, "SELECT id, note FROM m ORDER BY id") == [
-        (1, "ok"), (3, "multi\nline"), (5, "ok")]
+        (1, "ok"),
+        (3, "multi\nline"),
+        (5, "ok"),
+    ]
     # Fixed data, retried: the stale reject file goes away.
     write(source, "id,note,score,at\n1,ok,1.5,2024-01-01\n")
     with RejectFile(source, spec.columns) as rejects:
-        load_table(dsn, "m", spec.columns, "run-1",
-                   read_batches(source, spec.columns, fixed=spec.fixed, on_bad_row=rejects.write))
+        load_table(
+            dsn,
+            "m",
+            spec.columns,
+            "run-1",
+            read_batches(source, spec.columns, fixed=spec.fixed, on_bad_row=rejects.write),
+        )
     assert not rejects.path.exists() and not list(rejects.path.parent.iterdir())
 
 
@@ -490,7 +582,6 @@ def test_make_csvs_writes_deterministic_files_of_each_shape(tmp_path: Path) -> N
         assert rows[0] == list(make_csvs.SHAPES["users"].header) and len(rows) == 26
 
 
-
 # ----------------------------------------------------------------------------- issue 17
 
 
@@ -502,19 +593,40 @@ def test_types_fit_the_whole_file_and_markers_load_as_null(tmp_path: Path, dsn: 
     write(tmp_path / "wide_1.csv", "id,n,x,d,ts,ok,note\n" + "\n".join(rows) + "\n")
     (spec,) = plan_tables(tmp_path)  # the sample's guess; the extractor widens the rest
     assert [c.type.value for c in spec.columns] == [
-        "bigint", "bigint", "bigint", "date", "timestamptz", "boolean", "text"]
+        "bigint",
+        "bigint",
+        "bigint",
+        "date",
+        "timestamptz",
+        "boolean",
+        "text",
+    ]
     # Small batches: rows 1200 and 1300 widen in different batches, two ALTERs mid-load.
     assert load_directory(dsn, tmp_path, "k", batch_bytes=4096) == {"wide": 1500}
-    assert query(dsn, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
-                      "attrelid = 'wide'::regclass AND attnum > 0 ORDER BY attnum") == [
-        ("numeric",), ("bigint",), ("double precision",), ("date",), ("timestamp with time zone",),
-        ("boolean",), ("text",), ("bigint",)]  # then the load number
+    assert query(
+        dsn,
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+        "attrelid = 'wide'::regclass AND attnum > 0 ORDER BY attnum",
+    ) == [
+        ("numeric",),
+        ("bigint",),
+        ("double precision",),
+        ("date",),
+        ("timestamp with time zone",),
+        ("boolean",),
+        ("text",),
+        ("bigint",),
+    ]  # then the load number
     assert query(dsn, "SELECT n, x, d, ts, ok, note FROM wide WHERE id = 1200") == [
-        (None, 2.5, None, None, None, "NA")]  # text keeps NA by default
+        (None, 2.5, None, None, None, "NA")
+    ]  # text keeps NA by default
     assert query(dsn, "SELECT n, x, ts, ok FROM wide WHERE id = 9223372036854775808") == [
-        (4294967296, None, dt.datetime(2024, 1, 1, 21, 34, 5, tzinfo=dt.timezone.utc), False)]
+        (4294967296, None, dt.datetime(2024, 1, 1, 21, 34, 5, tzinfo=dt.timezone.utc), False)
+    ]
     assert query(dsn, "SELECT sum(n), count(x) FROM wide")[0] == (
-        sum(range(1500)) - 1200 - 1300 + 4294967296, 1499)
+        sum(range(1500)) - 1200 - 1300 + 4294967296,
+        1499,
+    )
 
 
 MARKERS = ["", "NA", "N/A", "NaN", "NULL", "null", "\\N"]
@@ -524,14 +636,20 @@ MARKERS = ["", "NA", "N/A", "NaN", "NULL", "null", "\\N"]
 def test_every_marker_in_every_column_type(tmp_path: Path, dsn: str, in_text: bool) -> None:
     header = "i,b,f,d,ts,ok,t\n"
     good = "0,7,1.5,2024-01-01,2024-01-01T00:00:00Z,true,text\n"
-    body = "".join(f'{n},{m},{m},{m},{m},{m},"{m}"\n'.replace('"\\N"', "\\N")
-                   for n, m in enumerate(MARKERS, start=1))
+    body = "".join(
+        f'{n},{m},{m},{m},{m},{m},"{m}"\n'.replace('"\\N"', "\\N")
+        for n, m in enumerate(MARKERS, start=1)
+    )
     write(tmp_path / "m_1.csv", header + good + body)
     (spec,) = plan_tables(tmp_path)
     assert [c.type for c in spec.columns] == [B, B, D, ColumnType.DATE, TS, BOOL, T]
-    load_table(dsn, "m", spec.columns, "k",
-               (b for p in spec.files
-                for b in read_batches(p, spec.columns, markers_in_text=in_text)))
+    load_table(
+        dsn,
+        "m",
+        spec.columns,
+        "k",
+        (b for p in spec.files for b in read_batches(p, spec.columns, markers_in_text=in_text)),
+    )
     stored = query(dsn, "SELECT i, b, f, d, ts, ok, t FROM m WHERE i > 0 ORDER BY i")
     for (i, *values), marker in zip(stored, MARKERS):
         assert values[:5] == [None] * 5, (marker, values)
@@ -547,9 +665,16 @@ def test_a_bad_value_after_widening_still_names_file_line_and_column(tmp_path: P
 
 def test_twelve_monthly_windows_equal_a_one_shot_load(tmp_path: Path, dsn: str) -> None:
     utc = dt.timezone.utc
-    write(tmp_path / "obs_1.csv", "id,at,v\n" + "".join(
-        f"{i},{dt.datetime(2024, 1, 1, tzinfo=utc) + dt.timedelta(hours=7 * i):%Y-%m-%dT%H:%M:%S}"
-        f"{'Z' if i % 2 else '+00:00'},{i}\n" for i in range(1250)))
+    write(
+        tmp_path / "obs_1.csv",
+        "id,at,v\n"
+        + "".join(
+            f"{i},"
+            f"{dt.datetime(2024, 1, 1, tzinfo=utc) + dt.timedelta(hours=7 * i):%Y-%m-%dT%H:%M:%S}"
+            f"{'Z' if i % 2 else '+00:00'},{i}\n"
+            for i in range(1250)
+        ),
+    )
     (spec,) = plan_tables(tmp_path)
     months = [dt.datetime(2024, m, 1, tzinfo=utc) for m in range(1, 13)]
     months.append(dt.datetime(2025, 1, 1, tzinfo=utc))
@@ -561,18 +686,22 @@ def test_twelve_monthly_windows_equal_a_one_shot_load(tmp_path: Path, dsn: str) 
 
     total = sum(load(w) for w in reversed(windows))  # any order
     assert total == 1250 == count(dsn, "obs")
-    rows_and_keys = (f"SELECT o.id, o.at, o.v, l.load_key FROM obs o JOIN {LOADS_TABLE} l "
-                     "ON l.load_id = o._plankton_load ORDER BY o.id")
+    rows_and_keys = (
+        f"SELECT o.id, o.at, o.v, l.load_key FROM obs o JOIN {LOADS_TABLE} l "
+        "ON l.load_id = o._plankton_load ORDER BY o.id"
+    )
     snapshot = query(dsn, rows_and_keys)
     assert load(windows[5]) == count(dsn, "obs", load_key("obs", [], windows[5])) > 0
     assert query(dsn, rows_and_keys) == snapshot
     assert load(None, "obs_all") == 1250
-    assert (query(dsn, "SELECT id, at, v FROM obs ORDER BY id")
-            == query(dsn, "SELECT id, at, v FROM obs_all ORDER BY id"))
+    assert query(dsn, "SELECT id, at, v FROM obs ORDER BY id") == query(
+        dsn, "SELECT id, at, v FROM obs_all ORDER BY id"
+    )
 
 
 def test_widening_mid_file_keeps_markers_null_and_a_wider_table_takes_later_loads(
-        tmp_path: Path, dsn: str) -> None:
+    tmp_path: Path, dsn: str
+) -> None:
     # v: integers for the sample, an NA, then a value only text holds (at line 1,202).
     rows = [f"{i},{i}" for i in range(1500)]
     rows[1100], rows[1200] = "1100,NA", "1200,abc"
@@ -580,6 +709,9 @@ def test_widening_mid_file_keeps_markers_null_and_a_wider_table_takes_later_load
     write(tmp_path / "b" / "m_1.csv", "id,v\n1,2\n")  # plans v as bigint again
     assert load_directory(dsn, tmp_path / "a", "a", batch_bytes=1024) == {"m": 1500}
     assert query(dsn, "SELECT v FROM m WHERE id IN (1100, 1200, 7) ORDER BY id") == [
-        ("7",), (None,), ("abc",)]  # NA stays NULL: the column was planned bigint
+        ("7",),
+        (None,),
+        ("abc",),
+    ]  # NA stays NULL: the column was planned bigint
     assert load_directory(dsn, tmp_path / "b", "b") == {"m": 1}
     assert query(dsn, BY_KEY.format("m")) == [("a", 1500), ("b", 1)]

@@ -46,18 +46,26 @@ def task_ids(r: redis.Redis, run_id: str, name: str) -> list[str]:
 
 
 def task(r: redis.Redis, run_id: str, tid: str) -> dict[str, str]:
-    return {s(k): s(v) for k, v in r.hgetall(keys.task(run_id, tid)).items()
-            if k not in (b"params", b"result", b"children")}
+    return {
+        s(k): s(v)
+        for k, v in r.hgetall(keys.task(run_id, tid)).items()
+        if k not in (b"params", b"result", b"children")
+    }
 
 
 def run_status(r: redis.Redis, run_id: str) -> str:
     return s(r.hget(keys.run(run_id), "status"))
 
 
-def wait_run(r: redis.Redis, run_id: str, timeout: float, ended=("succeeded", "failed",
-                                                                 "cancelled")) -> str:
-    return wait_for(lambda: run_status(r, run_id) in ended and run_status(r, run_id),
-                    timeout, interval=0.05, what=f"run {run_id} to end")
+def wait_run(
+    r: redis.Redis, run_id: str, timeout: float, ended=("succeeded", "failed", "cancelled")
+) -> str:
+    return wait_for(
+        lambda: run_status(r, run_id) in ended and run_status(r, run_id),
+        timeout,
+        interval=0.05,
+        what=f"run {run_id} to end",
+    )
 
 
 def starts(r: redis.Redis, key: str) -> list[tuple[int, int, int]]:
@@ -102,17 +110,22 @@ def children_of(pid: int) -> list[int]:
 
 def inner_pid(proc: subprocess.Popen, timeout: float = 15) -> int:
     """PID of the worker process a supervisor (``python -m workers``) started."""
-    return wait_for(lambda: (children_of(proc.pid) or [0])[0], timeout,
-                    what=f"worker process under supervisor {proc.pid}")
+    return wait_for(
+        lambda: (children_of(proc.pid) or [0])[0],
+        timeout,
+        what=f"worker process under supervisor {proc.pid}",
+    )
 
 
 def worker_ready(r: redis.Redis, name: str, timeout: float = 20) -> int:
     """Wait until worker ``name`` registered with RQ and Plankton; returns its inner PID."""
+
     def ready():
         pid = r.hget(f"rq:worker:{name}", "pid")
         death = r.hexists(f"rq:worker:{name}", "death")
         beat = r.zscore(keys.WORKERS, name)
         return int(pid) if pid and not death and beat else 0
+
     return wait_for(ready, timeout, what=f"worker {name} to be serving")
 
 

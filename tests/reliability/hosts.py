@@ -102,8 +102,12 @@ class Bed:
         _run("ip", "link", "set", self.bridge, "up")
         _run("sysctl", "-qw", f"net.ipv4.conf.{self.bridge}.route_localnet=1")
         for i in range(self.n):
-            host = Host(f"pkh{self.tag}-{i}", f"{self.prefix}.{10 + i}",
-                        f"pk{self.tag}h{i}r", f"pk{self.tag}h{i}n")
+            host = Host(
+                f"pkh{self.tag}-{i}",
+                f"{self.prefix}.{10 + i}",
+                f"pk{self.tag}h{i}r",
+                f"pk{self.tag}h{i}n",
+            )
             _run("ip", "netns", "add", host.name)
             _run("ip", "link", "add", host.dev_root, "type", "veth", "peer", "name", host.dev_ns)
             _run("ip", "link", "set", host.dev_root, "master", self.bridge)
@@ -118,14 +122,16 @@ class Bed:
             self.hosts.append(host)
         return self
 
-    def start(self, host: Host | None, args: list[str], name: str,
-              env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(
+        self, host: Host | None, args: list[str], name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         """Start ``args`` on ``host`` (None: the root namespace), output to ``name``.log."""
         out = open(self.log_dir / f"{name}.log", "ab")
         self.files.append(out)
         cmd = host.cmd(*args) if host else list(args)
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.procs.append(proc)
         return proc
 
@@ -137,23 +143,49 @@ class Bed:
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         return env
 
-    def worker(self, host: Host, url: str, name: str, imports: list[str], *args: str,
-               **extra: str) -> subprocess.Popen:
+    def worker(
+        self, host: Host, url: str, name: str, imports: list[str], *args: str, **extra: str
+    ) -> subprocess.Popen:
         """``python -m workers`` on ``host``, as PID 1 of its own PID namespace, with the
         host's name as its host name."""
-        rehost = ("import os, socket, sys; socket.sethostname(sys.argv[1]); "
-                  "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
+        rehost = (
+            "import os, socket, sys; socket.sethostname(sys.argv[1]); "
+            "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])"
+        )
         imp = [a for m in imports for a in ("--import", m)]
-        return self.start(host, ["unshare", "--pid", "--uts", "--fork", "--kill-child",
-                                 sys.executable, "-c", rehost, host.name, "-m", "workers",
-                                 *imp, "--name", name, *args], name,
-                          self.plankton_env(url, **extra))
+        return self.start(
+            host,
+            [
+                "unshare",
+                "--pid",
+                "--uts",
+                "--fork",
+                "--kill-child",
+                sys.executable,
+                "-c",
+                rehost,
+                host.name,
+                "-m",
+                "workers",
+                *imp,
+                "--name",
+                name,
+                *args,
+            ],
+            name,
+            self.plankton_env(url, **extra),
+        )
 
-    def scheduler(self, host: Host, url: str, name: str, imports: list[str],
-                  **extra: str) -> subprocess.Popen:
+    def scheduler(
+        self, host: Host, url: str, name: str, imports: list[str], **extra: str
+    ) -> subprocess.Popen:
         imp = [a for m in imports for a in ("--import", m)]
-        return self.start(host, [sys.executable, "-m", "scheduler", *imp, "--name", name],
-                          name, self.plankton_env(url, **extra))
+        return self.start(
+            host,
+            [sys.executable, "-m", "scheduler", *imp, "--name", name],
+            name,
+            self.plankton_env(url, **extra),
+        )
 
     def close_net(self) -> None:
         for i in range(max(self.n, len(self.hosts))):
@@ -210,36 +242,71 @@ class RedisHA:
         for i in range(3):
             node = Node(h[i], free_port())
             conf = self.bed.log_dir / f"sentinel{i}.conf"
-            conf.write_text("\n".join([
-                f"port {node.port}", f"bind {node.host.ip}", "protected-mode no",
-                f"dir {self.bed.log_dir}",
-                f"sentinel monitor {SERVICE} {master.host.ip} {master.port} 2",
-                f"sentinel auth-pass {SERVICE} {self.password}",
-                f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}",
-                f"sentinel failover-timeout {SERVICE} 4000",
-                f"sentinel parallel-syncs {SERVICE} 1", ""]))
-            node.proc = self.bed.start(node.host, ["redis-server", str(conf), "--sentinel"],
-                                       f"sentinel{i}")
+            conf.write_text(
+                "\n".join(
+                    [
+                        f"port {node.port}",
+                        f"bind {node.host.ip}",
+                        "protected-mode no",
+                        f"dir {self.bed.log_dir}",
+                        f"sentinel monitor {SERVICE} {master.host.ip} {master.port} 2",
+                        f"sentinel auth-pass {SERVICE} {self.password}",
+                        f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}",
+                        f"sentinel failover-timeout {SERVICE} 4000",
+                        f"sentinel parallel-syncs {SERVICE} 1",
+                        "",
+                    ]
+                )
+            )
+            node.proc = self.bed.start(
+                node.host, ["redis-server", str(conf), "--sentinel"], f"sentinel{i}"
+            )
             self.sentinels.append(node)
         for s in self.sentinels:
-            wait_for(lambda s=s: self._sentinel_ready(s), 15,
-                     what=f"sentinel {s.addr} to see the master and its replica")
+            wait_for(
+                lambda s=s: self._sentinel_ready(s),
+                15,
+                what=f"sentinel {s.addr} to see the master and its replica",
+            )
         return self
 
     def start_node(self, node: Node, replica_of: Node | None = None) -> None:
-        args = ["redis-server", "--bind", node.host.ip, "--port", str(node.port),
-                "--requirepass", self.password, "--masterauth", self.password,
-                "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
-                "--repl-diskless-sync-delay", "0",
-                "--dir", str(self.bed.log_dir), "--dbfilename", f"dump-{node.port}.rdb"]
+        args = [
+            "redis-server",
+            "--bind",
+            node.host.ip,
+            "--port",
+            str(node.port),
+            "--requirepass",
+            self.password,
+            "--masterauth",
+            self.password,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--dir",
+            str(self.bed.log_dir),
+            "--dbfilename",
+            f"dump-{node.port}.rdb",
+        ]
         if replica_of is not None:
             args += ["--replicaof", replica_of.host.ip, str(replica_of.port)]
         node.proc = self.bed.start(node.host, args, f"redis-{node.port}")
         wait_for(lambda: self._ping(node), 10, what=f"redis-server {node.addr}")
 
     def conn(self, node: Node) -> redis.Redis:
-        return redis.Redis(node.host.ip, node.port, password=self.password,
-                           socket_timeout=2, socket_connect_timeout=2)
+        return redis.Redis(
+            node.host.ip,
+            node.port,
+            password=self.password,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
 
     def _ping(self, node: Node) -> bool:
         try:
@@ -262,8 +329,9 @@ class RedisHA:
                 state = c.sentinel_master(SERVICE)
         except redis.RedisError:
             return False
-        return int(state.get("num-slaves", 0)) >= 1 and int(state.get("num-other-sentinels",
-                                                                        0)) >= 2
+        return (
+            int(state.get("num-slaves", 0)) >= 1 and int(state.get("num-other-sentinels", 0)) >= 2
+        )
 
     def master_addr(self) -> str | None:
         """The master as the sentinels report it (``ip:port``)."""
@@ -288,6 +356,7 @@ class RedisHA:
 
     def wait_failover(self, old: Node, timeout: float = 30) -> Node:
         """Wait until the sentinels name another master and it answers as one."""
+
         def moved() -> Node | None:
             addr = self.master_addr()
             if addr and addr != old.addr:
@@ -299,6 +368,7 @@ class RedisHA:
                 except redis.RedisError:
                     return None
             return None
+
         return wait_for(moved, timeout, interval=0.01, what="the sentinels to fail over")
 
 

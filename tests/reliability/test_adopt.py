@@ -10,7 +10,7 @@ unbounded until it starts, as DESIGN guarantee 2 allows: the producer never wait
 
 from __future__ import annotations
 
-from plankton.channel import batch_values
+from plankton.engine.channel import batch_values
 from tests import fault_tasks as ft
 from tests.reliability import helpers as h
 from tests.reliability.test_channel_bounds import _wait_sampling
@@ -20,9 +20,12 @@ N = 20_000
 
 
 def _workers(r, run_id):
-    return {h.s(r.hget(f"plankton:{{{run_id}}}:t:{t}", "name")):
-            h.s(r.hget(f"plankton:{{{run_id}}}:t:{t}", "worker"))
-            for t in range(int(r.hget(f"plankton:{{{run_id}}}:run", "n_tasks")))}
+    return {
+        h.s(r.hget(f"plankton:{{{run_id}}}:t:{t}", "name")): h.s(
+            r.hget(f"plankton:{{{run_id}}}:t:{t}", "worker")
+        )
+        for t in range(int(r.hget(f"plankton:{{{run_id}}}:run", "n_tasks")))
+    }
 
 
 def _busy_elsewhere(fc, r, here: str, **env: str) -> None:
@@ -54,14 +57,15 @@ def test_a_free_worker_runs_the_consumer_beside_its_producer(fc, redis_url, r):
 
 
 def test_a_producer_with_no_free_worker_starts_its_consumer_and_stays_bounded(
-        fc, redis_url, r, rconn):
+    fc, redis_url, r, rconn
+):
     _busy_elsewhere(fc, r, "only", PLANKTON_CHANNEL_CAP=str(CAP))
     c = h.client(redis_url)
     run_id = c.submit(ft.Sip(nap=0.001, every=50).add_children(ft.Burst(n=N, wait=False)))
     parent = h.task_ids(r, run_id, "Sip")[0]
     run, peak = _wait_sampling(c, rconn(redis_url), run_id, parent, only_running=False)
     assert run["status"] == "succeeded", run["error"]
-    assert run["result"] == [N, N * (N - 1) // 2]              # all delivered, none twice
+    assert run["result"] == [N, N * (N - 1) // 2]  # all delivered, none twice
     assert _workers(r, run_id) == {"Sip": "only", "Burst": "only"}
     # while the parent waited in RQ and after it started, the channel held at most the cap
     # and one batch (with no bound before it starts: all 20,000 values)

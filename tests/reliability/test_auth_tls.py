@@ -69,11 +69,15 @@ def test_acl_user_with_default_user_off(tmp_path, private_cluster):
     try:
         _acl_user(server.url)
         url = f"redis://pk:pk-pass-1@127.0.0.1:{server.port}/0"
-        with pytest.raises(redis.RedisError):              # the ACL really is in force
+        with pytest.raises(redis.RedisError):  # the ACL really is in force
             redis.Redis.from_url(url).flushall()
         _run_simple(private_cluster, url)
-        _cli_fails_clearly(private_cluster, url.replace("pk-pass-1", "nope-pass-2"),
-                           "nope-pass-2", "refused the credentials")
+        _cli_fails_clearly(
+            private_cluster,
+            url.replace("pk-pass-1", "nope-pass-2"),
+            "nope-pass-2",
+            "refused the credentials",
+        )
     finally:
         server.proc.kill()
         server.proc.wait(10)
@@ -85,13 +89,51 @@ def _certs(d: Path) -> dict[str, Path]:
     def ossl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
 
-    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-         "ca.pem", "-days", "2", "-subj", "/CN=plankton-test-ca")
-    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-         "server.csr", "-subj", "/CN=127.0.0.1")
+    ossl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=plankton-test-ca",
+    )
+    ossl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
     (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-         "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    ossl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    )
     return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
 
 
@@ -101,11 +143,32 @@ def test_tls_with_acl_user(tmp_path, private_cluster):
     data = tmp_path / "tls"
     data.mkdir()
     proc = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", "0", "--tls-port", str(port),
-         "--tls-cert-file", str(certs["cert"]), "--tls-key-file", str(certs["key"]),
-         "--tls-ca-cert-file", str(certs["ca"]), "--tls-auth-clients", "no",
-         "--dir", str(data), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(certs["cert"]),
+            "--tls-key-file",
+            str(certs["key"]),
+            "--tls-ca-cert-file",
+            str(certs["ca"]),
+            "--tls-auth-clients",
+            "no",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         plain_admin = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs['ca']}"
 
@@ -114,17 +177,30 @@ def test_tls_with_acl_user(tmp_path, private_cluster):
                 return redis.Redis.from_url(plain_admin, socket_timeout=1).ping()
             except redis.RedisError:
                 return False
+
         wait_for(up, 10, what="TLS redis-server")
         _acl_user(plain_admin)
         url = f"rediss://pk:pk-pass-1@127.0.0.1:{port}/0?ssl_ca_certs={certs['ca']}"
         _run_simple(private_cluster, url)
         # plain text to the TLS port; TLS without our CA; a wrong password
-        _cli_fails_clearly(private_cluster, f"redis://pk:pk-pass-1@127.0.0.1:{port}/0",
-                           "pk-pass-1", f"127.0.0.1:{port}")
-        _cli_fails_clearly(private_cluster, f"rediss://pk:pk-pass-1@127.0.0.1:{port}/0",
-                           "pk-pass-1", "CERTIFICATE_VERIFY_FAILED")
-        _cli_fails_clearly(private_cluster, url.replace("pk-pass-1", "bad-pass-3"),
-                           "bad-pass-3", "refused the credentials")
+        _cli_fails_clearly(
+            private_cluster,
+            f"redis://pk:pk-pass-1@127.0.0.1:{port}/0",
+            "pk-pass-1",
+            f"127.0.0.1:{port}",
+        )
+        _cli_fails_clearly(
+            private_cluster,
+            f"rediss://pk:pk-pass-1@127.0.0.1:{port}/0",
+            "pk-pass-1",
+            "CERTIFICATE_VERIFY_FAILED",
+        )
+        _cli_fails_clearly(
+            private_cluster,
+            url.replace("pk-pass-1", "bad-pass-3"),
+            "bad-pass-3",
+            "refused the credentials",
+        )
     finally:
         proc.kill()
         proc.wait(10)

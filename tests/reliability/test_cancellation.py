@@ -19,12 +19,13 @@ def test_cancel_drops_queued_tasks_and_stops_running_ones(fc, redis_url, r):
     fc.worker("kb")
     pids = {n: h.worker_ready(r, n) for n in ("ka", "kb")}
     c = h.client(redis_url)
-    root = ft.Bag().add_children(ft.LongBeat(key="coop", seconds=60),
-                                 ft.LongSleep(key="stuck", seconds=60),
-                                 *(ft.Warm(key=f"q{i}", seconds=5) for i in range(6)))
+    root = ft.Bag().add_children(
+        ft.LongBeat(key="coop", seconds=60),
+        ft.LongSleep(key="stuck", seconds=60),
+        *(ft.Warm(key=f"q{i}", seconds=5) for i in range(6)),
+    )
     run_id = c.submit(root)
-    h.until(lambda: h.starts(r, "coop") and h.starts(r, "stuck"), 15,
-            "both long tasks to run")
+    h.until(lambda: h.starts(r, "coop") and h.starts(r, "stuck"), 15, "both long tasks to run")
     stuck_pid = h.starts(r, "stuck")[0][2]
     t0 = time.monotonic()
     done = fc.cli("cancel", run_id)
@@ -38,16 +39,24 @@ def test_cancel_drops_queued_tasks_and_stops_running_ones(fc, redis_url, r):
     # every task ends in a final state; queued ones never ran
     final = {"succeeded", "failed", "cancelled"}
     n = int(r.hget(f"plankton:{{{run_id}}}:run", "n_tasks"))
-    h.until(lambda: all(h.task(r, run_id, str(i))["state"] in final for i in range(n)), 10,
-            "every task to be settled")
+    h.until(
+        lambda: all(h.task(r, run_id, str(i))["state"] in final for i in range(n)),
+        10,
+        "every task to be settled",
+    )
     assert all(r.get(f"pk:test:exec:q{i}") is None for i in range(6))
     assert coop_stopped < 3 and stuck_stopped < 5, (coop_stopped, stuck_stopped)
     # both workers still serve (the stuck one through a fresh process, same name)
     for name in pids:
         h.worker_ready(r, name)
-    h.until(lambda: h.worker_ready(r, next(n for n, p in pids.items() if p == stuck_pid))
-            != stuck_pid, 10, "the restarted worker process to register")
-    runs = [c.submit(ft.Bag().add_children(*(ft.Drip(tag=f"after{j}-{i}", n=2)
-                                             for i in range(4)))) for j in range(4)]
+    h.until(
+        lambda: h.worker_ready(r, next(n for n, p in pids.items() if p == stuck_pid)) != stuck_pid,
+        10,
+        "the restarted worker process to register",
+    )
+    runs = [
+        c.submit(ft.Bag().add_children(*(ft.Drip(tag=f"after{j}-{i}", n=2) for i in range(4))))
+        for j in range(4)
+    ]
     for rid in runs:
         assert c.wait(rid, timeout=20)["status"] == "succeeded"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 
 from plankton import keys
-from plankton.channel import batch_values
+from plankton.engine.channel import batch_values
 from tests import fault_tasks as ft
 from tests.reliability import helpers as h
 
@@ -48,8 +48,7 @@ def _wait_sampling(c, sampler, run_id, parent, only_running=True):
     return run, peak
 
 
-def test_slow_parent_bounds_a_fast_child_and_nothing_is_dropped(fc, redis_url, r, rconn,
-                                                                 capsys):
+def test_slow_parent_bounds_a_fast_child_and_nothing_is_dropped(fc, redis_url, r, rconn, capsys):
     fc.env_extra = {"PLANKTON_CHANNEL_CAP": str(CAP)}
     fc.scheduler()
     fc.worker("ba")
@@ -63,11 +62,13 @@ def test_slow_parent_bounds_a_fast_child_and_nothing_is_dropped(fc, redis_url, r
     parent = h.task_ids(r, run_id, "Sip")[0]
     run, peak = _wait_sampling(c, rconn(redis_url), run_id, parent)
     assert run["status"] == "succeeded", run["error"]
-    assert run["result"] == [N, N * (N - 1) // 2]            # all delivered, none twice
+    assert run["result"] == [N, N * (N - 1) // 2]  # all delivered, none twice
     peak_mem = int(r.info("memory")["used_memory_peak"])
     with capsys.disabled():
-        print(f"\nchannel cap {CAP}: max unread {peak['unread']} over {peak['samples']} "
-              f"samples; used_memory {used_before} -> peak {peak_mem} bytes")
+        print(
+            f"\nchannel cap {CAP}: max unread {peak['unread']} over {peak['samples']} "
+            f"samples; used_memory {used_before} -> peak {peak_mem} bytes"
+        )
     assert peak["samples"] > 100
     assert peak["unread"] <= CAP + batch_values(CAP), peak
     # the whole 50,000-value stream held at once would be ~0.5 MB of channel entries more

@@ -26,8 +26,9 @@ GRACE = 2.0
 BOUND = GRACE + 2.0 + 4.0
 
 
-def _stop_within(proc: subprocess.Popen, what: str, sent_at: float,
-                 codes: tuple[int, ...] = (0,)) -> float:
+def _stop_within(
+    proc: subprocess.Popen, what: str, sent_at: float, codes: tuple[int, ...] = (0,)
+) -> float:
     try:
         code = proc.wait(max(0.1, sent_at + BOUND - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -45,23 +46,29 @@ def test_busy_and_idle_workers_stop_within_the_bound_every_time(fc, redis_url, r
     c = h.client(redis_url)
     took: list[float] = []
     for rnd in range(5):
-        procs = {i: fc.worker(f"st{rnd}-{i}", "--queues", f"warm{i}")
-                 for i in range(ft.WARM_QUEUES)}
+        procs = {
+            i: fc.worker(f"st{rnd}-{i}", "--queues", f"warm{i}") for i in range(ft.WARM_QUEUES)
+        }
         early = rng.randrange(ft.WARM_QUEUES) if rnd % 2 else None
-        if early is not None:   # stopped while importing / registering
+        if early is not None:  # stopped while importing / registering
             time.sleep(rng.uniform(0.0, 0.4))
             sent = time.monotonic()
             procs[early].send_signal(signal.SIGTERM)
             # exit 0, or killed by the signal while the interpreter itself was starting
             # (before any Plankton code ran: nothing to clean up)
-            took.append(_stop_within(procs.pop(early), f"starting worker st{rnd}-{early}",
-                                     sent, codes=(0, -signal.SIGTERM)))
+            took.append(
+                _stop_within(
+                    procs.pop(early),
+                    f"starting worker st{rnd}-{early}",
+                    sent,
+                    codes=(0, -signal.SIGTERM),
+                )
+            )
         for i in procs:
             h.worker_ready(r, f"st{rnd}-{i}")
         busy = rng.sample(sorted(procs), 2)
         for i in busy:
-            c.submit(getattr(ft, f"Warm{i}")(key=f"s{rnd}-{i}",
-                                             seconds=rng.uniform(0.3, 1.5)))
+            c.submit(getattr(ft, f"Warm{i}")(key=f"s{rnd}-{i}", seconds=rng.uniform(0.3, 1.5)))
         for i in busy:
             h.until(lambda: h.starts(r, f"s{rnd}-{i}"), 15, f"task s{rnd}-{i} to start")
         t0 = time.monotonic()
@@ -73,14 +80,16 @@ def test_busy_and_idle_workers_stop_within_the_bound_every_time(fc, redis_url, r
         for i, proc in procs.items():
             took.append(_stop_within(proc, f"worker st{rnd}-{i}", sent_at[i]))
         for i in busy:
-            assert r.get(f"pk:test:finished:s{rnd}-{i}") == b"1", \
+            assert r.get(f"pk:test:finished:s{rnd}-{i}") == b"1", (
                 f"task s{rnd}-{i} did not finish in attempt 1 on its stopping worker"
-    print(f"\n{len(took)} worker stops: max {max(took):.2f} s, "
-          f"median {sorted(took)[len(took) // 2]:.2f} s (bound {BOUND:.0f} s)")
+            )
+    print(
+        f"\n{len(took)} worker stops: max {max(took):.2f} s, "
+        f"median {sorted(took)[len(took) // 2]:.2f} s (bound {BOUND:.0f} s)"
+    )
 
 
-def test_a_task_longer_than_the_grace_is_handed_back_and_the_stop_stays_bounded(
-        fc, redis_url, r):
+def test_a_task_longer_than_the_grace_is_handed_back_and_the_stop_stays_bounded(fc, redis_url, r):
     """A leaf stuck in one 30 s C call on the worker's main thread: the stop still ends
     within the bound, exit 0, and the task is retried at once by another worker."""
     fc.env_extra = {"PLANKTON_STOP_GRACE": str(GRACE)}

@@ -100,8 +100,9 @@ def _check_results(c: pk.Client, names: dict[str, str], shape: dict[str, int]) -
         want = collections.Counter(rt.expected(name, **shape))
         dup += sum((got - want).values())
         lost += sum((want - got).values())
-        attempts.update({f"{name}/{t['id']}": t["attempts"] for t in run["tasks"]
-                         if t["attempts"] > 1})
+        attempts.update(
+            {f"{name}/{t['id']}": t["attempts"] for t in run["tasks"] if t["attempts"] > 1}
+        )
     return {"duplicates": dup, "lost": lost, "retried": attempts}
 
 
@@ -119,27 +120,37 @@ def test_master_sigkill_mid_stream(bed, capsys):
     names = {f"f{i}": c.submit(rt.tree(f"f{i}", seconds=3.0, **shape)) for i in range(2)}
 
     def streaming() -> bool:
-        emitted = [int(_task_field(r, rid, tid, "emitted") or 0)
-                   for rid, tid in _leaves(r, list(names.values()))]
+        emitted = [
+            int(_task_field(r, rid, tid, "emitted") or 0)
+            for rid, tid in _leaves(r, list(names.values()))
+        ]
         return any(shape["n"] // 10 <= e < shape["n"] * 2 // 3 for e in emitted)
+
     wait_for(streaming, 20, interval=0.05, what="leaves streaming")
-    hosts_used = {_task_field(r, rid, tid, "worker")
-                  for rid, tid in _leaves(r, list(names.values()))} - {""}
+    hosts_used = {
+        _task_field(r, rid, tid, "worker") for rid, tid in _leaves(r, list(names.values()))
+    } - {""}
     r.close()
 
     kill_ms = now_ms()
-    ha.kill(old)                                         # SIGKILL, by PID
+    ha.kill(old)  # SIGKILL, by PID
     new = ha.wait_failover(old)
     failover_s = (now_ms() - kill_ms) / 1000
     rn = ha.conn(new)
 
     def all_ended() -> bool:
-        return all(h.s(h.safe(lambda rid=rid: rn.hget(keys.run(rid), "status"), ""))
-                   in ENDED for rid in names.values())
+        return all(
+            h.s(h.safe(lambda rid=rid: rn.hget(keys.run(rid), "status"), "")) in ENDED
+            for rid in names.values()
+        )
+
     wait_for(all_ended, 60, interval=0.1, what="every run to end after the failover")
-    ended_after = [int(e) for rid in names.values()
-                   for tid in map(str, range(int(rn.hget(keys.run(rid), "n_tasks"))))
-                   if (e := _task_field(rn, rid, tid, "ended_at")) and int(e) > kill_ms]
+    ended_after = [
+        int(e)
+        for rid in names.values()
+        for tid in map(str, range(int(rn.hget(keys.run(rid), "n_tasks"))))
+        if (e := _task_field(rn, rid, tid, "ended_at")) and int(e) > kill_ms
+    ]
     first_finish_s = (min(ended_after) - kill_ms) / 1000 if ended_after else None
     statuses = {n: h.run_status(rn, rid) for n, rid in names.items()}
     checked = _check_results(c, names, shape)
@@ -151,19 +162,26 @@ def test_master_sigkill_mid_stream(bed, capsys):
     ha.start_node(old, replica_of=new)
     wait_for(lambda: ha.link_up(old), 20, what="the old master to sync as a replica")
     ro = ha.conn(old)
-    wait_for(lambda: all(h.run_status(ro, rid) == "succeeded" for rid in names.values()), 10,
-             what="the old master's copy to hold the finished runs")
+    wait_for(
+        lambda: all(h.run_status(ro, rid) == "succeeded" for rid in names.values()),
+        10,
+        what="the old master's copy to hold the finished runs",
+    )
     rejoin_s = time.monotonic() - t_back
     # and the stack still runs a new run after all that
     after = c.wait(c.submit(rt.tree("g", groups=1, per=2, n=50, seconds=0.2)), timeout=30)
     c.close()
     logs = h.log_text(bed.log_dir)
     figures = {
-        "hosts": len(bed.hosts), "workers_streaming_at_kill": sorted(hosts_used),
+        "hosts": len(bed.hosts),
+        "workers_streaming_at_kill": sorted(hosts_used),
         "failover_s": round(failover_s, 2),
         "kill_to_first_task_finished_on_new_master_s": first_finish_s,
-        "runs": statuses, **checked, "same_attempt_twice_at_once": overlapped,
-        "processes_died": died, "worker_restarts": logs.count("restarting (restart"),
+        "runs": statuses,
+        **checked,
+        "same_attempt_twice_at_once": overlapped,
+        "processes_died": died,
+        "worker_restarts": logs.count("restarting (restart"),
         "old_master_resynced_as_replica_s": round(rejoin_s, 2),
         "wall_s": round(time.monotonic() - t_wall, 1),
     }
@@ -195,18 +213,24 @@ def test_worker_host_cut(bed, capsys):
 
     def leaf_on_w3() -> tuple[str, str] | None:
         for rid, tid in _leaves(r, list(names.values())):
-            if _task_field(r, rid, tid, "worker") == "w3" and \
-                    _task_field(r, rid, tid, "state") == "running" and \
-                    int(_task_field(r, rid, tid, "emitted") or 0) > 0:
+            if (
+                _task_field(r, rid, tid, "worker") == "w3"
+                and _task_field(r, rid, tid, "state") == "running"
+                and int(_task_field(r, rid, tid, "emitted") or 0) > 0
+            ):
                 return rid, tid
         return None
+
     victim = wait_for(leaf_on_w3, 20, interval=0.02, what="a leaf streaming on host 3")
     cut_host.cut()
     cut_ms = now_ms()
 
     def rerun() -> bool:
-        return _task_field(r, *victim, "attempt") != "1" and \
-            _task_field(r, *victim, "state") in ("running", "succeeded")
+        return _task_field(r, *victim, "attempt") != "1" and _task_field(r, *victim, "state") in (
+            "running",
+            "succeeded",
+        )
+
     wait_for(rerun, 30, interval=0.02, what="the cut host's leaf to be re-run elsewhere")
     rerun_s = (now_ms() - cut_ms) / 1000
     for rid in names.values():
@@ -216,13 +240,21 @@ def test_worker_host_cut(bed, capsys):
     leaf_worker = _task_field(r, *victim, "worker")
     cut_host.heal()
     heal_ms = now_ms()
-    wait_for(lambda: (r.zscore(keys.WORKERS, "w3") or 0) > heal_ms, 20,
-             what="the cut host's worker to beat again")
+    wait_for(
+        lambda: (r.zscore(keys.WORKERS, "w3") or 0) > heal_ms,
+        20,
+        what="the cut host's worker to beat again",
+    )
     rejoin_s = (now_ms() - heal_ms) / 1000
     c.close()
-    figures = {"rerun_after_cut_s": round(rerun_s, 2), "rerun_on": leaf_worker,
-               "runs": statuses, **checked, "worker_rejoined_s": round(rejoin_s, 2),
-               "wall_s": round(time.monotonic() - t_wall, 1)}
+    figures = {
+        "rerun_after_cut_s": round(rerun_s, 2),
+        "rerun_on": leaf_worker,
+        "runs": statuses,
+        **checked,
+        "worker_rejoined_s": round(rejoin_s, 2),
+        "wall_s": round(time.monotonic() - t_wall, 1),
+    }
     with capsys.disabled():
         print(f"\nworker host cut off: {json.dumps(figures)}")
     assert statuses == {n: "succeeded" for n in names}, figures

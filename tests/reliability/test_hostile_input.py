@@ -22,21 +22,34 @@ import zlib
 import msgpack
 
 from plankton import keys
-from plankton.transport import ENTRY
+from plankton.engine.transport import ENTRY
 from tests import fault_tasks as ft
 from tests.reliability import helpers as h
 
 STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
-def forge(r, jid: str, payload: bytes | None, queue: str = "default", compress: bool = True,
-          push: bool = True, **fields) -> None:
+def forge(
+    r,
+    jid: str,
+    payload: bytes | None,
+    queue: str = "default",
+    compress: bool = True,
+    push: bool = True,
+    **fields,
+) -> None:
     """Write an RQ job by hand, as an attacker with write access to Redis would."""
     now = dt.datetime.now(dt.timezone.utc).strftime(STAMP)
     if payload is not None:
-        mapping = {"data": zlib.compress(payload) if compress else payload, "origin": queue,
-                   "status": "queued", "created_at": now, "enqueued_at": now,
-                   "description": "forged", "timeout": 180}
+        mapping = {
+            "data": zlib.compress(payload) if compress else payload,
+            "origin": queue,
+            "status": "queued",
+            "created_at": now,
+            "enqueued_at": now,
+            "description": "forged",
+            "timeout": 180,
+        }
         mapping.update(fields)
         r.hset(f"rq:job:{jid}", mapping=mapping)
     if push:
@@ -54,12 +67,15 @@ class Evil:
 
 def _recorded_failed(r, jid: str) -> bool:
     """Failed in its job hash (what RQ's own tools show) and in RQ's failed registry."""
-    return r.hget(f"rq:job:{jid}", "status") == b"failed" \
+    return (
+        r.hget(f"rq:job:{jid}", "status") == b"failed"
         and r.zscore("rq:failed:default", jid) is not None
+    )
 
 
 def test_forged_jobs_are_refused_recorded_failed_and_the_worker_keeps_serving(
-        fc, redis_url, r, tmp_path):
+    fc, redis_url, r, tmp_path
+):
     marker = tmp_path / "marker"
     fc.env_extra = {"PK_TEST_MARKER": str(tmp_path / "callback-marker")}
     fc.scheduler()
@@ -76,26 +92,40 @@ def test_forged_jobs_are_refused_recorded_failed_and_the_worker_keeps_serving(
         "bad-args": msgpack.packb([ENTRY, None, [touch], {}]),
         "ext-type": msgpack.packb([ENTRY, None, [msgpack.ExtType(42, b"x"), []], {}]),
         "not-zlib": b"\x00not zlib, not msgpack",
-        "builtin-eval": msgpack.packb(["eval", None, [f"__import__('os').system('{touch}')"],
-                                       {}]),
+        "builtin-eval": msgpack.packb(["eval", None, [f"__import__('os').system('{touch}')"], {}]),
     }
     for name, payload in cases.items():
         forge(r, f"forged-{name}", payload, compress=name != "not-zlib")
-    forge(r, "forged-callback", msgpack.packb([ENTRY, None, ["r1", [["0", 1]]], {}]),
-          failure_callback_name="tests.fault_tasks.evil_callback",
-          success_callback_name="tests.fault_tasks.evil_callback")
-    forge(r, "forged-bad-date", msgpack.packb(["os.system", None, [touch], {}]),
-          created_at="garbage", enqueued_at="garbage")
-    forge(r, "forged-no-hash", None)                          # a dangling id
+    forge(
+        r,
+        "forged-callback",
+        msgpack.packb([ENTRY, None, ["r1", [["0", 1]]], {}]),
+        failure_callback_name="tests.fault_tasks.evil_callback",
+        success_callback_name="tests.fault_tasks.evil_callback",
+    )
+    forge(
+        r,
+        "forged-bad-date",
+        msgpack.packb(["os.system", None, [touch], {}]),
+        created_at="garbage",
+        enqueued_at="garbage",
+    )
+    forge(r, "forged-no-hash", None)  # a dangling id
     ids = [f"forged-{n}" for n in cases] + ["forged-callback", "forged-bad-date"]
-    h.until(lambda: all(_recorded_failed(r, j) for j in ids), 15,
-            "every forged job to be recorded failed")
+    h.until(
+        lambda: all(_recorded_failed(r, j) for j in ids),
+        15,
+        "every forged job to be recorded failed",
+    )
     h.until(lambda: r.llen("rq:queue:default") == 0, 5, "the queue to be drained")
     assert not marker.exists(), "a forged job ran"
     assert not (tmp_path / "callback-marker").exists(), "a forged callback ran"
     # the dangling id (no hash) is the scheduler's to drop, after a lease
-    h.until(lambda: r.llen("rq:queue:default:intermediate") == 0, 10,
-            "the intermediate list to be clean")
+    h.until(
+        lambda: r.llen("rq:queue:default:intermediate") == 0,
+        10,
+        "the intermediate list to be clean",
+    )
     exc = h.s(r.hget("rq:job:forged-msgpack-system", "exc_info"))
     assert "os.system" in exc and "refused" in exc
     # the same worker process goes on serving
@@ -105,15 +135,20 @@ def test_forged_jobs_are_refused_recorded_failed_and_the_worker_keeps_serving(
     assert h.worker_ready(r, "hw") == pid and h.pid_alive(pid)
 
 
-def test_forged_callback_in_rqs_started_registry_is_never_imported(fc, redis_url, r,
-                                                                   tmp_path):
+def test_forged_callback_in_rqs_started_registry_is_never_imported(fc, redis_url, r, tmp_path):
     """RQ's maintenance (run by every worker at start, then every 10 minutes) fails the
     expired entries of StartedJobRegistry and, on the way, imports and calls the failure
     callback the job hash names. A Plankton worker must not."""
     marker = tmp_path / "callback-marker"
     fc.env_extra = {"PK_TEST_MARKER": str(marker)}
-    forge(r, "forged-wip", msgpack.packb([ENTRY, None, ["r1", [["0", 1]]], {}]), push=False,
-          status="started", failure_callback_name="tests.fault_tasks.evil_callback")
+    forge(
+        r,
+        "forged-wip",
+        msgpack.packb([ENTRY, None, ["r1", [["0", 1]]], {}]),
+        push=False,
+        status="started",
+        failure_callback_name="tests.fault_tasks.evil_callback",
+    )
     r.zadd("rq:wip:default", {"forged-wip:exec1": 1})
     r.sadd("rq:queues", "rq:queue:default")
     fc.worker("mw")
@@ -123,7 +158,7 @@ def test_forged_callback_in_rqs_started_registry_is_never_imported(fc, redis_url
 
 
 def test_task_family_not_imported_by_the_worker_is_refused(fc, redis_url, r):
-    fc.imports = ["tests.tasks"]                               # not tests.fault_tasks
+    fc.imports = ["tests.tasks"]  # not tests.fault_tasks
     fc.scheduler()
     fc.worker("narrow")
     pid = h.worker_ready(r, "narrow")
@@ -134,6 +169,7 @@ def test_task_family_not_imported_by_the_worker_is_refused(fc, redis_url, r):
     assert "tests.fault_tasks:Warm" in err and "narrow" in err and "tests.tasks" in err
     assert r.get("pk:test:exec:never") is None
     from tests import tasks as tt
+
     run = c.wait(c.submit(tt.Count().add_children(tt.Leaf(i=1))), timeout=20)
     assert run["status"] == "succeeded" and h.worker_ready(r, "narrow") == pid
 
@@ -190,7 +226,9 @@ def _blobs_decoded(r, key) -> list:
     msgpack (jobs, task and run fields, channel values, logs): a failure raises."""
     name = h.s(key)
     readers = {
-        "hash": _hash_blobs, "list": _list_blobs, "stream": _stream_blobs,
+        "hash": _hash_blobs,
+        "list": _list_blobs,
+        "stream": _stream_blobs,
         "string": lambda r, n: [r.get(n)],
         "zset": lambda r, n: [m for m, _ in r.zrange(n, 0, -1, withscores=True)],
         "set": lambda r, n: list(r.smembers(n)),
@@ -207,8 +245,9 @@ def test_no_pickle_anywhere_every_job_and_value_loads_with_msgpack(fc, redis_url
     jobs = h.scan_keys(r, "rq:job:*")
     assert jobs
     for key in jobs:
-        func, instance, args, kwargs = msgpack.unpackb(zlib.decompress(r.hget(key, "data")),
-                                                       raw=False)
+        func, instance, args, kwargs = msgpack.unpackb(
+            zlib.decompress(r.hget(key, "data")), raw=False
+        )
         assert func == ENTRY and instance is None and kwargs == {}
     fc.scheduler()
     fc.worker("pw")
@@ -229,15 +268,13 @@ def test_oversized_emit_and_result_are_serialization_errors(fc, redis_url, r):
     fc.worker("big")
     c = h.client(redis_url)
     for mode in ("emit", "return"):
-        run = c.wait(c.submit(ft.Bag().add_children(ft.Big(size=2 * limit, mode=mode))),
-                     timeout=30)
+        run = c.wait(c.submit(ft.Bag().add_children(ft.Big(size=2 * limit, mode=mode))), timeout=30)
         assert run["status"] == "failed"
         big = next(t for t in run["tasks"] if t["name"] == "Big")
         assert big["error"].startswith("SerializationError"), big["error"][:300]
         assert f"over the limit of {limit}" in big["error"] and "Big" in big["error"]
         assert big["attempts"] == 1 and big["state"] == "failed"
-    run = c.wait(c.submit(ft.Bag().add_children(ft.Big(size=limit // 2, mode="emit"))),
-                 timeout=30)
+    run = c.wait(c.submit(ft.Bag().add_children(ft.Big(size=limit // 2, mode="emit"))), timeout=30)
     assert run["status"] == "succeeded"
 
 
@@ -245,8 +282,7 @@ def test_default_limit_is_64_mib(fc, redis_url, r):
     fc.scheduler()
     fc.worker("big64")
     c = h.client(redis_url)
-    run = c.wait(c.submit(ft.Bag().add_children(ft.Big(size=64 * 1024 * 1024 + 1))),
-                 timeout=60)
+    run = c.wait(c.submit(ft.Bag().add_children(ft.Big(size=64 * 1024 * 1024 + 1))), timeout=60)
     big = next(t for t in run["tasks"] if t["name"] == "Big")
     assert run["status"] == "failed" and big["error"].startswith("SerializationError")
     assert f"over the limit of {64 * 1024 * 1024}" in big["error"]
@@ -271,7 +307,7 @@ def test_oversized_and_zlib_bomb_jobs_are_refused_without_inflating_them(fc, red
     c = h.client(redis_url)
     assert c.wait(c.submit(ft.Drip(tag="warm-up", n=1)), timeout=20)["status"] == "succeeded"
     before = _hwm_kb(pid)
-    _forge_bomb(r, "forged-bomb", 200 * 1024 * 1024)       # 200 MB inflated, ~200 KB stored
+    _forge_bomb(r, "forged-bomb", 200 * 1024 * 1024)  # 200 MB inflated, ~200 KB stored
     h.until(lambda: _recorded_failed(r, "forged-bomb"), 20, "the bomb to be refused")
     grew_mb = (_hwm_kb(pid) - before) / 1024
     assert grew_mb < 50, f"the worker inflated the job: peak memory grew {grew_mb:.0f} MB"
@@ -300,8 +336,7 @@ def test_malformed_runs_in_redis_do_not_stop_the_scheduler(fc, redis_url, r):
     r.sadd(keys.ACTIVE, "bogus1", "bogus2", "bogus3")
     h.until(lambda: h.s(r.get(keys.LEADER)).startswith("hs-"), 10, "the scheduler to lead")
     c = h.client(redis_url)
-    for i in range(2):      # retries need the scheduler's reaper to promote them
-        run = c.wait(c.submit(ft.Bag().add_children(ft.FailsTwice(key=f"mal{i}"))),
-                     timeout=20)
+    for i in range(2):  # retries need the scheduler's reaper to promote them
+        run = c.wait(c.submit(ft.Bag().add_children(ft.FailsTwice(key=f"mal{i}"))), timeout=20)
         assert run["status"] == "succeeded" and run["result"] == [3]
     assert sched.poll() is None, "the scheduler died"

@@ -35,8 +35,9 @@ LEASE_S = 3.0
 MOVE_ON = LEASE_S + 1.5
 
 
-def test_leases_restored_from_an_old_snapshot_are_renewed_not_reaped(tmp_path, private_cluster,
-                                                                      rconn):
+def test_leases_restored_from_an_old_snapshot_are_renewed_not_reaped(
+    tmp_path, private_cluster, rconn
+):
     journal = tmp_path / "journal.txt"
     data = tmp_path / "redis"
     server = RedisServer(data).start()
@@ -50,21 +51,23 @@ def test_leases_restored_from_an_old_snapshot_are_renewed_not_reaped(tmp_path, p
         client = pk.Client(server.url, imports=[rt.__name__])
         run_id = client.submit(rt.RbSleep(seconds=MOVE_ON + 8))
         client.close()
-        wait_for(lambda: h.task(r, run_id, "0").get("state") == "running", 20,
-                 what="the attempt running")
+        wait_for(
+            lambda: h.task(r, run_id, "0").get("state") == "running", 20, what="the attempt running"
+        )
 
         r.save()
         backup = tmp_path / "snapshot.rdb"
         shutil.copy(data / "dump.rdb", backup)
         deadline_ms = int(r.zscore(keys.leases(run_id), "0"))
-        time.sleep(MOVE_ON)                      # the worker renews meanwhile; Redis moves on
-        h.kill_group(scheduler)                  # no scheduler sees the outage
+        time.sleep(MOVE_ON)  # the worker renews meanwhile; Redis moves on
+        h.kill_group(scheduler)  # no scheduler sees the outage
         server.kill()
-        shutil.copy(backup, data / "dump.rdb")   # the restore
+        shutil.copy(backup, data / "dump.rdb")  # the restore
         server.start()
-        assert int(r.zscore(keys.leases(run_id), "0")) == deadline_ms < h.redis_ms(r), \
+        assert int(r.zscore(keys.leases(run_id), "0")) == deadline_ms < h.redis_ms(r), (
             "the restored lease is past due"
-        fc.scheduler("s1")                       # started after the restore
+        )
+        fc.scheduler("s1")  # started after the restore
 
         status = h.wait_run(r, run_id, 40)
         task = h.task(r, run_id, "0")

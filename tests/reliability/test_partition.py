@@ -111,8 +111,9 @@ class Netns:
         return f"net:[{os.stat(f'/run/netns/{self.name}').st_ino}]"
 
     def exists(self) -> bool:
-        return (Path("/run/netns") / self.name).exists() or \
-            Path(f"/sys/class/net/{self.dev_root}").exists()
+        return (Path("/run/netns") / self.name).exists() or Path(
+            f"/sys/class/net/{self.dev_root}"
+        ).exists()
 
 
 def _skip_unless_possible() -> None:
@@ -135,10 +136,15 @@ def netns(request):
     pid = os.getpid()
     # unique per test process: names carry the pid, the /30 is picked from it
     third, block = (pid // 64) % 256, pid % 64
-    ns = Netns(name=f"pkpart{pid}", dev_root=f"pkr{pid}", dev_ns=f"pkn{pid}",
-               ip_root=f"127.78.{third}.{4 * block + 1}", ip_ns=f"127.78.{third}.{4 * block + 2}",
-               mode=request.param)
-    _teardown(ns)                         # left over by a killed run of the same pid
+    ns = Netns(
+        name=f"pkpart{pid}",
+        dev_root=f"pkr{pid}",
+        dev_ns=f"pkn{pid}",
+        ip_root=f"127.78.{third}.{4 * block + 1}",
+        ip_ns=f"127.78.{third}.{4 * block + 2}",
+        mode=request.param,
+    )
+    _teardown(ns)  # left over by a killed run of the same pid
     added = _ip("ip", "netns", "add", ns.name, check=False)
     if added.returncode:
         pytest.skip(f"cannot create a network namespace here: {added.stderr.strip()}")
@@ -164,8 +170,11 @@ def netns(request):
 def part_redis(netns, tmp_path):
     """A private Redis on 127.0.0.1 and the host's end of the veth. Protected mode refuses
     non-loopback clients without a password, so it has one."""
-    server = RedisServer(tmp_path / "redis", password=f"pw{os.getpid()}",
-                         extra=["--bind", "127.0.0.1", netns.ip_root]).start()
+    server = RedisServer(
+        tmp_path / "redis",
+        password=f"pw{os.getpid()}",
+        extra=["--bind", "127.0.0.1", netns.ip_root],
+    ).start()
     yield server
     server.kill()
 
@@ -181,21 +190,45 @@ def part_cluster(part_redis, tmp_path):
         fh.close()
 
 
-def _start_ns_worker(cl: Cluster, ns: Netns, url: str, name: str, host: str,
-                     queues: str) -> subprocess.Popen:
+def _start_ns_worker(
+    cl: Cluster, ns: Netns, url: str, name: str, host: str, queues: str
+) -> subprocess.Popen:
     """``python -m workers`` inside the network namespace, as PID 1 of a new PID namespace
     (``--kill-child``: it dies with unshare) with its own host name."""
     env = cl.env()
     env["PLANKTON_REDIS_URL"] = url
-    rehost = ("import os, socket, sys; socket.sethostname(sys.argv[1]); "
-              "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
-    cmd = ["ip", "netns", "exec", ns.name, "unshare", "--pid", "--uts", "--fork",
-           "--kill-child", sys.executable, "-c", rehost, host,
-           "-m", "workers", "--import", IMPORTS[0], "--name", name, "--queues", queues]
+    rehost = (
+        "import os, socket, sys; socket.sethostname(sys.argv[1]); "
+        "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])"
+    )
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        ns.name,
+        "unshare",
+        "--pid",
+        "--uts",
+        "--fork",
+        "--kill-child",
+        sys.executable,
+        "-c",
+        rehost,
+        host,
+        "-m",
+        "workers",
+        "--import",
+        IMPORTS[0],
+        "--name",
+        name,
+        "--queues",
+        queues,
+    ]
     out = open(Path(cl.log_dir) / f"{name}-netns.log", "wb")
     cl.files.append(out)
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
     cl.procs.append(proc)
     return proc
 
@@ -220,15 +253,17 @@ def test_partition_of_one_worker_host(netns, part_redis, part_cluster, capsys):
     _start_ns_worker(cl, netns, url_ns, a_name, a_host, "default,pa")
     h.worker_ready(r, a_name)
     # A really sits behind the veth: its connections come from the namespace's address
-    assert any(c["addr"].rsplit(":", 1)[0] == netns.ip_ns for c in r.client_list()), \
+    assert any(c["addr"].rsplit(":", 1)[0] == netns.ip_ns for c in r.client_list()), (
         "worker A is not connected through the veth"
+    )
     a_where = f"{netns.net_id()}|{a_host}"
 
     c = pk.Client(server.url, imports=IMPORTS)
-    run_id = c.submit(pt.Gather().add_children(
-        pt.Stream(key=key, seconds=20.0 + HOLD, n=N, hold=40.0 + HOLD)))
-    child, = h.task_ids(r, run_id, "Stream")
-    parent, = h.task_ids(r, run_id, "Gather")
+    run_id = c.submit(
+        pt.Gather().add_children(pt.Stream(key=key, seconds=20.0 + HOLD, n=N, hold=40.0 + HOLD))
+    )
+    (child,) = h.task_ids(r, run_id, "Stream")
+    (parent,) = h.task_ids(r, run_id, "Gather")
     starts_key = f"pk:test:part:starts:{key}"
     wait_for(lambda: r.llen(starts_key), 15, what="attempt 1 to start")
     assert _field(r, run_id, child, "worker") == a_name
@@ -237,32 +272,41 @@ def test_partition_of_one_worker_host(netns, part_redis, part_cluster, capsys):
     # B only now: the leaf is surely A's; B serves the consumer's queue and the shared one
     b = cl.worker(b_name, "--queues", "default,pq")
     h.worker_ready(r, b_name)
-    wait_for(lambda: int(_field(r, run_id, parent, "consumed") or 0) >= 5, 15,
-             what="the consumer on B to read A's values")
+    wait_for(
+        lambda: int(_field(r, run_id, parent, "consumed") or 0) >= 5,
+        15,
+        what="the consumer on B to read A's values",
+    )
     assert _field(r, run_id, parent, "worker") == b_name
 
     # -- partition -------------------------------------------------------------------------
     netns.down()
     t_down, down_ms = time.monotonic(), h.redis_ms(r)
-    wait_for(lambda: _field(r, run_id, child, "attempt") != "1", LEASE + 10, interval=0.01,
-             what="A's attempt to be declared lost")
+    wait_for(
+        lambda: _field(r, run_id, child, "attempt") != "1",
+        LEASE + 10,
+        interval=0.01,
+        what="A's attempt to be declared lost",
+    )
     detect_s = time.monotonic() - t_down
 
     def rerun_started():
         st = r.hmget(keys.task(run_id, child), "state", "attempt", "worker", "started_at")
         return [h.s(x) for x in st] if h.s(st[1]) == "2" and h.s(st[0]) == "running" else None
-    _, _, rerun_worker, rerun_at = wait_for(rerun_started, 15, interval=0.01,
-                                            what="the re-run to start")
+
+    _, _, rerun_worker, rerun_at = wait_for(
+        rerun_started, 15, interval=0.01, what="the re-run to start"
+    )
     rerun_s = (int(rerun_at) - down_ms) / 1000
     assert rerun_worker == b_name, f"re-run on {rerun_worker}, not on B"
     if HOLD:
-        time.sleep(max(0.0, t_down + HOLD - time.monotonic()))   # a soak, not a wait
+        time.sleep(max(0.0, t_down + HOLD - time.monotonic()))  # a soak, not a wait
     down_for = time.monotonic() - t_down
 
     # -- heal, while B's attempt is current and the run is live ------------------------------
     netns.up()
     heal_ms = h.redis_ms(r)
-    probe_run = c.submit(pt.ProbeA(tag="rejoin"))         # queue pa: only A serves it
+    probe_run = c.submit(pt.ProbeA(tag="rejoin"))  # queue pa: only A serves it
     probe = c.wait(probe_run, timeout=REJOIN_BOUND + 5)
     probe_task = r.hgetall(keys.task(probe_run, h.task_ids(r, probe_run, "ProbeA")[0]))
     rejoin_s = (int(probe_task[b"ended_at"]) - heal_ms) / 1000
@@ -273,14 +317,17 @@ def test_partition_of_one_worker_host(netns, part_redis, part_cluster, capsys):
     assert h.s(r.get(f"pk:test:part:gate:{key}")) == "" and h.run_status(r, run_id) == "running"
     assert _field(r, run_id, child, "attempt") == "2"
     entries = r.xrange(keys.channel(run_id, parent))
-    old_vals = [(int(h.s(eid).split("-")[0]), int(f[b"n"])) for eid, f in entries
-                if h.s(f[b"c"]) == child and h.s(f[b"a"]) == "1" and f[b"k"] == b"v"]
+    old_vals = [
+        (int(h.s(eid).split("-")[0]), int(f[b"n"]))
+        for eid, f in entries
+        if h.s(f[b"c"]) == child and h.s(f[b"a"]) == "1" and f[b"k"] == b"v"
+    ]
     late_accepted = sum(n for ms, n in old_vals if ms > down_ms)
     accepted_before = sum(n for ms, n in old_vals if ms <= down_ms)
     replies = {h.s(k): int(v) for k, v in r.hgetall(pt.replies_key(key, 1)).items()}
     fenced_emits = replies.get("FENCED", 0)
     ends = {e[1]: e for e in _records(r, f"pk:test:part:ends:{key}")}
-    old_end = ends.get("1")                 # [ms, attempt, outcome, handed, net, host]
+    old_end = ends.get("1")  # [ms, attempt, outcome, handed, net, host]
     # unrecorded: A's worker process was restarted before the attempt could record its end
     # (a fenced task that does not stop within the kill grace makes the worker restart)
     old_outcome = old_end[2] if old_end else "unrecorded"
@@ -299,21 +346,32 @@ def test_partition_of_one_worker_host(netns, part_redis, part_cluster, capsys):
     c.close()
 
     starts = _records(r, starts_key)
-    a_restarts = (Path(cl.log_dir) / f"{a_name}-netns.log").read_text(
-        errors="replace").count("restarting (restart")
+    a_restarts = (
+        (Path(cl.log_dir) / f"{a_name}-netns.log")
+        .read_text(errors="replace")
+        .count("restarting (restart")
+    )
     leaf = next(t for t in run["tasks"] if t["name"] == "Stream")
     gather = next(t for t in run["tasks"] if t["name"] == "Gather")
     figures = {
-        "mode": netns.mode, "lease_s": LEASE, "reaper_s": REAPER,
-        "detect_s": round(detect_s, 3), "rerun_s": round(rerun_s, 3),
-        "rerun_bound_s": RERUN_BOUND, "link_down_s": round(down_for, 2),
+        "mode": netns.mode,
+        "lease_s": LEASE,
+        "reaper_s": REAPER,
+        "detect_s": round(detect_s, 3),
+        "rerun_s": round(rerun_s, 3),
+        "rerun_bound_s": RERUN_BOUND,
+        "link_down_s": round(down_for, 2),
         "old_attempt_values_accepted_before_cut": accepted_before,
         "old_attempt_values_handed_to_emit": old_handed,
-        "late_writes_accepted": late_accepted, "fenced_emit_replies": fenced_emits,
-        "old_attempt_emit_replies": replies, "old_attempt_ended_by": old_outcome,
+        "late_writes_accepted": late_accepted,
+        "fenced_emit_replies": fenced_emits,
+        "old_attempt_emit_replies": replies,
+        "old_attempt_ended_by": old_outcome,
         "a_worker_process_restarts": a_restarts,
-        "rejoin_s": round(rejoin_s, 3), "duplicates": duplicates,
-        "values_from_old_attempt": from_old, "parent_attempts": gather["attempts"],
+        "rejoin_s": round(rejoin_s, 3),
+        "duplicates": duplicates,
+        "values_from_old_attempt": from_old,
+        "parent_attempts": gather["attempts"],
         "parent_lost": int(_field(r, run_id, parent, "lost") or 0),
         "wall_s": round(time.monotonic() - t_wall, 1),
     }
@@ -324,13 +382,14 @@ def test_partition_of_one_worker_host(netns, part_redis, part_cluster, capsys):
     assert [s[1] for s in starts] == ["1", "2"], starts
     assert starts[1][2] != netns.net_id(), "the re-run ran inside A's namespace"
     assert late_accepted == 0, figures
-    assert accepted_before > 0, figures                   # A's attempt did stream before
+    assert accepted_before > 0, figures  # A's attempt did stream before
     # A's old attempt was stopped by fencing: a late EMIT got FENCED, or the lease renewal
     # reported it superseded (FencedStop; if it did not stop within the kill grace, the
     # worker process was restarted); it never ran to its end
     assert old_outcome != "returned", figures
-    assert fenced_emits >= 1 or old_outcome in ("Fenced", "FencedStop") or a_restarts, \
+    assert fenced_emits >= 1 or old_outcome in ("Fenced", "FencedStop") or a_restarts, (
         f"A's old attempt was never fenced: {figures}"
+    )
     assert leaf["attempts"] == 2 and leaf["worker"] == b_name and leaf["result"] == N
     assert sorted(got.elements()) == [(2, k) for k in range(N)], figures
     assert duplicates == 0 and from_old == 0
@@ -342,7 +401,8 @@ def test_partition_of_one_worker_host(netns, part_redis, part_cluster, capsys):
 
 
 def test_superseded_consumer_attempt_does_not_cost_its_successor_the_lease(
-        cluster, redis_url, r, capsys):
+    cluster, redis_url, r, capsys
+):
     """What the partition test showed on B, made deterministic on one worker: a child fails
     after its parent consumed a value, so the parent's attempt 1 is superseded; the child's
     retry, started by the same worker, claims the parent's attempt 2 there while attempt 1 is
@@ -354,15 +414,16 @@ def test_superseded_consumer_attempt_does_not_cost_its_successor_the_lease(
     cluster.worker("solo", PLANKTON_KILL_GRACE="5")
     h.worker_ready(r, "solo")
     key, nap, n = f"dozy{os.getpid()}", 2.0, 20
-    hold = nap + LEASE + 2 * REAPER + 1.5          # outlives the lease of a dropped attempt
+    hold = nap + LEASE + 2 * REAPER + 1.5  # outlives the lease of a dropped attempt
     c = pk.Client(redis_url, imports=IMPORTS)
-    run_id = c.submit(pt.DozyGather(key=key, nap=nap)
-                      .add_children(pt.Relapse(key=key, n=n, hold=hold)))
+    run_id = c.submit(
+        pt.DozyGather(key=key, nap=nap).add_children(pt.Relapse(key=key, n=n, hold=hold))
+    )
     run = c.wait(run_id, timeout=40)
     c.close()
     assert run["status"] == "succeeded", run["error"]
-    parent, = h.task_ids(r, run_id, "DozyGather")
-    child, = h.task_ids(r, run_id, "Relapse")
+    (parent,) = h.task_ids(r, run_id, "DozyGather")
+    (child,) = h.task_ids(r, run_id, "Relapse")
     stops = {s[1]: s for s in _records(r, f"pk:test:part:gather:{key}")}
     # premise: the parent's attempt 2 was claimed (with the child's attempt 2, in one START)
     # while its attempt 1 was still running on the same worker
@@ -372,6 +433,8 @@ def test_superseded_consumer_attempt_does_not_cost_its_successor_the_lease(
     gather = next(t for t in run["tasks"] if t["name"] == "DozyGather")
     lost = int(_field(r, run_id, parent, "lost") or 0)
     with capsys.disabled():
-        print(f"\nsuperseded consumer on the same worker: parent attempts {gather['attempts']}, "
-              f"lost {lost}, error {gather['error']!r}")
+        print(
+            f"\nsuperseded consumer on the same worker: parent attempts {gather['attempts']}, "
+            f"lost {lost}, error {gather['error']!r}"
+        )
     assert gather["attempts"] == 2 and lost == 0, (gather["error"], stops)

@@ -53,8 +53,10 @@ DEADLINE = 30.0
 
 
 def _statuses(r: redis.Redis, run_ids: dict[str, str]) -> dict[str, str]:
-    return {name: h.s(h.safe(lambda rid=rid: r.hget(keys.run(rid), "status"), ""))
-            for name, rid in run_ids.items()}
+    return {
+        name: h.s(h.safe(lambda rid=rid: r.hget(keys.run(rid), "status"), ""))
+        for name, rid in run_ids.items()
+    }
 
 
 def _task_states(r: redis.Redis, run_ids: dict[str, str]) -> dict[tuple[str, str], str]:
@@ -75,8 +77,11 @@ def _peek_snapshot(rdb: Path, where: Path, run_ids: dict[str, str]) -> dict[str,
     peek = RedisServer(where).start()
     try:
         conn = redis.Redis.from_url(peek.url)
-        out = {"runs": _statuses(conn, run_ids), "tasks": _task_states(conn, run_ids),
-               "jobs": sum(conn.llen(h.s(q)) for q in conn.smembers("rq:queues"))}
+        out = {
+            "runs": _statuses(conn, run_ids),
+            "tasks": _task_states(conn, run_ids),
+            "jobs": sum(conn.llen(h.s(q)) for q in conn.smembers("rq:queues")),
+        }
         conn.close()
     finally:
         peek.stop()
@@ -95,9 +100,23 @@ def _describe(r: redis.Redis, run_id: str) -> dict[str, Any]:
                 if run_id in jid:
                     jobs[jid] = (key, bool(r.exists(f"rq:job:{jid}")))
     return {
-        "tasks": {tid: {k: t.get(k) for k in ("name", "state", "attempt", "attempts",
-                                                "worker", "lost", "n_started", "n_done")}
-                  for tid, t in tasks.items() if t.get("state") != "succeeded"},
+        "tasks": {
+            tid: {
+                k: t.get(k)
+                for k in (
+                    "name",
+                    "state",
+                    "attempt",
+                    "attempts",
+                    "worker",
+                    "lost",
+                    "n_started",
+                    "n_done",
+                )
+            }
+            for tid, t in tasks.items()
+            if t.get("state") != "succeeded"
+        },
         "leases": r.zrange(keys.leases(run_id), 0, -1, withscores=True),
         "ready": r.zrange(keys.ready(run_id), 0, -1),
         "retry": r.zrange(keys.retries(run_id), 0, -1),
@@ -105,8 +124,9 @@ def _describe(r: redis.Redis, run_id: str) -> dict[str, Any]:
     }
 
 
-def _wait_all_ended(r: redis.Redis, run_ids: dict[str, str], since: float,
-                    timeout: float) -> tuple[dict[str, float], dict[str, Any]]:
+def _wait_all_ended(
+    r: redis.Redis, run_ids: dict[str, str], since: float, timeout: float
+) -> tuple[dict[str, float], dict[str, Any]]:
     """Seconds from ``since`` until each run was first seen ended, and what Redis holds
     about the runs still live once ``timeout`` passed (none, normally)."""
     ended_at: dict[str, float] = {}
@@ -116,8 +136,9 @@ def _wait_all_ended(r: redis.Redis, run_ids: dict[str, str], since: float,
             if status in ENDED and name not in ended_at:
                 ended_at[name] = time.monotonic() - since
         if len(ended_at) < len(run_ids) and time.monotonic() > deadline:
-            return ended_at, {name: _describe(r, rid) for name, rid in run_ids.items()
-                              if name not in ended_at}
+            return ended_at, {
+                name: _describe(r, rid) for name, rid in run_ids.items() if name not in ended_at
+            }
         time.sleep(0.05)
     return ended_at, {}
 
@@ -125,7 +146,7 @@ def _wait_all_ended(r: redis.Redis, run_ids: dict[str, str], since: float,
 def _missing(got: collections.Counter, want: collections.Counter) -> str:
     """The values lost, as child: k ranges (a rollback loses a contiguous stretch)."""
     ks: dict[str, list[int]] = collections.defaultdict(list)
-    for (child, k) in sorted(want - got):
+    for child, k in sorted(want - got):
         ks[child].append(k)
     spans = []
     for child, seq in ks.items():
@@ -181,60 +202,75 @@ class Outcome:
 
     def changed(self, snapshot: str, kill: str) -> list[str]:
         """Tasks in state ``snapshot`` in the snapshot and ``kill`` at the kill."""
-        return sorted(f"{n}/{t}" for (n, t), s in self.snap["tasks"].items()
-                      if s == snapshot and self.kill_tasks.get((n, t)) == kill)
+        return sorted(
+            f"{n}/{t}"
+            for (n, t), s in self.snap["tasks"].items()
+            if s == snapshot and self.kill_tasks.get((n, t)) == kill
+        )
 
     def report(self, title: str) -> str:
         spanned = self.changed("running", "running")
         unclaimed = self.changed("queued", "running")
-        revived = [n for n in self.names
-                   if self.at_kill[n] in ENDED and self.snap["runs"][n] not in ENDED]
+        revived = [
+            n for n in self.names if self.at_kill[n] in ENDED and self.snap["runs"][n] not in ENDED
+        ]
         states = collections.Counter(self.snap["tasks"].values())
         done = f"{max(self.ended_at.values(), default=0):.1f}s"
         if self.stuck:
             done = f"never: {sorted(self.stuck)} still live after {DEADLINE:.0f}s"
-        return "\n".join([
-            f"\n{title}: {self.lost_window:.1f}s of writes rolled back",
-            f"  snapshot: runs {self.snap['runs']}; tasks {dict(states)}; "
-            f"{self.snap['jobs']} jobs queued",
-            f"  at kill:  runs {self.at_kill}; ended runs made live again {revived}; "
-            f"attempts running in both {len(spanned)}; queued in the snapshot but running "
-            f"at the kill (claims lost) {len(unclaimed)}",
-            f"  runs succeeded {list(self.statuses.values()).count('succeeded')}/"
-            f"{len(self.names)}; in their results: duplicates {self.dup}, values lost {self.lost} "
-            f"{self.per_run or ''}",
-            f"  tasks re-run because of the rollback: {len(self.attempts)} with attempts > 1 "
-            f"{self.attempts}; {len(self.runs_twice)} executed more than once "
-            f"(attempt numbers {self.runs_twice}); same attempt executing twice at once "
-            f"{self.overlapped}",
-            f"  time to complete after restart: {done} "
-            f"(per run {', '.join(f'{k} {v:.1f}s' for k, v in sorted(self.ended_at.items()))});"
-            f" processes died {self.died}; worker process restarts {self.restarts}; "
-            f"threads died {self.thread_deaths}; wall {self.wall:.1f}s",
-        ])
+        return "\n".join(
+            [
+                f"\n{title}: {self.lost_window:.1f}s of writes rolled back",
+                f"  snapshot: runs {self.snap['runs']}; tasks {dict(states)}; "
+                f"{self.snap['jobs']} jobs queued",
+                f"  at kill:  runs {self.at_kill}; ended runs made live again {revived}; "
+                f"attempts running in both {len(spanned)}; queued in the snapshot but running "
+                f"at the kill (claims lost) {len(unclaimed)}",
+                f"  runs succeeded {list(self.statuses.values()).count('succeeded')}/"
+                f"{len(self.names)}; in their results: duplicates {self.dup}, "
+                f"values lost {self.lost} "
+                f"{self.per_run or ''}",
+                f"  tasks re-run because of the rollback: {len(self.attempts)} with attempts > 1 "
+                f"{self.attempts}; {len(self.runs_twice)} executed more than once "
+                f"(attempt numbers {self.runs_twice}); same attempt executing twice at once "
+                f"{self.overlapped}",
+                f"  time to complete after restart: {done} "
+                f"(per run {', '.join(f'{k} {v:.1f}s' for k, v in sorted(self.ended_at.items()))});"
+                f" processes died {self.died}; worker process restarts {self.restarts}; "
+                f"threads died {self.thread_deaths}; wall {self.wall:.1f}s",
+            ]
+        )
 
     def check(self) -> None:
-        assert not self.stuck, f"runs still live {DEADLINE}s after Redis came back: " \
-                               f"{self.stuck}"
+        assert not self.stuck, f"runs still live {DEADLINE}s after Redis came back: {self.stuck}"
         assert not self.died, f"processes died: {self.died}"
         assert self.statuses == {n: "succeeded" for n in self.names}, self.statuses
-        assert self.dup == 0 and self.lost == 0, \
+        assert self.dup == 0 and self.lost == 0, (
             f"duplicates {self.dup}, values lost {self.lost}: {self.per_run}"
+        )
         assert self.restarts == 0, "a worker process exited and was restarted"
         assert self.thread_deaths == 0, "an uncaught exception ended a thread (see logs)"
 
 
-def _rollback(tmp_path: Path, private_cluster: Any, rconn: Any, *, runs: int,
-              shape: dict[str, int], seconds: float, relay: dict[str, float] | None = None,
-              snap_when: Callable[[redis.Redis, dict[str, str]], bool],
-              kill_when: Callable[[redis.Redis, dict[str, str]], bool]) -> Outcome:
+def _rollback(
+    tmp_path: Path,
+    private_cluster: Any,
+    rconn: Any,
+    *,
+    runs: int,
+    shape: dict[str, int],
+    seconds: float,
+    relay: dict[str, float] | None = None,
+    snap_when: Callable[[redis.Redis, dict[str, str]], bool],
+    kill_when: Callable[[redis.Redis, dict[str, str]], bool],
+) -> Outcome:
     """Start the cluster and the runs; SAVE once ``snap_when`` holds; once MOVE_ON passed
     and ``kill_when`` holds, SIGKILL Redis, restore the snapshot, restart; wait for every run
     to end and read back what happened."""
     t_start = time.monotonic()
     journal = tmp_path / "journal.txt"
     data = tmp_path / "redis"
-    server = RedisServer(data).start()             # --save '' --appendonly no: RDB only
+    server = RedisServer(data).start()  # --save '' --appendonly no: RDB only
     try:
         fc = private_cluster(server.url, **{rt.JOURNAL_ENV: str(journal)})
         fc.imports = [rt.__name__]
@@ -244,8 +280,10 @@ def _rollback(tmp_path: Path, private_cluster: Any, rconn: Any, *, runs: int,
         h.worker_ready(r, "wb")
         c = pk.Client(server.url, imports=[rt.__name__])
         names = [f"r{i}" for i in range(runs)]
-        run_ids = {name: c.submit(rt.tree(name, seconds=seconds, **shape, **(relay or {})))
-                   for name in names}
+        run_ids = {
+            name: c.submit(rt.tree(name, seconds=seconds, **shape, **(relay or {})))
+            for name in names
+        }
         c.close()
 
         wait_for(lambda: snap_when(r, run_ids), 20, what="the moment to snapshot")
@@ -253,14 +291,17 @@ def _rollback(tmp_path: Path, private_cluster: Any, rconn: Any, *, runs: int,
         backup = tmp_path / "snapshot.rdb"
         shutil.copy(data / "dump.rdb", backup)
         snapped = time.monotonic()
-        wait_for(lambda: time.monotonic() - snapped >= MOVE_ON and kill_when(r, run_ids), 20,
-                 what="the moment to kill Redis")
+        wait_for(
+            lambda: time.monotonic() - snapped >= MOVE_ON and kill_when(r, run_ids),
+            20,
+            what="the moment to kill Redis",
+        )
         at_kill, kill_tasks = _statuses(r, run_ids), _task_states(r, run_ids)
-        server.kill()                                       # SIGKILL, by PID
+        server.kill()  # SIGKILL, by PID
         lost_window = time.monotonic() - snapped
-        shutil.copy(backup, data / "dump.rdb")              # the rollback
+        shutil.copy(backup, data / "dump.rdb")  # the rollback
         snap = _peek_snapshot(backup, tmp_path / "peek", run_ids)
-        server.start()                                      # same port, same directory
+        server.start()  # same port, same directory
         back = time.monotonic()
 
         ended_at, stuck = _wait_all_ended(r, run_ids, back, DEADLINE)
@@ -278,27 +319,39 @@ def _rollback(tmp_path: Path, private_cluster: Any, rconn: Any, *, runs: int,
                 overlapped.append(f"{by_id[rid]}/{tid}@{attempt}")
         logs = h.log_text(tmp_path)
         out = Outcome(
-            names=names, snap=snap, at_kill=at_kill, kill_tasks=kill_tasks,
-            lost_window=lost_window, statuses=_statuses(r, run_ids), ended_at=ended_at,
+            names=names,
+            snap=snap,
+            at_kill=at_kill,
+            kill_tasks=kill_tasks,
+            lost_window=lost_window,
+            statuses=_statuses(r, run_ids),
+            ended_at=ended_at,
             results={name: run["result"] for name, run in shown.items()},
-            attempts={f"{name}/{t['id']}": t["attempts"] for name, run in shown.items()
-                      for t in run["tasks"] if t["attempts"] > 1},
+            attempts={
+                f"{name}/{t['id']}": t["attempts"]
+                for name, run in shown.items()
+                for t in run["tasks"]
+                if t["attempts"] > 1
+            },
             runs_twice={k: v for k, v in runs_twice.items() if len(v) > 1},
-            overlapped=overlapped, stuck=stuck,
+            overlapped=overlapped,
+            stuck=stuck,
             died=[p.args for p in procs if p.poll() is not None],
             restarts=logs.count("restarting (restart"),
             thread_deaths=logs.count("Exception in thread"),
-            wall=time.monotonic() - t_start)
+            wall=time.monotonic() - t_start,
+        )
         for name in names:
             if out.statuses[name] != "succeeded":
-                continue                    # no result to count (check() reports the run)
+                continue  # no result to count (check() reports the run)
             got = collections.Counter(tuple(v) for v in out.results[name] or [])
             want = collections.Counter(rt.expected(name, **shape))
             dup, lost = sum((got - want).values()), sum((want - got).values())
             out.dup, out.lost = out.dup + dup, out.lost + lost
             if dup or lost:
-                out.per_run[name] = f"+{dup}/-{lost}" + (f" ({_missing(got, want)})"
-                                                         if lost else "")
+                out.per_run[name] = f"+{dup}/-{lost}" + (
+                    f" ({_missing(got, want)})" if lost else ""
+                )
         return out
     finally:
         server.stop()
@@ -324,20 +377,27 @@ def _root_running(r: redis.Redis, run_id: str) -> bool:
 
 
 def test_rollback_revives_a_run_that_had_ended_and_jobs_already_taken(
-        tmp_path, private_cluster, rconn, capsys):
+    tmp_path, private_cluster, rconn, capsys
+):
     """Five runs of four 1 s leaves; a worker runs one leaf at a time, so the runs go one
     after the other. Snapshot while the first streams into its root; kill once it has
     succeeded (3 s or more on) while a leaf of a later run, queued in the snapshot, is
     mid-stream: its claim, its emits and its job's dequeue are all lost."""
     out = _rollback(
-        tmp_path, private_cluster, rconn, runs=5, shape={"groups": 2, "per": 2, "n": 100},
+        tmp_path,
+        private_cluster,
+        rconn,
+        runs=5,
+        shape={"groups": 2, "per": 2, "n": 100},
         seconds=1.0,
         snap_when=lambda r, ids: _root_running(r, ids["r0"]),
-        kill_when=lambda r, ids: _statuses(r, ids)["r0"] == "succeeded" and _streaming(r, ids))
+        kill_when=lambda r, ids: _statuses(r, ids)["r0"] == "succeeded" and _streaming(r, ids),
+    )
     with capsys.disabled():
         print(out.report("redis rollback, a run ended after the snapshot"))
-    assert out.snap["runs"]["r0"] == "running" and out.at_kill["r0"] == "succeeded", \
+    assert out.snap["runs"]["r0"] == "running" and out.at_kill["r0"] == "succeeded", (
         "the first run did not end between the snapshot and the kill"
+    )
     assert out.changed("queued", "running"), "no task claimed after the snapshot ran at the kill"
     out.check()
 
@@ -353,23 +413,39 @@ def test_rollback_under_streams_that_span_it(tmp_path, private_cluster, rconn, c
     n = 300
 
     def streaming(r, ids):
-        return all(_root_running(r, rid) for rid in ids.values()) and all(
-            int(r.hget(keys.task(rid, tid), "emitted") or 0) >= n // 10
-            for rid, tid in _tasks_named(r, ids, "RbLeaf")) and all(
-            int(r.hget(keys.task(rid, tid), "ch_read") or 0) == 0
-            for rid, tid in _tasks_named(r, ids, "RbPass"))
+        return (
+            all(_root_running(r, rid) for rid in ids.values())
+            and all(
+                int(r.hget(keys.task(rid, tid), "emitted") or 0) >= n // 10
+                for rid, tid in _tasks_named(r, ids, "RbLeaf")
+            )
+            and all(
+                int(r.hget(keys.task(rid, tid), "ch_read") or 0) == 0
+                for rid, tid in _tasks_named(r, ids, "RbPass")
+            )
+        )
 
     def still_running(r, ids):
-        return all(h.s(r.hget(keys.task(rid, tid), "state")) == "running"
-                   for rid, tid in _tasks_named(r, ids, "RbLeaf"))
+        return all(
+            h.s(r.hget(keys.task(rid, tid), "state")) == "running"
+            for rid, tid in _tasks_named(r, ids, "RbLeaf")
+        )
 
-    out = _rollback(tmp_path, private_cluster, rconn, runs=2,
-                    shape={"groups": 1, "per": 1, "n": n}, seconds=6.0,
-                    relay={"delay": 1.5, "nap": 1 / 40},
-                    snap_when=streaming, kill_when=still_running)
+    out = _rollback(
+        tmp_path,
+        private_cluster,
+        rconn,
+        runs=2,
+        shape={"groups": 1, "per": 1, "n": n},
+        seconds=6.0,
+        relay={"delay": 1.5, "nap": 1 / 40},
+        snap_when=streaming,
+        kill_when=still_running,
+    )
     with capsys.disabled():
         print(out.report("redis rollback, streams span it"))
     assert all(s == "running" for s in out.at_kill.values()), out.at_kill
-    assert len(out.changed("running", "running")) == len(out.snap["tasks"]), \
+    assert len(out.changed("running", "running")) == len(out.snap["tasks"]), (
         "some task did not run from the snapshot to the kill"
+    )
     out.check()

@@ -15,7 +15,8 @@ BASE = 0.4
 
 
 def test_retry_exhaustion_makes_exactly_retries_plus_one_attempts_with_growing_gaps(
-        fc, redis_url, r):
+    fc, redis_url, r
+):
     fc.env_extra = {"PLANKTON_RETRY_BASE": str(BASE), "PLANKTON_RETRY_CAP": "10"}
     fc.scheduler()
     fc.worker()
@@ -24,7 +25,7 @@ def test_retry_exhaustion_makes_exactly_retries_plus_one_attempts_with_growing_g
     run = c.wait(run_id, timeout=30)
     assert run["status"] == "failed"
     att = h.starts(r, "ex")
-    assert [a for _, a, _ in att] == [1, 2, 3, 4]          # retries=3 -> 4 attempts exactly
+    assert [a for _, a, _ in att] == [1, 2, 3, 4]  # retries=3 -> 4 attempts exactly
     assert int(r.get("pk:test:exec:ex")) == 4
     gaps = [(b[0] - a[0]) / 1000 for a, b in zip(att, att[1:])]
     # backoff n = BASE * 2^(n-1) * [0.5, 1.0]; the reaper promotes due retries every 0.3 s
@@ -45,7 +46,7 @@ def test_transient_failures_are_retried_and_the_run_succeeds(fc, redis_url, r):
     c = h.client(redis_url)
     run = c.wait(c.submit(ft.Bag().add_children(ft.FailsTwice(key="tw"))), timeout=30)
     assert run["status"] == "succeeded", run["error"]
-    assert run["result"] == [3]                   # only the successful attempt's value
+    assert run["result"] == [3]  # only the successful attempt's value
     assert [a for _, a, _ in h.starts(r, "tw")] == [1, 2, 3]
     leaf = next(t for t in run["tasks"] if t["name"] == "FailsTwice")
     assert leaf["attempts"] == 3 and leaf["state"] == "succeeded"
@@ -60,7 +61,7 @@ def test_timeout_stops_the_attempt_retries_it_then_fails_it(fc, redis_url, r):
     # the run ends as the attempt is failed; its thread stops right after
     h.until(lambda: len(h.stops(r, "nap")) == 2, 3, "attempt 2 to stop")
     att, stopped = h.starts(r, "nap"), dict((a, ms) for ms, a in h.stops(r, "nap"))
-    assert [a for _, a, _ in att] == [1, 2]       # timeout=1, retries=1
+    assert [a for _, a, _ in att] == [1, 2]  # timeout=1, retries=1
     for ms, attempt, _ in att:
         # the worker's clock for the timeout starts just before run() records its start (a
         # Redis write), so a stop on time can read a few ms under 1 s (CI saw 0.999)
@@ -72,7 +73,8 @@ def test_timeout_stops_the_attempt_retries_it_then_fails_it(fc, redis_url, r):
 
 
 def test_timeout_of_a_task_that_ignores_the_stop_restarts_the_worker_and_is_retried(
-        fc, redis_url, r):
+    fc, redis_url, r
+):
     """time.sleep(30) in one C call cannot be interrupted in-process: the worker process
     must hand back, exit and be restarted by its supervisor (same worker name), which then
     runs attempt 2."""
@@ -81,8 +83,9 @@ def test_timeout_of_a_task_that_ignores_the_stop_restarts_the_worker_and_is_retr
     first_pid = h.worker_ready(r, "solo")
     c = h.client(redis_url)
     run_id = c.submit(ft.Stubborn(key="stub", seconds=30, long_attempts=1))
-    start_ms = h.until(lambda: h.starts(r, "stub") and h.starts(r, "stub")[0][0], 15,
-                       "attempt 1 to start")
+    start_ms = h.until(
+        lambda: h.starts(r, "stub") and h.starts(r, "stub")[0][0], 15, "attempt 1 to start"
+    )
     h.until(lambda: not h.pid_alive(first_pid), 1.0 + 5.0 + 1, "the worker process to stop")
     gone_ms = h.redis_ms(r)
     assert (gone_ms - start_ms) / 1000 <= 1.0 + 5.0
@@ -90,5 +93,5 @@ def test_timeout_of_a_task_that_ignores_the_stop_restarts_the_worker_and_is_retr
     assert run["status"] == "succeeded", run["error"]
     assert run["result"] == "attempt 2"
     assert [a for _, a, _ in h.starts(r, "stub")] == [1, 2]
-    assert w.poll() is None                        # the supervisor is still there
+    assert w.poll() is None  # the supervisor is still there
     assert h.worker_ready(r, "solo") != first_pid  # and runs a fresh worker process

@@ -26,9 +26,14 @@ def test_scheduler_sigkill_and_restart_mid_run(fc, redis_url, r):
     h.until(lambda: h.s(r.get(keys.LEADER)).startswith("s0-"), 10, "s0 to lead")
     groups, per = 20, 9
     root = ft.Bag().add_children(
-        *(ft.Pass().add_children(*(ft.Drip(tag=f"g{g}l{i}", n=5, pause=0.01, every=1)
-                                   for i in range(per))) for g in range(groups)),
-        *(ft.FailsTwice(key=f"ft{i}") for i in range(3)))
+        *(
+            ft.Pass().add_children(
+                *(ft.Drip(tag=f"g{g}l{i}", n=5, pause=0.01, every=1) for i in range(per))
+            )
+            for g in range(groups)
+        ),
+        *(ft.FailsTwice(key=f"ft{i}") for i in range(3)),
+    )
     c = h.client(redis_url)
     run_id = c.submit(root)
     n_tasks = int(r.hget(keys.run(run_id), "n_tasks"))
@@ -38,15 +43,17 @@ def test_scheduler_sigkill_and_restart_mid_run(fc, redis_url, r):
     for k in range(1, 4):
         time.sleep(rng.uniform(0.3, 1.2))
         h.kill_group(sched)
-        time.sleep(rng.uniform(0.0, 1.0))          # down for a moment
+        time.sleep(rng.uniform(0.0, 1.0))  # down for a moment
         t0 = time.monotonic()
         sched = fc.scheduler(f"s{k}")
         h.until(lambda: h.s(r.get(keys.LEADER)).startswith(f"s{k}-"), 10, f"s{k} to lead")
         resume.append(time.monotonic() - t0)
     run = c.wait(run_id, timeout=60)
     assert run["status"] == "succeeded", run["error"]
-    want = sorted([[f"g{g}l{i}", k] for g in range(groups) for i in range(per)
-                   for k in range(5)] + [3, 3, 3], key=repr)
+    want = sorted(
+        [[f"g{g}l{i}", k] for g in range(groups) for i in range(per) for k in range(5)] + [3, 3, 3],
+        key=repr,
+    )
     assert sorted(run["result"], key=repr) == want
     enq = {h.s(k): int(v) for k, v in r.hgetall(keys.enqueue_log(run_id)).items()}
     assert max(enq.values()) == 1, {k: v for k, v in enq.items() if v > 1}

@@ -18,8 +18,8 @@ import statistics
 import time
 
 from plankton import keys
+from plankton.engine.transport import batch_size
 from plankton.settings import Settings
-from plankton.transport import batch_size
 from tests import fault_tasks as ft
 from tests.cluster import FAST
 from tests.reliability import helpers as h
@@ -66,8 +66,9 @@ def test_sigkill_of_worker_process_groups_mid_stream(fc, redis_url, r, capsys):
         h.worker_ready(r, n)
     c = h.client(redis_url)
     leaves, n = 6, 200
-    run_ids = [c.submit("drip_tree", params={"leaves": leaves, "n": n, "pause": 0.05})
-               for _ in range(3)]
+    run_ids = [
+        c.submit("drip_tree", params={"leaves": leaves, "n": n, "pause": 0.05}) for _ in range(3)
+    ]
     rng = random.Random(5)
     latencies = []
     for _ in range(4):
@@ -80,18 +81,23 @@ def test_sigkill_of_worker_process_groups_mid_stream(fc, redis_url, r, capsys):
             if not held:
                 time.sleep(0.05)
         if not held:
-            break                                  # the runs are done
+            break  # the runs are done
         h.kill_group(procs[victim])
         latencies.append(_detect(r, held, LEASE + 2 * REAPER + 5))
-        procs[victim] = fc.worker(victim)          # same name: must be able to take over
+        procs[victim] = fc.worker(victim)  # same name: must be able to take over
     assert len(latencies) >= 3, "the runs ended before the kills"
     for run_id in run_ids:
         run = c.wait(run_id, timeout=60)
         assert run["status"] == "succeeded", run["error"]
         got = sorted(run["result"])
-        assert got == ft.expected_drip(leaves, n)          # none lost, none twice
-    figures = {"kills": len(latencies), "detect_median_s": round(statistics.median(latencies), 3),
-               "detect_max_s": round(max(latencies), 3), "lease_s": LEASE, "reaper_s": REAPER}
+        assert got == ft.expected_drip(leaves, n)  # none lost, none twice
+    figures = {
+        "kills": len(latencies),
+        "detect_median_s": round(statistics.median(latencies), 3),
+        "detect_max_s": round(max(latencies), 3),
+        "lease_s": LEASE,
+        "reaper_s": REAPER,
+    }
     with capsys.disabled():
         print("\nworker SIGKILL detection:", json.dumps(figures))
     assert max(latencies) < LEASE + 2 * REAPER, figures
@@ -99,9 +105,12 @@ def test_sigkill_of_worker_process_groups_mid_stream(fc, redis_url, r, capsys):
 
 def test_default_settings_detect_a_killed_worker_within_60_s(fc, redis_url, r, capsys):
     d = Settings()
-    fc.env_extra = {"PLANKTON_LEASE_MS": str(d.lease_ms), "PLANKTON_HEARTBEAT": str(d.heartbeat),
-                    "PLANKTON_REAPER_INTERVAL": str(d.reaper_interval),
-                    "PLANKTON_LEADER_LEASE_MS": str(d.leader_lease_ms)}
+    fc.env_extra = {
+        "PLANKTON_LEASE_MS": str(d.lease_ms),
+        "PLANKTON_HEARTBEAT": str(d.heartbeat),
+        "PLANKTON_REAPER_INTERVAL": str(d.reaper_interval),
+        "PLANKTON_LEADER_LEASE_MS": str(d.leader_lease_ms),
+    }
     fc.scheduler()
     a = fc.worker("da")
     h.worker_ready(r, "da")
@@ -116,8 +125,10 @@ def test_default_settings_detect_a_killed_worker_within_60_s(fc, redis_url, r, c
     run = c.wait(run_id, timeout=30)
     assert run["status"] == "succeeded" and run["result"] == "attempt 2"
     with capsys.disabled():
-        print(f"\ndefault settings: killed worker detected after {took:.1f}s "
-              f"(lease {d.lease_ms / 1000}s)")
+        print(
+            f"\ndefault settings: killed worker detected after {took:.1f}s "
+            f"(lease {d.lease_ms / 1000}s)"
+        )
     assert took < 60
 
 
@@ -128,10 +139,10 @@ def test_sigkill_of_the_supervisor_only_the_orphan_stops_and_is_fenced(fc, redis
     c = h.client(redis_url)
     run_id = c.submit(ft.Bag().add_children(ft.LongBeat(key="orph", seconds=20)))
     h.until(lambda: r.get("pk:test:pid:orph:1"), 15, "attempt 1 to start")
-    time.sleep(0.5)                                   # it has emitted a few values
+    time.sleep(0.5)  # it has emitted a few values
     pid = int(r.get("pk:test:pid:orph:1"))
     victim = next(n for n, p in pids.items() if p == pid)
-    procs[victim].kill()                              # SIGKILL the supervisor's PID alone
+    procs[victim].kill()  # SIGKILL the supervisor's PID alone
     procs[victim].wait(5)
     killed = time.monotonic()
     heartbeat = float(FAST["PLANKTON_HEARTBEAT"])
@@ -170,8 +181,8 @@ def test_sigterm_is_a_warm_shutdown(fc, redis_url, r):
     for i in queues:
         assert procs[i].wait(15) == 0
         assert r.get(f"pk:test:exec:a{i}") == b"1"
-        assert r.get(f"pk:test:finished:a{i}") == b"1"        # finished in attempt 1
-        assert r.get(f"pk:test:exec:b{i}") is None             # nothing new dequeued
+        assert r.get(f"pk:test:finished:a{i}") == b"1"  # finished in attempt 1
+        assert r.get(f"pk:test:exec:b{i}") is None  # nothing new dequeued
         assert c.wait(first[i], timeout=5)["status"] == "succeeded"
     for i in queues:
         fc.worker(f"warm{i}", "--queues", f"warm{i}")
@@ -183,13 +194,14 @@ def test_sigterm_is_a_warm_shutdown(fc, redis_url, r):
 def test_second_sigterm_is_a_cold_shutdown_that_hands_tasks_back(fc, redis_url, r):
     """A leaf (runs on the dequeue thread) and a parent (runs on a pool thread), both stuck in
     a 30 s C call: two SIGTERMs stop the worker at once, and both are re-run elsewhere."""
-    fc.env_extra = {"PLANKTON_KILL_GRACE": "5"}     # the in-process stop is not what acts
+    fc.env_extra = {"PLANKTON_KILL_GRACE": "5"}  # the in-process stop is not what acts
     fc.scheduler()
     a = fc.worker("ca")
     h.worker_ready(r, "ca")
     c = h.client(redis_url)
-    parent_run = c.submit(ft.SleepyParent(key="cold-parent", seconds=30)
-                          .add_children(ft.Drip(tag="x", n=3)))
+    parent_run = c.submit(
+        ft.SleepyParent(key="cold-parent", seconds=30).add_children(ft.Drip(tag="x", n=3))
+    )
     h.until(lambda: h.starts(r, "cold-parent"), 15, "the parent to start")
     leaf_run = c.submit(ft.LongSleep(key="cold-leaf", seconds=30))
     h.until(lambda: h.starts(r, "cold-leaf"), 15, "the leaf to start")
@@ -218,8 +230,9 @@ def test_a_live_worker_never_loses_the_attempts_it_holds(fc, redis_url, r):
     fc.worker("live")
     h.worker_ready(r, "live")
     c = h.client(redis_url)
-    root = ft.Bag().add_children(*(ft.Warm(key=f"l{i}", seconds=4.5 if i == 1 else 0.01)
-                                   for i in range(leaves)))
+    root = ft.Bag().add_children(
+        *(ft.Warm(key=f"l{i}", seconds=4.5 if i == 1 else 0.01) for i in range(leaves))
+    )
     run = c.wait(c.submit(root), timeout=60)
     assert run["status"] == "succeeded", run["error"]
     lost = {t["name"] + t["id"]: t["attempts"] for t in run["tasks"] if t["attempts"] != 1}

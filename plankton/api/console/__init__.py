@@ -5,7 +5,7 @@ origin checks; :mod:`.views` reads what the pages show; templates and static ass
 this package, so the console needs nothing from another host.
 """
 
-from .auth import OriginCheck, TokenAuth
-from .pages import add_console
+from plankton.api.console.auth import OriginCheck, TokenAuth
+from plankton.api.console.pages import add_console
 
 __all__ = ["OriginCheck", "TokenAuth", "add_console"]

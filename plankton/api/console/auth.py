@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from ..middleware import BearerAuth
+from plankton.api.middleware import BearerAuth
 
 #: The console's session cookie.
 COOKIE = "plankton_session"
@@ -70,14 +70,21 @@ def same_origin(scope: Mapping[str, Any], required: bool) -> bool:
         return not required and given is None
     host = _header(scope, b"host")
     origin = urlsplit(given.decode("latin-1"))
-    return host is not None and origin.netloc == host.decode("latin-1") and \
-        origin.scheme in ("http", "https")
+    return (
+        host is not None
+        and origin.netloc == host.decode("latin-1")
+        and origin.scheme in ("http", "https")
+    )
 
 
 async def _refuse_origin(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    await JSONResponse({"detail": "refused: this request changes something and came from "
-                        "another site (its Origin is not this server)"},
-                       status_code=403)(scope, receive, send)
+    await JSONResponse(
+        {
+            "detail": "refused: this request changes something and came from "
+            "another site (its Origin is not this server)"
+        },
+        status_code=403,
+    )(scope, receive, send)
 
 
 class OriginCheck:
@@ -87,8 +94,11 @@ class OriginCheck:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS \
-                and not same_origin(scope, required=False):
+        if (
+            scope["type"] == "http"
+            and scope["method"] not in SAFE_METHODS
+            and not same_origin(scope, required=False)
+        ):
             await _refuse_origin(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -118,8 +128,9 @@ class TokenAuth(BearerAuth):
         if is_console_page(path) and scope["method"] in SAFE_METHODS:
             query = scope.get("query_string", b"").decode("latin-1")
             target = path + ("?" + query if query else "")
-            await RedirectResponse("/ui/login?next=" + quote(target, safe=""),
-                                   status_code=303)(scope, receive, send)
+            await RedirectResponse("/ui/login?next=" + quote(target, safe=""), status_code=303)(
+                scope, receive, send
+            )
             return
         await super().__call__(scope, receive, send)
 

@@ -28,15 +28,17 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from ... import __version__, redact, runs
-from ...catalog import describe_dags
-from ...client import Client
-from ...connection import redact as redact_url
-from ...errors import ConnectionFailed, NotFoundError, PlanktonError
-from ...states import RunStatus
-from .. import models
-from . import views
-from .auth import COOKIE, same_origin, session_value
+from plankton import __version__
+from plankton.api import models
+from plankton.api.console import views
+from plankton.api.console.auth import COOKIE, same_origin, session_value
+from plankton.client import Client
+from plankton.engine.connection import redact as redact_url
+from plankton.errors import ConnectionFailed, NotFoundError, PlanktonError
+from plankton.runs import reading
+from plankton.states import RunStatus
+from plankton.views import redact
+from plankton.views.catalog import describe_dags
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +85,27 @@ class Console:
     def add(self) -> None:
         app = self.app
         app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="static")
-        for path, route in (("/", self.runs_page), ("/ui/runs/{run_id}", self.run_page),
-                            ("/ui/dags", self.dags_page), ("/ui/workers", self.workers_page),
-                            ("/ui/login", self.login_page)):
+        for path, route in (
+            ("/", self.runs_page),
+            ("/ui/runs/{run_id}", self.run_page),
+            ("/ui/dags", self.dags_page),
+            ("/ui/workers", self.workers_page),
+            ("/ui/login", self.login_page),
+        ):
             app.get(path, include_in_schema=False, response_class=HTMLResponse)(route)
         app.post("/ui/login", include_in_schema=False)(self.login)
         app.post("/ui/logout", include_in_schema=False)(self.logout)
         app.get("/ui/runs/{run_id}/logs", include_in_schema=False)(self.logs)
         app.post("/ui/dags/{dag}/backfill", include_in_schema=False)(self.backfill)
 
-    def render(self, request: Request, name: str, code: int = 200, **context: Any
-               ) -> HTMLResponse:
+    def render(self, request: Request, name: str, code: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("auth", self.token is not None)
         context.setdefault("nav", "")
         return self.templates.TemplateResponse(request, name, context, status_code=code)
 
-    def page(self, request: Request, name: str, build: Callable[[], dict[str, Any]],
-             nav: str = "") -> HTMLResponse:
+    def page(
+        self, request: Request, name: str, build: Callable[[], dict[str, Any]], nav: str = ""
+    ) -> HTMLResponse:
         """Render ``name`` with what ``build`` reads; a Redis outage or unknown name renders
         the error page instead (503 / 404), with a message and no traceback."""
         try:
@@ -107,44 +113,62 @@ class Console:
         except (redis.RedisError, ConnectionFailed) as exc:
             reason = redact_url(str(exc))
             log.warning("console %s: Redis unavailable: %s", request.url.path, reason)
-            return self.render(request, "error.html", 503, nav=nav, title="Redis is unavailable",
-                               message=f"Redis at {redact_url(self.client.settings.url)} cannot "
-                               f"be reached ({reason}). The page will work again once Redis "
-                               "is back; reload it then.")
+            return self.render(
+                request,
+                "error.html",
+                503,
+                nav=nav,
+                title="Redis is unavailable",
+                message=f"Redis at {redact_url(self.client.settings.url)} cannot "
+                f"be reached ({reason}). The page will work again once Redis "
+                "is back; reload it then.",
+            )
         except NotFoundError as exc:
-            return self.render(request, "error.html", 404, nav=nav, title="Not found",
-                               message=str(exc))
+            return self.render(
+                request, "error.html", 404, nav=nav, title="Not found", message=str(exc)
+            )
         return self.render(request, name, nav=nav, **context)
 
     # -- pages ----------------------------------------------------------------------------
-    def runs_page(self, request: Request,
-                  dag: Annotated[str | None, Query(max_length=200)] = None,
-                  status: Annotated[str | None, Query(max_length=20)] = None,
-                  cursor: Annotated[str | None, Query(max_length=300,
-                                                      pattern=r"^[0-9]{1,16}:.+$")] = None
-                  ) -> HTMLResponse:
+    def runs_page(
+        self,
+        request: Request,
+        dag: Annotated[str | None, Query(max_length=200)] = None,
+        status: Annotated[str | None, Query(max_length=20)] = None,
+        cursor: Annotated[str | None, Query(max_length=300, pattern=r"^[0-9]{1,16}:.+$")] = None,
+    ) -> HTMLResponse:
         dag = dag or None
         status = status if status in STATUSES else None
 
         def build() -> dict[str, Any]:
-            found, next_cursor = runs.page_runs(self.client.conn, dag, status,
-                                                      PAGE_SIZE, cursor)
+            found, next_cursor = reading.page_runs(self.client.conn, dag, status, PAGE_SIZE, cursor)
             names = sorted(self.client.registry.dags)
             strips = views.history(self.client.conn, [dag] if dag else names)
-            return {"runs": [views.run_row(r) for r in found], "next_cursor": next_cursor,
-                    "dag": dag, "status": status, "dags": names, "statuses": STATUSES,
-                    "strips": strips, "first_page": cursor is None,
-                    "live": any(r["status"] not in ENDED for r in found)}
+            return {
+                "runs": [views.run_row(r) for r in found],
+                "next_cursor": next_cursor,
+                "dag": dag,
+                "status": status,
+                "dags": names,
+                "statuses": STATUSES,
+                "strips": strips,
+                "first_page": cursor is None,
+                "live": any(r["status"] not in ENDED for r in found),
+            }
 
         return self.page(request, "runs.html", build, nav="runs")
 
     def run_page(self, request: Request, run_id: str) -> HTMLResponse:
         def build() -> dict[str, Any]:
-            run = runs.read_run(self.client.conn, run_id)
+            run = reading.read_run(self.client.conn, run_id)
             if run is None:
                 raise NotFoundError("run", run_id)
-            return {"run": views.run_row(run), "ended": run["status"] in ENDED,
-                    "rerun_of": run.get("rerun_of"), "can_resume": self.can_resume()}
+            return {
+                "run": views.run_row(run),
+                "ended": run["status"] in ENDED,
+                "rerun_of": run.get("rerun_of"),
+                "can_resume": self.can_resume(),
+            }
 
         return self.page(request, "run.html", build, nav="runs")
 
@@ -173,8 +197,9 @@ class Console:
         return self.page(request, "workers.html", build, nav="workers")
 
     # -- login ----------------------------------------------------------------------------
-    def login_page(self, request: Request, next: Annotated[str | None, Query(
-            max_length=2000)] = None) -> Response:
+    def login_page(
+        self, request: Request, next: Annotated[str | None, Query(max_length=2000)] = None
+    ) -> Response:
         if self.token is None:
             return RedirectResponse(_local_path(next), status_code=303)
         return self.render(request, "login.html", next=_local_path(next), error=None)
@@ -186,15 +211,31 @@ class Console:
         given = (form.get("token") or [""])[0]
         target = _local_path((form.get("next") or ["/"])[0])
         if not same_origin(request.scope, required=True):
-            return self.render(request, "login.html", 403, next=target,
-                               error="refused: the form was not sent from this server's page")
+            return self.render(
+                request,
+                "login.html",
+                403,
+                next=target,
+                error="refused: the form was not sent from this server's page",
+            )
         if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-            return self.render(request, "login.html", 401, next=target,
-                               error="wrong token: give the value of PLANKTON_API_TOKEN that "
-                               "the API server was started with")
+            return self.render(
+                request,
+                "login.html",
+                401,
+                next=target,
+                error="wrong token: give the value of PLANKTON_API_TOKEN that "
+                "the API server was started with",
+            )
         reply = RedirectResponse(target, status_code=303)
-        reply.set_cookie(COOKIE, session_value(self.token), httponly=True, samesite="strict",
-                         secure=request.url.scheme == "https", path="/")
+        reply.set_cookie(
+            COOKIE,
+            session_value(self.token),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
         return reply
 
     def logout(self) -> Response:
@@ -203,8 +244,12 @@ class Console:
         return reply
 
     # -- JSON the pages read beside the API -----------------------------------------------
-    def logs(self, run_id: str, task: Annotated[str | None, Query(max_length=20)] = None,
-             after: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    def logs(
+        self,
+        run_id: str,
+        task: Annotated[str | None, Query(max_length=20)] = None,
+        after: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
         status = self.client.run_status(run_id)  # 404 for an unknown run
         found = views.tail_logs(self.client.conn, run_id, task or None, after)
         return {**found, "ended": status in ENDED}
@@ -224,8 +269,9 @@ class Console:
             try:
                 at = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
             except ValueError:
-                return _field_error(field, f"{field}: expected an ISO date or date-time, got "
-                                    f"{text!r}")
+                return _field_error(
+                    field, f"{field}: expected an ISO date or date-time, got {text!r}"
+                )
             window[field] = at if at.tzinfo else at.replace(tzinfo=_dt.timezone.utc)
         if window["since"] > window["to"]:
             return _field_error("to", "to: is before since")
@@ -243,8 +289,9 @@ class Console:
 
 
 def _field_error(field: str, msg: str) -> JSONResponse:
-    return JSONResponse({"detail": [{"type": "value_error", "loc": ["body", field],
-                                     "msg": msg}]}, status_code=422)
+    return JSONResponse(
+        {"detail": [{"type": "value_error", "loc": ["body", field], "msg": msg}]}, status_code=422
+    )
 
 
 def _form_kind(schema: dict[str, Any]) -> str:

@@ -11,8 +11,10 @@ from typing import Any
 
 import redis
 
-from ... import codec, keys, redact, runs
-from ...transport import rq_worker
+from plankton import codec, keys
+from plankton.engine.transport import rq_worker
+from plankton.runs import reading
+from plankton.views import redact
 
 #: Runs shown in each DAG's history strip.
 STRIP_RUNS = 25
@@ -49,12 +51,17 @@ def run_row(run: dict[str, Any]) -> dict[str, Any]:
     seconds = duration(run.get("started_at") or run.get("submitted_at"), run.get("ended_at"))
     # the history strip's bar grows with the duration (square root: 1 s and 1 h both show)
     strip_px = min(32, 8 + int((seconds or 0) ** 0.5 * 3))
-    return {**run, "duration": seconds, "duration_text": human_duration(seconds),
-            "strip_px": strip_px}
+    return {
+        **run,
+        "duration": seconds,
+        "duration_text": human_duration(seconds),
+        "strip_px": strip_px,
+    }
 
 
-def history(conn: redis.Redis, dags: list[str], n: int = STRIP_RUNS
-            ) -> dict[str, list[dict[str, Any]]]:
+def history(
+    conn: redis.Redis, dags: list[str], n: int = STRIP_RUNS
+) -> dict[str, list[dict[str, Any]]]:
     """Per DAG its last ``n`` runs, oldest first (the strip reads left to right)."""
     pipe = conn.pipeline(transaction=False)
     for dag in dags:
@@ -70,7 +77,7 @@ def history(conn: redis.Redis, dags: list[str], n: int = STRIP_RUNS
         for run_id in found:
             status, *times = next(records)
             if status is not None:
-                at = dict(zip(_STRIP_FIELDS[1:], (runs._ms_iso(t) for t in times)))
+                at = dict(zip(_STRIP_FIELDS[1:], (reading.ms_iso(t) for t in times)))
                 strip.append(run_row({"run_id": run_id, "status": codec.text(status), **at}))
         out[dag] = strip[::-1]
     return out
@@ -79,8 +86,7 @@ def history(conn: redis.Redis, dags: list[str], n: int = STRIP_RUNS
 _STRIP_FIELDS = ("status", "submitted_at", "started_at", "ended_at")
 
 
-def tail_logs(conn: redis.Redis, run_id: str, task: str | None, after: int
-              ) -> dict[str, Any]:
+def tail_logs(conn: redis.Redis, run_id: str, task: str | None, after: int) -> dict[str, Any]:
     """Log lines of the run (of ``task``, an id, if given) from list index ``after`` on:
     ``{"lines": [...], "next": index to ask from next time, "more": whether lines past this
     chunk exist}``. A live tail asks again with ``next`` (at once while ``more``), so each
@@ -98,8 +104,15 @@ def tail_logs(conn: redis.Redis, run_id: str, task: str | None, after: int
             continue
         if tid not in names:
             names[tid] = codec.text(conn.hget(keys.task(run_id, tid), "name"))
-        lines.append({"task": tid, "name": names[tid], "at": runs._ms_iso(ms),
-                      "level": level, "line": redact.text(str(line))})
+        lines.append(
+            {
+                "task": tid,
+                "name": names[tid],
+                "at": reading.ms_iso(ms),
+                "level": level,
+                "line": redact.text(str(line)),
+            }
+        )
     return {"lines": lines, "next": after + len(raw), "more": after + len(raw) < total}
 
 
@@ -120,8 +133,9 @@ def workers(conn: redis.Redis, heartbeat: float) -> dict[str, Any]:
     pipe.smembers(keys.ACTIVE)
     (now_s, now_us), beats, queues, leader, pttl, epoch, active = pipe.execute()
     now_ms = now_s * 1000 + now_us // 1000
-    listed = [(codec.text(name), int(ms)) for name, ms in beats
-              if now_ms - ms < 20 * heartbeat * 1000]
+    listed = [
+        (codec.text(name), int(ms)) for name, ms in beats if now_ms - ms < 20 * heartbeat * 1000
+    ]
     queue_names = sorted(codec.text(q) for q in queues)
     active_ids = sorted(codec.text(r) for r in active)
     for name, _ in listed:
@@ -131,28 +145,47 @@ def workers(conn: redis.Redis, heartbeat: float) -> dict[str, Any]:
     for run_id in active_ids:
         pipe.zrange(keys.leases(run_id), 0, -1)
     second = pipe.execute()
-    infos, depths, leases = (second[:len(listed)], second[len(listed):len(listed) + len(queues)],
-                             second[len(listed) + len(queues):])
-    running: list[tuple[str, str]] = [(run_id, codec.text(t))
-                                      for run_id, found in zip(active_ids, leases) for t in found]
+    infos, depths, leases = (
+        second[: len(listed)],
+        second[len(listed) : len(listed) + len(queues)],
+        second[len(listed) + len(queues) :],
+    )
+    running: list[tuple[str, str]] = [
+        (run_id, codec.text(t)) for run_id, found in zip(active_ids, leases) for t in found
+    ]
     for run_id, tid in running:
         pipe.hmget(keys.task(run_id, tid), "worker", "name", "started_at")
     by_worker: dict[str, list[dict[str, Any]]] = {}
     for (run_id, tid), (worker, name, started) in zip(running, pipe.execute()):
         by_worker.setdefault(codec.text(worker), []).append(
-            {"run_id": run_id, "task": tid, "name": codec.text(name),
-             "started_at": runs._ms_iso(started)})
+            {
+                "run_id": run_id,
+                "task": tid,
+                "name": codec.text(name),
+                "started_at": reading.ms_iso(started),
+            }
+        )
     rows = []
     for (name, ms), (host, pid, qs) in zip(listed, infos):
         age = max(0.0, (now_ms - ms) / 1000)
-        rows.append({"name": name, "host": codec.text(host) if host else "",
-                     "pid": codec.text(pid) if pid else "",
-                     "queues": codec.text(qs).split(",") if qs else [],
-                     "heartbeat_age": age, "alive": age < 3 * heartbeat,
-                     "tasks": by_worker.get(name, [])})
-    return {"workers": rows,
-            "queues": [{"name": q, "waiting": int(n)} for q, n in zip(queue_names, depths)],
-            "leader": {"token": codec.text(leader) if leader else None,
-                       "lease_ms": int(pttl) if pttl and int(pttl) > 0 else None,
-                       "epoch": int(epoch or 0)},
-            "active_runs": len(active_ids)}
+        rows.append(
+            {
+                "name": name,
+                "host": codec.text(host) if host else "",
+                "pid": codec.text(pid) if pid else "",
+                "queues": codec.text(qs).split(",") if qs else [],
+                "heartbeat_age": age,
+                "alive": age < 3 * heartbeat,
+                "tasks": by_worker.get(name, []),
+            }
+        )
+    return {
+        "workers": rows,
+        "queues": [{"name": q, "waiting": int(n)} for q, n in zip(queue_names, depths)],
+        "leader": {
+            "token": codec.text(leader) if leader else None,
+            "lease_ms": int(pttl) if pttl and int(pttl) > 0 else None,
+            "epoch": int(epoch or 0),
+        },
+        "active_runs": len(active_ids),
+    }
