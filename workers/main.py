@@ -14,6 +14,7 @@ import redis
 from plankton import keys
 from plankton import settings as settings_mod
 from plankton.authoring.registry import Registry
+from plankton.engine import liveness
 from plankton.engine.connection import client_name, connect, redact
 from plankton.engine.transport import rq_queue
 from plankton.errors import PlanktonError
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     executor.queues = [q.name for q in queues]
     worker = PlanktonWorker(queues, connection=conn, name=name, serializer=queues[0].serializer)
     worker.previous_beat_ms = previous_beat
-    worker.stale_after_ms = max(3 * settings.heartbeat * 1000, settings.lease_ms)
+    worker.stale_after_ms = max(liveness.stale_after_ms(settings.heartbeat), settings.lease_ms)
     worker.executor = executor
     worker.log_result_lifespan = False
     log.info(

@@ -43,7 +43,7 @@ from prometheus_client.registry import Collector
 
 from plankton import codec, keys
 from plankton.authoring.dag import Dag
-from plankton.engine import slots
+from plankton.engine import liveness, slots
 from plankton.engine.counters import COUNTERS, HISTOGRAMS, SEP
 
 #: The classic text format (0.0.4), which Prometheus 2 and 3 both read.
@@ -153,7 +153,7 @@ class PlanktonCollector(Collector):
             pipe.smembers(keys.waiting_queues(tag))
         second = pipe.execute()
         now_ms = now_s * 1000 + now_us // 1000
-        pipe.zcount(keys.WORKERS, int(now_ms - 3 * self.heartbeat * 1000), "+inf")
+        pipe.zcount(keys.WORKERS, liveness.alive_since_ms(self.heartbeat, now_ms), "+inf")
         heads = [(q, second[2 * i], second[2 * i + 1]) for i, q in enumerate(queues)]
         runs_by: dict[tuple[str, str], int] = {}
         running: list[tuple[str, str]] = []

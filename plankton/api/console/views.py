@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from plankton import codec, keys
+from plankton.engine import liveness
 from plankton.engine.transport import rq_worker
 from plankton.runs import reading
 from plankton.views import redact
@@ -175,7 +176,7 @@ def workers(conn: redis.Redis, heartbeat: float) -> dict[str, Any]:
                 "pid": codec.text(pid) if pid else "",
                 "queues": codec.text(qs).split(",") if qs else [],
                 "heartbeat_age": age,
-                "alive": age < 3 * heartbeat,
+                "alive": liveness.is_alive(age, heartbeat),
                 "tasks": by_worker.get(name, []),
             }
         )
