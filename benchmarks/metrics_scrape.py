@@ -85,7 +85,7 @@ def _fill(url: str, n_tasks: int, leased: int) -> dict[str, Any]:
     conn = client.conn
     now_ms = int(time.time() * 1000)
     conn.zadd(keys.leases(run_id), {str(i): now_ms + 3_600_000 for i in range(leased)})
-    tasks = sum(1 for _ in conn.scan_iter(match=keys.task_prefix(run_id) + "*", count=10_000))
+    tasks = sum(1 for _ in conn.scan_iter(match=keys.task(run_id, "*"), count=10_000))
     out = {
         "run_id": run_id,
         "task_records": tasks,

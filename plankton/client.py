@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import redis
 
-from plankton import codec, keys
+from plankton import codec, keys, states
 from plankton.authoring.dag import Dag
 from plankton.authoring.registry import Registry
 from plankton.authoring.task import Task, place
@@ -390,7 +390,7 @@ class Client:
             is not None
         ):
             return True
-        return self.run_status(run_id) in reading.ENDED
+        return self.run_status(run_id) in states.RUN_ENDED
 
     def runs(
         self,

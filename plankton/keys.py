@@ -144,34 +144,44 @@ TASK_FIELDS: dict[str, str] = {
 
 PREFIX = "plankton"
 
+#: What follows ``plankton:{R}:`` in each key of run R. The Lua scripts derive a run's keys
+#: from its run hash (KEYS[1]) with these same suffixes (``scripts._PRELUDE``), so the
+#: schema is spelled once, here.
+RUN_SFX = "run"
+TASK_SFX = "t:"
+CHANNEL_SFX = "ch:"
+LEASES_SFX = "leases"
+RETRY_SFX = "retry"
+LOGS_SFX = "logs"
+DONE_SFX = "done"
+ENQ_SFX = "enq"
+CHANGES_SFX = "chg"
+READY_SFX = "ready"
+ALERTS_SFX = "alerts"
+
+
+def _of_run(run_id: str, suffix: str) -> str:
+    return f"{PREFIX}:{{{run_id}}}:{suffix}"
+
 
 def run(run_id: str) -> str:
-    return f"{PREFIX}:{{{run_id}}}:run"
+    return _of_run(run_id, RUN_SFX)
 
 
 def task(run_id: str, task_id: str) -> str:
-    return f"{PREFIX}:{{{run_id}}}:t:{task_id}"
-
-
-def task_prefix(run_id: str) -> str:
-    """Prefix of every task hash of a run (Lua scripts append the task id)."""
-    return f"{PREFIX}:{{{run_id}}}:t:"
+    return _of_run(run_id, TASK_SFX + task_id)
 
 
 def channel(run_id: str, parent_id: str) -> str:
-    return f"{PREFIX}:{{{run_id}}}:ch:{parent_id}"
-
-
-def channel_prefix(run_id: str) -> str:
-    return f"{PREFIX}:{{{run_id}}}:ch:"
+    return _of_run(run_id, CHANNEL_SFX + parent_id)
 
 
 def leases(run_id: str) -> str:
-    return f"{PREFIX}:{{{run_id}}}:leases"
+    return _of_run(run_id, LEASES_SFX)
 
 
 def retries(run_id: str) -> str:
-    return f"{PREFIX}:{{{run_id}}}:retry"
+    return _of_run(run_id, RETRY_SFX)
 
 
 def wake(worker: str) -> str:
@@ -181,25 +191,20 @@ def wake(worker: str) -> str:
 
 
 def logs(run_id: str) -> str:
-    return f"{PREFIX}:{{{run_id}}}:logs"
+    return _of_run(run_id, LOGS_SFX)
 
 
 def done(run_id: str) -> str:
-    return f"{PREFIX}:{{{run_id}}}:done"
+    return _of_run(run_id, DONE_SFX)
 
 
 def enqueue_log(run_id: str) -> str:
-    return f"{PREFIX}:{{{run_id}}}:enq"
+    return _of_run(run_id, ENQ_SFX)
 
 
 def changes(run_id: str) -> str:
     """zset: task id -> the run's ``ver`` at the task's last change (reading.changes)."""
-    return f"{PREFIX}:{{{run_id}}}:chg"
-
-
-def run_pattern(run_id: str) -> str:
-    """SCAN pattern matching every key of one run."""
-    return f"{PREFIX}:{{{run_id}}}:*"
+    return _of_run(run_id, CHANGES_SFX)
 
 
 SUBMITTED = f"{PREFIX}:submitted"
@@ -247,7 +252,7 @@ def waiting(queue: str, tag: str = "") -> str:
 
 def alerts(run_id: str) -> str:
     """hash: webhook destination -> delivery state of the run's end (alerts.py)."""
-    return f"{PREFIX}:{{{run_id}}}:alerts"
+    return _of_run(run_id, ALERTS_SFX)
 
 
 def dag_runs(dag: str) -> str:
@@ -268,4 +273,4 @@ def idempotency(key: str) -> str:
 
 def ready(run_id: str) -> str:
     """zset: task id -> ms since it is ready (or its rank, for the first leaves)."""
-    return f"{PREFIX}:{{{run_id}}}:ready"
+    return _of_run(run_id, READY_SFX)

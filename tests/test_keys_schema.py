@@ -12,8 +12,8 @@ import pytest
 
 from plankton import keys
 from plankton.states import RunStatus, TaskState
-from tests import fault_tasks as ft
-from tests import tasks
+from tests.dags import fault_tasks as ft
+from tests.dags import tasks
 
 #: Fields of the tables no run here writes, and why.
 NOT_EXERCISED: dict[str, str] = {
@@ -59,7 +59,7 @@ def written(cluster, client):
     out: dict[str, list[dict[str, str]]] = {"run": [], "task": []}
     for run_id in [*ids, slow]:
         out["run"] += _hashes(conn, keys.run(run_id))
-        out["task"] += _hashes(conn, keys.task_prefix(run_id) + "*")
+        out["task"] += _hashes(conn, keys.task(run_id, "*"))
     return out
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plankton.authoring.params import MISSING, Param, parse_assignment
+from plankton.authoring.params import MISSING, Param
 from plankton.codec import check_value, dumps, loads
 from plankton.errors import ParamError
 
@@ -454,13 +454,3 @@ def test_json_schema_describes_the_json_form():
     with_default = Param(dt.date, default=DAY, doc="the day").json_schema()
     assert with_default["default"] == "2024-01-31" and with_default["description"] == "the day"
     json.dumps(Param(dict[str, list[Color | None]], default={"a": [None]}).json_schema())
-
-
-def test_parse_assignment_splits_at_the_first_equals_sign():
-    assert parse_assignment("n=3") == ("n", "3")
-    assert parse_assignment("q=a=b") == ("q", "a=b")
-    assert parse_assignment("s=") == ("s", "")
-    with pytest.raises(ValueError, match="NAME=VALUE"):
-        parse_assignment("n3")
-    with pytest.raises(ValueError, match="empty name"):
-        parse_assignment("=3")

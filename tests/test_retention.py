@@ -13,11 +13,11 @@ def test_ended_run_keys_get_the_retention_ttl_and_channels_go(cluster, redis_url
     cluster.env_extra = {"PLANKTON_KEEP_DAYS": "0.001"}  # 86.4 s
     cluster.scheduler()
     cluster.worker()
-    client = pk.Client(redis_url, imports=["tests.tasks"])
+    client = pk.Client(redis_url, imports=["tests.dags.tasks"])
     run_id = client.submit("stream3", params={"n": 10, "leaves": 2})
     assert client.wait(run_id, timeout=60)["status"] == "succeeded"
     wait_for(lambda: not r.sismember(keys.ACTIVE, run_id), 10, what="run settled")
-    run_keys = [k.decode() for k in r.scan_iter(match=keys.run_pattern(run_id))]
+    run_keys = [k.decode() for k in r.scan_iter(match=f"{keys.PREFIX}:{{{run_id}}}:*")]
     assert keys.run(run_id) in run_keys and keys.task(run_id, "0") in run_keys
     for key in run_keys:
         ttl = r.ttl(key)
@@ -27,7 +27,7 @@ def test_ended_run_keys_get_the_retention_ttl_and_channels_go(cluster, redis_url
 
 def test_index_entries_older_than_retention_are_dropped(cluster, redis_url, r):
     cluster.env_extra = {"PLANKTON_KEEP_DAYS": "1"}
-    client = pk.Client(redis_url, imports=["tests.tasks"])
+    client = pk.Client(redis_url, imports=["tests.dags.tasks"])
     old = client.submit("fanin", params={"n": 1})
     r.zadd(keys.RUNS, {old: (time.time() - 2 * 86400) * 1000})
     fresh = client.submit("fanin", params={"n": 1})

@@ -31,7 +31,7 @@ from plankton.authoring.paramtypes import MAX_DEPTH as MAX_DEPTH
 from plankton.authoring.paramtypes import Invalid, kind_for, short, type_repr
 from plankton.errors import ParamError
 
-__all__ = ["MISSING", "Param", "parse_assignment"]
+__all__ = ["MISSING", "Param"]
 
 
 class _Missing(enum.Enum):
@@ -170,13 +170,3 @@ def check_known(owner: str, declared: Mapping[str, Any], given: Mapping[str, Any
             raise ParamError(
                 owner, key, value, f"unknown parameter; known: {', '.join(declared) or 'none'}"
             )
-
-
-def parse_assignment(text: str) -> tuple[str, str]:
-    """Split a ``NAME=VALUE`` command-line assignment at the first ``=``."""
-    name, sep, value = text.partition("=")
-    if not sep:
-        raise ValueError(f"expected NAME=VALUE, got {text!r} (no '=')")
-    if not name.strip():
-        raise ValueError(f"expected NAME=VALUE, got {text!r} (empty name)")
-    return name.strip(), value

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from plankton import states
 from plankton.client import Client
-from plankton.runs import reading
 from plankton.views import render
 
 #: Runs with more tasks than this are shown as counts per state, not as a tree.
@@ -55,7 +55,7 @@ class Tracker:
 
     @property
     def ended(self) -> bool:
-        return self.run.get("status") in reading.ENDED
+        return self.run.get("status") in states.RUN_ENDED
 
 
 def follow(client: Client, run_id: str, tty: bool, out: Any = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from plankton import states
 from plankton.cli.common import (
     EXIT_RUN_FAILED,
     import_option,
@@ -20,7 +21,6 @@ from plankton.cli.common import (
 )
 from plankton.cli.follow import follow
 from plankton.client import Client
-from plankton.runs import reading
 from plankton.views import render
 from plankton.views.catalog import describe_dags
 
@@ -89,7 +89,7 @@ def show_cmd(run_id: str, as_json: bool, url: str | None) -> None:
 
 @cli.command("runs")
 @click.option("--dag")
-@click.option("--status", type=click.Choice(reading.RUN_STATES))
+@click.option("--status", type=click.Choice(states.RUN_STATES))
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True)
 @url_option

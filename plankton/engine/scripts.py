@@ -20,7 +20,7 @@ Contents, in order:
   and the worker): START, ENQUEUE, FORGET, EMIT, FINISH, ACK, FAIL, RENEW, REAP, CANCEL,
   SETTLE.
 - Scheduler leadership (``leader``): LEADER_ACQUIRE_OR_RENEW, LEADER_RELEASE,
-  LEADER_IS_CURRENT, FENCE_CHECK, FENCED_PRELUDE (what ``leader.fenced_call`` wraps).
+  FENCE_CHECK, FENCED_PRELUDE (what ``leader.fenced_call`` wraps).
 - Cron runs (``writing.FencedPipe``, ``scheduler/cron.py``): CREATE_RUN_FENCED, CRON_ADVANCE.
 - Webhook outbox (``alerts``): OUTBOX_ENQUEUE, OUTBOX_CLAIM, OUTBOX_RECORD.
 
@@ -104,9 +104,23 @@ end
 _PRELUDE = (
     r"""
 local RUNKEY = KEYS[1]
-local P = string.sub(RUNKEY, 1, #RUNKEY - 3)
+local P = string.sub(RUNKEY, 1, #RUNKEY - #'%(run)s')
 local RUN_ID = string.match(RUNKEY, '{(.*)}')
-local function tkey(t) return P .. 't:' .. t end
+local function tkey(t) return P .. '%(task)s' .. t end
+local K_LEASES, K_RETRY, K_DONE = P .. '%(leases)s', P .. '%(retry)s', P .. '%(done)s'
+local K_READY, K_ENQ, K_CHG = P .. '%(ready)s', P .. '%(enq)s', P .. '%(chg)s'
+"""
+    % {
+        "run": keys.RUN_SFX,
+        "task": keys.TASK_SFX,
+        "leases": keys.LEASES_SFX,
+        "retry": keys.RETRY_SFX,
+        "done": keys.DONE_SFX,
+        "ready": keys.READY_SFX,
+        "enq": keys.ENQ_SFX,
+        "chg": keys.CHANGES_SFX,
+    }
+    + r"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -128,6 +142,20 @@ local function fence(a)
   if n then return n, tok end
   return a, nil
 end
+-- The fence every write of a running attempt passes (EMIT, FINISH, ACK, RENEW): the run is
+-- live, task ``t`` is running attempt ``held`` ('N' or 'N.TOKEN') and, with a token, the
+-- holder's claim is the current one. ``...``: more task-hash fields read in the same HMGET
+-- (from st[4] on). Returns st and the attempt number; or nil, the number and st after
+-- counting a fenced write of ``op`` (none if ``op`` is nil).
+local function holding(t, held, op, ...)
+  local a, tok = fence(held)
+  local st = redis.call('HMGET', tkey(t), 'state', 'attempt', 'claim', ...)
+  if not run_live() or st[1] ~= 'running' or st[2] ~= a or (tok and st[3] ~= tok) then
+    if op then mcount('fenced_writes', op) end
+    return nil, a, st
+  end
+  return st, a
+end
 -- Change log for delta reads (reading.changes): one version per script call that changes
 -- something (the run's 'ver'), and every task it changed scored with it in P..'chg'.
 local VER = nil
@@ -135,20 +163,20 @@ local function bump()
   if not VER then VER = redis.call('HINCRBY', RUNKEY, 'ver', 1) end
   return VER
 end
-local function changed(t) redis.call('ZADD', P .. 'chg', bump(), t) end
+local function changed(t) redis.call('ZADD', K_CHG, bump(), t) end
 local function changed_all(ts)  -- one ZADD for a batch of tasks
   if #ts == 0 then return end
   local v, args = bump(), {}
   for _, t in ipairs(ts) do args[#args + 1] = v; args[#args + 1] = t end
-  redis.call('ZADD', P .. 'chg', unpack(args))
+  redis.call('ZADD', K_CHG, unpack(args))
 end
 local function end_run(status, err, result, now)
   bump()
   redis.call('HSET', RUNKEY, 'status', status, 'ended_at', now)
   if err then redis.call('HSET', RUNKEY, 'error', err) end
   if result then redis.call('HSET', RUNKEY, 'result', result) end
-  redis.call('RPUSH', P .. 'done', status)
-  redis.call('PEXPIRE', P .. 'done', 86400000)
+  redis.call('RPUSH', K_DONE, status)
+  redis.call('PEXPIRE', K_DONE, 86400000)
   run_ended(status, now)
 end
 -- A running consumer that may have read values of a failed attempt (the attempt appended
@@ -167,7 +195,7 @@ local function restart_consumers(child, cattempt)
     redis.call('HINCRBY', tkey(parent), 'restarts', 1)
     redis.call('HINCRBY', tkey(parent), 'n_started', -1)
     redis.call('HSET', tkey(child), 'counted', '0')
-    redis.call('ZREM', P .. 'leases', parent)
+    redis.call('ZREM', K_LEASES, parent)
     child, cattempt = parent, ps[2]
   end
 end
@@ -183,7 +211,7 @@ local function fail_task(t, attempt, kind, err, backoff, max_lost, now)
   if st[1] == 'queued' then waiting_del(t, st[7]) end
   if kind == 'lost' then mcount('lost_leases', st[6] or '?') end
   changed(t)
-  redis.call('ZREM', P .. 'leases', t)
+  redis.call('ZREM', K_LEASES, t)
   redis.call('HSET', k, 'error', err, 'ended_at', now)
   if not run_live() then
     redis.call('HSET', k, 'state', 'cancelled')
@@ -204,7 +232,7 @@ local function fail_task(t, attempt, kind, err, backoff, max_lost, now)
   if retry then
     redis.call('HSET', k, 'state', 'retrying')
     redis.call('HINCRBY', k, 'attempt', 1)
-    redis.call('ZADD', P .. 'retry', now + tonumber(backoff), t)
+    redis.call('ZADD', K_RETRY, now + tonumber(backoff), t)
     restart_consumers(t, attempt)
     mcount('task_retries', st[6] or '?', kind)
     return 'RETRY'
@@ -219,7 +247,7 @@ local function fail_task(t, attempt, kind, err, backoff, max_lost, now)
       'error', 'UpstreamFailed: child task ' .. child .. ' failed: ' .. err, 'upstream', child)
     task_ended(pk, 'failed', now, false)
     redis.call('HINCRBY', pk, 'attempt', 1)
-    redis.call('ZREM', P .. 'leases', p)
+    redis.call('ZREM', K_LEASES, p)
     child = redis.call('HGET', pk, 'name')
     p = redis.call('HGET', pk, 'parent')
   end
@@ -259,7 +287,7 @@ local function claim(t, a)
   redis.call('HSET', k, 'state', 'running', 'started_at', now, 'worker', worker,
     'host', ARGV[5], 'attempts', a, 'seq', 0, 'ch_read', 0, 'emitted', 0, 'consumed', 0,
     'claim', ARGV[7])
-  redis.call('ZADD', P .. 'leases', now + lease, t)
+  redis.call('ZADD', K_LEASES, now + lease, t)
   local f = redis.call('HMGET', k, 'family', 'params', 'parent', 'n_children', 'timeout',
     'name', 'queue', 'counted')
   waiting_del(t, f[7])
@@ -280,7 +308,7 @@ local function claim(t, a)
     return {f[3], ps[3]}
   end
   redis.call('HSET', pk, 'state', 'ready')
-  redis.call('ZADD', P .. 'ready', now, f[3])
+  redis.call('ZADD', K_READY, now, f[3])
   table.insert(released, {f[3], ps[3], ps[4]})
 end
 if live then
@@ -326,8 +354,8 @@ local touched = {}
 for i = first, #ARGV, 2 do
   redis.call('HSET', tkey(ARGV[i]), 'state', 'queued', 'queued_at', now)
   touched[#touched + 1] = ARGV[i]
-  redis.call('ZREM', P .. 'ready', ARGV[i])
-  redis.call('HINCRBY', P .. 'enq', ARGV[i] .. ':' .. ARGV[i + 1], 1)
+  redis.call('ZREM', K_READY, ARGV[i])
+  redis.call('HINCRBY', K_ENQ, ARGV[i] .. ':' .. ARGV[i + 1], 1)
 end
 waiting_add(redis.call('HGET', tkey(ARGV[first]), 'queue'), now, first)  -- one job, one queue
 changed_all(touched)
@@ -383,19 +411,15 @@ EMIT = (
     _PRELUDE
     + r"""
 local t, seq, n = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
-local a, tok = fence(ARGV[2])
+local st, a = holding(t, ARGV[2], 'emit', 'seq', 'parent')
+if not st then return 'FENCED' end
 local k = tkey(t)
-local st = redis.call('HMGET', k, 'state', 'attempt', 'seq', 'parent', 'claim')
-if not run_live() or st[1] ~= 'running' or st[2] ~= a or (tok and st[5] ~= tok) then
-  mcount('fenced_writes', 'emit')
-  return 'FENCED'
-end
-if seq <= tonumber(st[3] or '0') then return 'DUP' end
-if seq > tonumber(st[3] or '0') + 1 then
+if seq <= tonumber(st[4] or '0') then return 'DUP' end
+if seq > tonumber(st[4] or '0') + 1 then
   rolled_back(t, a, 'batches it had emitted')
   return 'FENCED'
 end
-local parent = st[4]
+local parent = st[5]
 if parent ~= '' then
   local pk = tkey(parent)
   local ps = redis.call('HMGET', pk, 'state', 'produced', 'ch_read', 'attempt', 'queue')
@@ -431,14 +455,10 @@ FINISH = (
     _PRELUDE
     + r"""
 local t, seq, n = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
-local a, tok = fence(ARGV[2])
+local st, a = holding(t, ARGV[2], 'finish', 'seq', 'parent')
+if not st then return 'FENCED' end
 local k = tkey(t)
-local st = redis.call('HMGET', k, 'state', 'attempt', 'seq', 'parent', 'claim')
-if not run_live() or st[1] ~= 'running' or st[2] ~= a or (tok and st[5] ~= tok) then
-  mcount('fenced_writes', 'finish')
-  return 'FENCED'
-end
-if seq ~= tonumber(st[3] or '0') + 1 then
+if seq ~= tonumber(st[4] or '0') + 1 then
   rolled_back(t, a, 'batches it had emitted')
   return 'FENCED'
 end
@@ -454,8 +474,8 @@ if ARGV[8] and ARGV[8] ~= '' then
   end
 end
 local now = now_ms()
-local parent = st[4]
-if n > 0 and seq > tonumber(st[3] or '0') then
+local parent = st[5]
+if n > 0 and seq > tonumber(st[4] or '0') then
   if parent ~= '' then
     redis.call('XADD', KEYS[2], '*', 'c', t, 'a', a, 'k', 'v', 'n', n, 'v', ARGV[5])
     redis.call('HINCRBY', tkey(parent), 'produced', n)
@@ -467,7 +487,7 @@ redis.call('HSET', k, 'state', 'succeeded', 'ended_at', now, 'result', ARGV[6],
   'consumed', ARGV[7])
 task_ended(k, 'succeeded', now, true)
 changed(t)
-redis.call('ZREM', P .. 'leases', t)
+redis.call('ZREM', K_LEASES, t)
 redis.call('DEL', KEYS[3])
 if parent ~= '' then
   local emitted = redis.call('HGET', k, 'emitted')
@@ -490,16 +510,14 @@ ACK = (
     _PRELUDE
     + r"""
 local t = ARGV[1]
-local a, tok = fence(ARGV[2])
 local k = tkey(t)
-local st = redis.call('HMGET', k, 'state', 'attempt', 'consumed', 'claim')
-if not run_live() or st[1] ~= 'running' or st[2] ~= a or (tok and st[4] ~= tok) then
-  mcount('fenced_writes', 'read')
+local st, _, was = holding(t, ARGV[2], 'read', 'consumed')
+if not st then
   local why = redis.call('HMGET', k, 'error', 'upstream')
-  return {'FENCED', st[1] or '', why[1] or '', why[2] or ''}
+  return {'FENCED', was[1] or '', why[1] or '', why[2] or ''}
 end
 redis.call('HSET', k, 'ch_read', ARGV[3])
-if ARGV[4] ~= (st[3] or '0') then
+if ARGV[4] ~= (st[4] or '0') then
   redis.call('HSET', k, 'consumed', ARGV[4])
   changed(t)
 end
@@ -534,13 +552,10 @@ RENEW = (
     _PRELUDE
     + r"""
 local now = now_ms()
-local live = run_live()
 local fenced = {}
 for i = 2, #ARGV, 2 do
-  local a, tok = fence(ARGV[i + 1])
-  local st = redis.call('HMGET', tkey(ARGV[i]), 'state', 'attempt', 'claim')
-  if live and st[1] == 'running' and st[2] == a and (not tok or st[3] == tok) then
-    redis.call('ZADD', P .. 'leases', now + tonumber(ARGV[1]), ARGV[i])
+  if holding(ARGV[i], ARGV[i + 1], nil) then
+    redis.call('ZADD', K_LEASES, now + tonumber(ARGV[1]), ARGV[i])
   else
     table.insert(fenced, ARGV[i])
   end
@@ -558,7 +573,7 @@ REAP = (
 local now = now_ms()
 local lost, promoted = {}, {}
 local expired = {}
-if ARGV[3] ~= '0' then expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now) end
+if ARGV[3] ~= '0' then expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now) end
 for _, t in ipairs(expired) do
   local a = redis.call('HGET', tkey(t), 'attempt')
   if a then  -- a lease naming no task (lost or forged records) is just dropped
@@ -567,14 +582,14 @@ for _, t in ipairs(expired) do
       .. ')', ARGV[1], ARGV[2], now)
     table.insert(lost, {t, r})
   end
-  redis.call('ZREM', P .. 'leases', t)
+  redis.call('ZREM', K_LEASES, t)
 end
-for _, t in ipairs(redis.call('ZRANGEBYSCORE', P .. 'retry', '-inf', now)) do
-  redis.call('ZREM', P .. 'retry', t)
+for _, t in ipairs(redis.call('ZRANGEBYSCORE', K_RETRY, '-inf', now)) do
+  redis.call('ZREM', K_RETRY, t)
   if redis.call('HGET', tkey(t), 'state') == 'retrying' and run_live() then
     redis.call('HSET', tkey(t), 'state', 'ready')
     changed(t)
-    redis.call('ZADD', P .. 'ready', now, t)
+    redis.call('ZADD', K_READY, now, t)
     table.insert(promoted, t)
   end
 end
@@ -638,14 +653,6 @@ return redis.call('INCR', KEYS[2])
 LEADER_RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-#: KEYS: leader, epoch. ARGV: token, epoch. 1 iff ``token`` holds the lease at ``epoch``.
-LEADER_IS_CURRENT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
-  return 1
 end
 return 0
 """

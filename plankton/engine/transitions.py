@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import redis
 
 from plankton import codec, keys
-from plankton.engine import durable, scripts
+from plankton.engine import durable, script_cache, scripts
 
 _s = codec.text
 
@@ -91,7 +91,6 @@ class Transitions:
         self._cancel = conn.register_script(scripts.CANCEL)
         self._settle = conn.register_script(scripts.SETTLE)
         self._forget = conn.register_script(scripts.FORGET)
-        self._finish_sha: str | None = None
 
     def start(
         self,
@@ -218,7 +217,7 @@ class Transitions:
         conn = sent.conn
         try:
             reply = conn.read_response()
-        except redis.exceptions.NoScriptError:
+        except redis.exceptions.NoScriptError:  # sent again through the Script: it loads
             pool.release(conn)
             return self.emit(*sent.args)
         except BaseException:
@@ -263,30 +262,26 @@ class Transitions:
 
     def finish_many(self, calls: Sequence[tuple[Any, ...]]) -> list[str]:
         """Several FINISH calls in one pipeline (one round trip)."""
-        if self._finish_sha is None:
-            self._finish_sha = self.conn.script_load(scripts.FINISH)
-        pipe = self.conn.pipeline(transaction=False)
-        for run_id, parent, task, attempt, seq, n, blob, result, consumed, took in calls:
-            pipe.evalsha(
-                self._finish_sha,
-                3,
-                *_finish_keys(run_id, parent, task),
-                task,
-                attempt,
-                seq,
-                n,
-                blob,
-                result,
-                consumed,
-                took,
-            )
-        if self.wait_replicas > 0:
-            durable.add_wait(pipe, self.wait_replicas, self.wait_ms)
-        try:
-            replies = pipe.execute()
-        except redis.exceptions.NoScriptError:  # Redis restarted and lost its script cache
-            self._finish_sha = None  # loaded again by the retry
-            return self.finish_many(calls)
+
+        def fill(pipe: Any) -> None:
+            for run_id, parent, task, attempt, seq, n, blob, result, consumed, took in calls:
+                pipe.evalsha(
+                    self._finish.sha,
+                    3,
+                    *_finish_keys(run_id, parent, task),
+                    task,
+                    attempt,
+                    seq,
+                    n,
+                    blob,
+                    result,
+                    consumed,
+                    took,
+                )
+            if self.wait_replicas > 0:
+                durable.add_wait(pipe, self.wait_replicas, self.wait_ms)
+
+        replies = script_cache.execute(self.conn, fill, self._finish)
         if self.wait_replicas > 0:
             durable.short(replies.pop(), self.wait_replicas, "a FINISH")
         return [_s(r) for r in replies]
@@ -311,8 +306,8 @@ class Transitions:
         Returns ``('OK', {child: attempt}, entries)`` (the children whose attempt is not 1 if
         ``first``) or ``('FENCED', (state, error, upstream), [])``."""
         key = keys.channel(run_id, task)
-        for _ in range(2):
-            pipe = conn.pipeline(transaction=False)
+
+        def fill(pipe: Any) -> None:
             pipe.evalsha(
                 self._ack.sha,
                 2,
@@ -325,13 +320,8 @@ class Transitions:
                 1 if first else 0,
             )
             pipe.xread({key: after}, count=count, block=block_ms)
-            try:
-                ack, got = pipe.execute()
-                break
-            except redis.exceptions.NoScriptError:  # Redis restarted: its script cache is empty
-                conn.script_load(scripts.ACK)
-        else:
-            raise redis.ConnectionError("the ACK script could not be loaded")
+
+        ack, got = script_cache.execute(conn, fill, self._ack)
         if _s(ack[0]) != "OK":
             return "FENCED", (_s(ack[1]), _s(ack[2]), _s(ack[3])), []
         att = ack[1]

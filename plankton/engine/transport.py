@@ -25,7 +25,7 @@ from rq.utils import now, utcformat
 from rq.worker import Worker
 
 from plankton import codec, keys
-from plankton.engine import scripts
+from plankton.engine import script_cache, scripts
 from plankton.errors import PlanktonError
 
 #: The only func_name a Plankton worker accepts. It is a label, never imported.
@@ -175,7 +175,7 @@ class Enqueuer:
     def reload(self) -> None:
         """Load the script again: Redis forgets scripts when it restarts, and a replica
         promoted by a failover never had them (SCRIPT LOAD is not replicated)."""
-        self._script.sha = self.conn.script_load(scripts.ENQUEUE)
+        script_cache.load(self.conn, self._script)
 
     def enqueue(self, run_id: str, queue: str, tasks: Sequence[tuple[str, int]]) -> list[str]:
         """Enqueue ``tasks`` (task id, attempt) as one RQ job; returns the tasks enqueued.

@@ -37,7 +37,7 @@ from typing import Any
 
 import redis
 
-from plankton import codec, keys
+from plankton import codec, keys, states
 from plankton.authoring.dag import Dag
 from plankton.authoring.registry import Registry
 from plankton.engine import counters, scripts
@@ -179,7 +179,7 @@ class Outbox:
             codec.text(v) if v is not None else ""
             for v in self.conn.hmget(keys.run(run_id), "dag", "status", "alerted")
         )
-        if marked or status not in reading.ENDED:
+        if marked or status not in states.RUN_ENDED:
             return 0
         dests = destinations(self.registry.dags.get(dag_name), status, self.settings)
         members = [json.dumps([run_id, d]) for d in dests]

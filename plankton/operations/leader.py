@@ -47,7 +47,6 @@ class Leadership:
         self.epoch: int | None = None
         self._acquire = conn.register_script(scripts.LEADER_ACQUIRE_OR_RENEW)
         self._release = conn.register_script(scripts.LEADER_RELEASE)
-        self._is_current = conn.register_script(scripts.LEADER_IS_CURRENT)
 
     def __repr__(self) -> str:
         return f"Leadership(token={self.token!r}, epoch={self.epoch})"
@@ -67,11 +66,6 @@ class Leadership:
         """Give up the lease if this token holds it, so a standby can take over at once."""
         self.epoch = None
         self._release(keys=[LEADER], args=[self.token])
-
-    def is_current(self, epoch: int) -> bool:
-        """True iff this token holds the lease and ``epoch`` is still the current epoch."""
-        answer = self._is_current(keys=[LEADER, LEADER_EPOCH], args=[self.token, epoch])
-        return bool(answer)
 
 
 #: Scripts built by ``fenced_call``, by body: registered once, run on any connection.

@@ -16,10 +16,6 @@ from plankton.runs.planning import gc_paused
 from plankton.states import TaskState
 from plankton.views import redact
 
-#: Contract status strings of a run, and those of an ended run (``states`` defines them).
-RUN_STATES = states.RUN_STATES
-ENDED = states.RUN_ENDED
-
 _s = codec.text
 
 
@@ -240,7 +236,7 @@ def active_runs(conn: redis.Redis, dag: str) -> int:
     return sum(
         1
         for d, s in pipe.execute()
-        if codec.text(d) == dag and s is not None and codec.text(s) not in ENDED
+        if codec.text(d) == dag and s is not None and codec.text(s) not in states.RUN_ENDED
     )
 
 

@@ -24,9 +24,9 @@ import plankton as pk
 from plankton import keys
 from plankton.api import create_app
 from plankton.api.serve import is_loopback
-from plankton.runs.reading import ENDED
+from plankton.states import RUN_ENDED as ENDED
+from tests.dags.tasks import Collect, Slow
 from tests.servers import RedisServer, free_port, wait_for
-from tests.tasks import Collect, Slow
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for the httpx2 package; httpx still works (see the report in docs).
@@ -34,8 +34,8 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-#: The API serves the test DAGs and the few below (the workers only need tests.tasks).
-IMPORTS = ["tests.tasks", __name__]
+#: The API serves the test DAGs and the few below (the workers only need tests.dags.tasks).
+IMPORTS = ["tests.dags.tasks", __name__]
 TOKEN = "s3cret-token-for-tests"
 
 
@@ -584,7 +584,9 @@ def test_the_real_server_creates_and_follows_a_run_over_curl(cluster):
     cluster.worker()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with api_process("--import", "tests.tasks", "--port", str(port), env=cluster.env()) as proc:
+    with api_process(
+        "--import", "tests.dags.tasks", "--port", str(port), env=cluster.env()
+    ) as proc:
         wait_for(lambda: up(base, proc), 20, interval=0.1, what="the API to answer")
         code, created = curl(
             "-X",
@@ -648,7 +650,7 @@ def test_a_public_bind_with_a_token_serves_and_checks_it(cluster):
     base = f"http://127.0.0.1:{port}"
     env = cluster.env(PLANKTON_API_TOKEN=TOKEN)
     with api_process(
-        "--import", "tests.tasks", "--host", "0.0.0.0", "--port", str(port), env=env
+        "--import", "tests.dags.tasks", "--host", "0.0.0.0", "--port", str(port), env=env
     ) as proc:
         wait_for(lambda: up(base, proc), 20, interval=0.1, what="the API to answer")
         assert curl(f"{base}/dags")[0] == 401

@@ -36,7 +36,7 @@ from plankton.client import Client
 from plankton.engine.connection import redact as redact_url
 from plankton.errors import ConnectionFailed, NotFoundError, PlanktonError
 from plankton.runs import reading
-from plankton.states import RunStatus
+from plankton.states import RUN_ENDED, TASK_FINAL, RunStatus
 from plankton.views import redact
 from plankton.views.catalog import describe_dags
 
@@ -46,7 +46,6 @@ HERE = Path(__file__).resolve().parent
 #: Runs per page of the runs table.
 PAGE_SIZE = 25
 STATUSES = [s.value for s in RunStatus]
-ENDED = {RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value}
 
 
 def _templates() -> Jinja2Templates:
@@ -56,6 +55,9 @@ def _templates() -> Jinja2Templates:
     env.filters["clock"] = _clock
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
     env.globals["version"] = __version__
+    # the one list of ended states (plankton.states), handed to run.js as data attributes
+    env.globals["run_ended"] = sorted(RUN_ENDED)
+    env.globals["task_final"] = sorted(TASK_FINAL)
     return templates
 
 
@@ -153,7 +155,7 @@ class Console:
                 "statuses": STATUSES,
                 "strips": strips,
                 "first_page": cursor is None,
-                "live": any(r["status"] not in ENDED for r in found),
+                "live": any(r["status"] not in RUN_ENDED for r in found),
             }
 
         return self.page(request, "runs.html", build, nav="runs")
@@ -165,7 +167,7 @@ class Console:
                 raise NotFoundError("run", run_id)
             return {
                 "run": views.run_row(run),
-                "ended": run["status"] in ENDED,
+                "ended": run["status"] in RUN_ENDED,
                 "rerun_of": run.get("rerun_of"),
                 "can_resume": self.can_resume(),
             }
@@ -252,7 +254,7 @@ class Console:
     ) -> dict[str, Any]:
         status = self.client.run_status(run_id)  # 404 for an unknown run
         found = views.tail_logs(self.client.conn, run_id, task or None, after)
-        return {**found, "ended": status in ENDED}
+        return {**found, "ended": status in RUN_ENDED}
 
     def backfill(self, dag: str, body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
         """Start ``Client.backfill`` (what ``plankton backfill`` runs) in the background: it

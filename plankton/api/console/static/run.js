@@ -4,8 +4,9 @@
 "use strict";
 
 const RUN = document.body.dataset.run;
-const ENDED = new Set(["succeeded", "failed", "cancelled"]);
-const FINAL = new Set(["succeeded", "failed", "cancelled", "skipped"]);
+// plankton.states' lists, from the page (one list for Python, the pages and this script)
+const ENDED = new Set(JSON.parse(document.body.dataset.ended));
+const FINAL = new Set(JSON.parse(document.body.dataset.final));
 const GROUP_MIN = 8;       // siblings of one family from this many on share one row
 const SHOW_STEP = 100;     // rows an expanded group shows at a time
 const POLL_MS = 500;
