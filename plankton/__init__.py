@@ -9,9 +9,14 @@ from plankton.authoring.secret import Secret
 from plankton.authoring.task import Task
 from plankton.client import Client
 from plankton.errors import (
+    ConfigError,
+    ConnectionFailed,
     DagError,
+    NotFoundError,
     ParamError,
     PlanktonError,
+    ResumeError,
+    RunTimeout,
     SecretError,
     SerializationError,
     UpstreamFailed,
@@ -35,11 +40,16 @@ __all__ = [
     # running
     "Client",
     "dags_equal",
-    # errors
+    # errors a user catches (plankton.errors holds the whole tree)
     "PlanktonError",
     "ParamError",
     "DagError",
     "SecretError",
     "SerializationError",
     "UpstreamFailed",
+    "NotFoundError",
+    "RunTimeout",
+    "ConnectionFailed",
+    "ConfigError",
+    "ResumeError",
 ]

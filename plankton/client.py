@@ -24,10 +24,11 @@ from plankton.engine.connection import check, connect
 from plankton.engine.transitions import Transitions
 from plankton.engine.transport import Enqueuer, batch_size
 from plankton.errors import DagError, NotFoundError, RunTimeout
-from plankton.runs import planning, prefill, reading, resume, skip, writing
+from plankton.runs import planning, prefill, resume, skip, writing
 from plankton.runs.rerun import diff, recreate
 from plankton.settings import Settings, load
 from plankton.states import RunStatus
+from plankton.views import reading
 
 
 def code_version(module: str) -> str:

@@ -37,8 +37,9 @@ from plankton.authoring.task import place
 from plankton.engine import counters, scripts, slots, transport
 from plankton.engine.transitions import Transitions
 from plankton.operations import metrics
-from plankton.runs import planning, reading, writing
-from tests import tasks
+from plankton.runs import planning, writing
+from plankton.views import reading
+from tests.dags import tasks
 from tests.servers import RedisClusterNodes
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "scaling.md"

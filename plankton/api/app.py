@@ -40,9 +40,9 @@ from plankton.engine.connection import connect
 from plankton.engine.transitions import Transitions
 from plankton.errors import DagError, NotFoundError, ParamError, ResumeError, SerializationError
 from plankton.operations import metrics
-from plankton.runs import reading
 from plankton.settings import Settings, load
 from plankton.states import RunStatus
+from plankton.views import reading
 from plankton.views.catalog import describe_dags
 
 #: Path segments a DAG name may use to get its own typed route (others use the generic one).

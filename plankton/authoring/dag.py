@@ -150,7 +150,7 @@ def _signature_params(fn: Callable[..., Any], dag_name: str) -> dict[str, Param]
             )
         annotation = p.annotation
         if isinstance(annotation, str):
-            annotation = eval(annotation, fn.__globals__)  # noqa: S307 - the module's own text
+            annotation = eval(annotation, fn.__globals__)
         default = MISSING if p.default is inspect.Parameter.empty else p.default
         try:
             param = Param(annotation, default=default)

@@ -50,6 +50,12 @@ class TaskContext:
         raise NotImplementedError
 
 
+def attach(task: "Task", ctx: "TaskContext | None") -> None:
+    """Give ``task`` the context of the attempt that runs it (``emit()``, ``results()``,
+    ``log`` reach the worker through it); None detaches it. Called by the worker only."""
+    task._ctx = ctx
+
+
 class TaskLog:
     """``task.log``: a small logger whose lines are kept per task (``plankton logs``)."""
 

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="plankton", standalone_mode=False)
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    except Exception as exc:  # noqa: BLE001 - mapped to exit codes by handle_error
+    except Exception as exc:
         return handle_error(exc)
     return 0
 

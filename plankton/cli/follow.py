@@ -103,7 +103,7 @@ def _follow_plain(client: Client, track: Tracker, big: bool, out: Any = None) ->
             final = track.snapshot()
             if big:
                 print(
-                    f"result: {render._short(final.get('result'))}"
+                    f"result: {render.short(final.get('result'))}"
                     if final.get("status") == "succeeded"
                     else f"error: {final.get('error')}",
                     file=out,

@@ -99,7 +99,7 @@ class Stack:
             try:
                 conn.ping()
                 break
-            except Exception:  # noqa: BLE001 - still starting
+            except Exception:
                 if self.redis.poll() is not None or time.monotonic() > deadline:
                     raise click.ClickException("the private redis-server did not start") from None
                 time.sleep(0.05)

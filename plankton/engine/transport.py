@@ -115,7 +115,7 @@ def job_pairs(data: Any) -> tuple[str, list[tuple[str, int]]] | None:
             return None
         func, instance, args, kwargs = codec.loads(raw)
         return entry_args(func, instance, args, kwargs)
-    except Exception:  # noqa: BLE001 - anything malformed is simply not ours
+    except Exception:
         return None
 
 

@@ -45,8 +45,8 @@ from plankton.engine.connection import redact
 from plankton.errors import Fenced
 from plankton.operations import logsetup
 from plankton.operations.leader import fenced_call
-from plankton.runs import reading
 from plankton.settings import Settings
+from plankton.views import reading
 from plankton.views import redact as redaction
 
 log = logging.getLogger("plankton.alerts")
@@ -157,7 +157,7 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
     """POST ``body``; the status code if 2xx, else DeliveryFailed naming what happened."""
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         raise DeliveryFailed(f"{redact(url)} answered {exc.code}") from None
@@ -221,7 +221,7 @@ class Outbox:
             return
         try:
             self._send(dest, body, run_id)
-        except Exception as exc:  # noqa: BLE001 - a receiver or a callable failed: retry
+        except Exception as exc:
             if tries >= self.settings.webhook_attempts:
                 log.error(
                     "webhook for run %s to %s given up after %d tries: %s",
@@ -308,7 +308,7 @@ class Sender:
                     busy = self.outbox.drain(epoch)
                 except redis.RedisError as exc:
                     log.warning("webhook sender: Redis unavailable (%s); retrying", exc)
-                except Exception:  # noqa: BLE001 - keep sending whatever one delivery did
+                except Exception:
                     log.exception("webhook sender: unexpected error; carrying on")
             if not busy:
                 self.stopped.wait(self.interval)

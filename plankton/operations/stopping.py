@@ -67,7 +67,7 @@ class StopDeadline:
             def speak() -> None:
                 try:
                     self.last_words()  # type: ignore[misc]
-                except Exception:  # noqa: BLE001 - best effort, the exit comes regardless
+                except Exception:
                     log.exception("%s: last hand-back failed", self.role)
                 finally:
                     done.set()

@@ -55,7 +55,7 @@ def check(
             continue
         try:
             done = bool(task.complete())
-        except Exception as exc:  # noqa: BLE001 - any exception fails the task, as in run()
+        except Exception as exc:
             _fail(plan, task, out, exc, now)
             return out  # the run fails: no more user code to call
         if done:

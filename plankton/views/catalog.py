@@ -6,7 +6,7 @@ import datetime as _dt
 from typing import Any
 
 from plankton import keys
-from plankton.runs import reading
+from plankton.views import reading
 
 
 def describe_dags(client: Any, now: _dt.datetime | None = None) -> list[dict[str, Any]]:

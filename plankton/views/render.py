@@ -122,10 +122,10 @@ def print_run(run: dict[str, Any], console: Console | None = None) -> None:
     if run.get("error"):
         console.print(Text(f"error: {run['error'].splitlines()[0]}", style="red"))
     if run["status"] == "succeeded":
-        console.print(Text("result: ", style="bold") + Text(_short(run.get("result"))))
+        console.print(Text("result: ", style="bold") + Text(short(run.get("result"))))
 
 
-def _short(value: Any, limit: int = 2000) -> str:
+def short(value: Any, limit: int = 2000) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 

@@ -35,9 +35,8 @@ from plankton.api.console.auth import COOKIE, same_origin, session_value
 from plankton.client import Client
 from plankton.engine.connection import redact as redact_url
 from plankton.errors import ConnectionFailed, NotFoundError, PlanktonError
-from plankton.runs import reading
 from plankton.states import RUN_ENDED, TASK_FINAL, RunStatus
-from plankton.views import redact
+from plankton.views import reading, redact
 from plankton.views.catalog import describe_dags
 
 log = logging.getLogger(__name__)

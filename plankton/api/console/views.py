@@ -14,8 +14,7 @@ import redis
 from plankton import codec, keys
 from plankton.engine import liveness
 from plankton.engine.transport import rq_worker
-from plankton.runs import reading
-from plankton.views import redact
+from plankton.views import reading, redact
 
 #: Runs shown in each DAG's history strip.
 STRIP_RUNS = 25
