@@ -28,7 +28,7 @@ from typing import Any
 if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from plankton.authoring.hashing import param_hash  # noqa: E402
+from plankton.authoring.hashing import param_hash
 
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)

@@ -19,7 +19,8 @@ from plankton.authoring.dag import Dag
 from plankton.client import code_version
 from plankton.engine import scripts
 from plankton.errors import Fenced
-from plankton.runs import reading, writing
+from plankton.runs import writing
+from plankton.views import reading
 
 if TYPE_CHECKING:  # pragma: no cover
     from scheduler.loop import Scheduler

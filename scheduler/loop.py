@@ -129,7 +129,7 @@ class Scheduler:
                 leading = False
                 next_lead = 0.0
                 time.sleep(0.5)
-            except Exception:  # noqa: BLE001 - e.g. Redis OOM or a script error: log, go on
+            except Exception:  # e.g. Redis OOM or a script error: log, go on
                 log.exception("scheduler tick failed; retrying")
                 time.sleep(0.5)
         if self.leader is not None and self.epoch is not None:
@@ -184,7 +184,7 @@ class Scheduler:
                     settled += self._tick_run(run_id, settled < SETTLE_PER_TICK)
             except (redis.ConnectionError, redis.TimeoutError):
                 raise
-            except Exception as exc:  # noqa: BLE001 - one bad run must not stop the others
+            except Exception as exc:  # one bad run must not stop the others
                 bad: set[str] = self.__dict__.setdefault("_bad_runs", set())
                 if run_id not in bad:
                     bad.add(run_id)

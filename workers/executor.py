@@ -80,10 +80,10 @@ class Finisher:
 
     def __init__(self, engine: Transitions) -> None:
         self.engine = engine
-        self.pending: list[tuple] = []
+        self.pending: list[tuple[Any, ...]] = []
         self.since = 0.0
 
-    def add(self, args: tuple) -> None:
+    def add(self, args: tuple[Any, ...]) -> None:
         if not self.pending:
             self.since = time.monotonic()
         self.pending.append(args)
@@ -310,7 +310,7 @@ class Executor:
             self._run_attempt(rt, finisher)
         except (Fenced, FencedStop):
             log.info("%s: attempt %d stopped (fenced)", rt.where, claim.attempt)
-        except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then we go on
+        except BaseException as exc:  # every failure is recorded, then we go on
             if finisher is not None:
                 # the leaves before this one in the batch succeeded first: their deferred
                 # FINISHes go out before this failure (which may end the run), not after it
@@ -423,7 +423,7 @@ class Executor:
                 if now >= next_renew:
                     next_renew = now + self.settings.heartbeat
                     self._renew(runtimes)
-            except Exception:  # noqa: BLE001 - the monitor must outlive any one failure
+            except Exception:  # the monitor must outlive any one failure
                 log.exception("worker monitor: error (carrying on)")
                 time.sleep(0.1)
             # Never negative: this thread may wait longer than _next_wake's 2 ms margin for

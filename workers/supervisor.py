@@ -30,7 +30,7 @@ def supervise(argv: list[str], stopped_early: list[int] | None = None) -> int:
         print(f"plankton worker: {exc}", file=sys.stderr)
         return 2
     stopping = False
-    child: subprocess.Popen | None = None
+    child: subprocess.Popen[bytes] | None = None
 
     def forward(signum: int, frame: object) -> None:
         nonlocal stopping
@@ -61,7 +61,7 @@ def supervise(argv: list[str], stopped_early: list[int] | None = None) -> int:
     return 0
 
 
-def _wait(child: subprocess.Popen) -> int:
+def _wait(child: subprocess.Popen[bytes]) -> int:
     while True:
         try:
             return child.wait()

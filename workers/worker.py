@@ -18,6 +18,7 @@ from typing import Any
 from rq import worker_registration
 from rq.exceptions import StopRequested
 from rq.job import Job, JobStatus
+from rq.queue import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.utils import current_timestamp, now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
@@ -51,7 +52,7 @@ def parse_job(job: Job) -> tuple[str, list[tuple[str, int]]]:
         func_name = job.func_name
         args = job.args
         instance = job._instance
-    except Exception as exc:  # noqa: BLE001 - any decode error is a refusal
+    except Exception as exc:  # any decode error is a refusal
         raise RefusedJob(f"undecodable job payload ({type(exc).__name__}: {exc})") from None
     run_id, pairs = entry_args(func_name, instance, args, job.kwargs)
     for name in ("_success_callback_name", "_failure_callback_name", "_stopped_callback_name"):
@@ -88,7 +89,7 @@ class PlanktonWorker(SimpleWorker):
                 "worker %s: the previous process with this name is dead; taking over", self.name
             )
             self.connection.hset(self.key, "death", utcformat(now()))
-        super().register_birth()
+        super().register_birth()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
 
     def _holder_is_dead(self) -> bool:
         host, pid = self.connection.hmget(self.key, "hostname", "pid")
@@ -178,10 +179,12 @@ class PlanktonWorker(SimpleWorker):
             engine = Transitions(self.connection)
             for t, a in pairs:
                 engine.fail(str(run_id), str(t), int(a), "refused", reason, 0, 0)
-        except Exception:  # noqa: BLE001 - a forged job may name nothing real
+        except Exception:  # a forged job may name nothing real
             pass
 
-    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
         """RQ's dequeue, but a job whose hash cannot even be loaded is refused, not fatal,
         and a stop asked for before it blocks returns at once (see :attr:`_in_dequeue`)."""
         while True:
@@ -190,7 +193,7 @@ class PlanktonWorker(SimpleWorker):
                 if self._stop_requested:
                     return None
                 return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 job_id = getattr(exc, "job_id", None)
                 queue = getattr(exc, "queue", None)
                 if job_id is None or queue is None:
@@ -229,7 +232,7 @@ class PlanktonWorker(SimpleWorker):
                 FailedJobRegistry(queue.name, connection=self.connection).cleanup(stamp)
                 worker_registration.clean_worker_registry(queue)
             finally:
-                queue.release_maintenance_lock()
+                queue.release_maintenance_lock()  # type: ignore[no-untyped-call]  # rq: unannotated
         self.last_cleaned_at = now()  # type: ignore[assignment]  # rq declares it None
 
     def clean_registries(self) -> None:
@@ -287,8 +290,8 @@ class PlanktonWorker(SimpleWorker):
         log.warning("worker %s: cold shutdown, handing back running attempts", self.name)
         self.executor.hand_back_all("worker cold shutdown")
         try:
-            self.register_death()
-        except Exception:  # noqa: BLE001 - best effort; a successor takes the name over anyway
+            self.register_death()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
+        except Exception:  # best effort; a successor takes the name over anyway
             pass
         logging.shutdown()
         os._exit(0)

@@ -66,7 +66,7 @@ def typed(
     day: datetime.date = datetime.date(2024, 1, 1),
     at: datetime.datetime | None = None,
     ints: list[int] = [],
-    weights: dict[str, float] = {},  # noqa: B006 - copied by Param
+    weights: dict[str, float] = {},  # copied by Param
     color: Color = Color.red,
     maybe: int | None = None,
 ):

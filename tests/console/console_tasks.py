@@ -62,7 +62,7 @@ class Color(enum.Enum):
 @pk.dag(max_active_runs=20)
 def console_typed(
     color: Color = Color.RED,
-    sizes: list[int] = [1, 2],  # noqa: B006
+    sizes: list[int] = [1, 2],
     note: str | None = None,
     when: datetime.date = datetime.date(2024, 1, 31),
 ):
