@@ -61,7 +61,9 @@ class Client:
         if check_connection:
             check(self.conn, self.settings.url, self.settings.connect_attempts)
         self.registry = Registry(self.settings.imports)
-        self.engine = Transitions(self.conn, self.settings.wait_replicas, self.settings.wait_ms)
+        self.transitions = Transitions(
+            self.conn, self.settings.wait_replicas, self.settings.wait_ms
+        )
         self._workers, self._workers_at = 0, -10.0
         self._enqueuer: Enqueuer | None = None
         #: DAGs found by name outside the registry (find_dag), so a script submitting in a
@@ -411,7 +413,7 @@ class Client:
         """Cancel a live run; returns its status afterwards."""
         if not self.conn.exists(keys.run(run_id)):
             raise NotFoundError("run", run_id)
-        return self.engine.cancel(run_id)
+        return self.transitions.cancel(run_id)
 
     def close(self) -> None:
         self.conn.close()

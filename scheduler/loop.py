@@ -61,7 +61,9 @@ class Scheduler:
         self.clock = clock
         self.conn = connect(settings.url)
         self.blocking = connect(settings.url, blocking=True)
-        self.engine = Transitions(self.conn)
+        self.transitions = Transitions(self.conn)
+        #: Runs whose records could not be read: logged once each, skipped.
+        self.bad_runs: set[str] = set()
         self.enqueuer = Enqueuer(self.conn)
         self.stop_requested = False
         self.leader: Leadership | None = None
@@ -185,9 +187,8 @@ class Scheduler:
             except (redis.ConnectionError, redis.TimeoutError):
                 raise
             except Exception as exc:  # one bad run must not stop the others
-                bad: set[str] = self.__dict__.setdefault("_bad_runs", set())
-                if run_id not in bad:
-                    bad.add(run_id)
+                if run_id not in self.bad_runs:
+                    self.bad_runs.add(run_id)
                     log.error(
                         "run %s: skipped, its records in Redis are malformed: %s", run_id, exc
                     )
@@ -208,7 +209,7 @@ class Scheduler:
                 return 1
             return 0
         # During a grace (Redis came back) leases are not reaped; due retries still move.
-        _, promoted = self.engine.reap(
+        _, promoted = self.transitions.reap(
             run_id,
             backoff_ms(1, self.settings.retry_base, self.settings.retry_cap),
             self.settings.max_lost,
@@ -304,7 +305,7 @@ class Scheduler:
         n = int(self.conn.hget(keys.run(run_id), "n_tasks") or 0)
         ids = [str(i) for i in range(n)]
         for i in range(0, n, 500):
-            self.engine.settle(run_id, ids[i : i + 500])
+            self.transitions.settle(run_id, ids[i : i + 500])
         ttl = max(1, int(self.settings.keep_days * 86400))
         # A run that did not succeed keeps its channels a while: a resume reuses the values
         # of its succeeded tasks from them (plankton/runs/resume.py, docs/resume.md).

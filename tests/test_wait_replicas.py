@@ -19,7 +19,7 @@ from plankton.client import Client
 from plankton.engine import durable
 from plankton.engine.channel import Writer
 from plankton.settings import load
-from tests.inert_tasks import Leaf, Parent
+from tests.dags.inert_tasks import Leaf, Parent
 from tests.servers import RedisServer, wait_for
 
 
@@ -44,7 +44,7 @@ def pair(tmp_path):
 
 def _finish_leaf(client: Client, run_id: str) -> None:
     leaf = next(t["id"] for t in client.status(run_id)["tasks"] if t["parent"])
-    (c,), _ = client.engine.start(run_id, "w1", 60_000, [(leaf, 1)])
+    (c,), _ = client.transitions.start(run_id, "w1", 60_000, [(leaf, 1)])
     w = Writer(
         client.engine,
         c.run_id,

@@ -24,6 +24,7 @@ import redis
 
 from plankton import codec, keys
 from plankton.authoring.registry import Registry
+from plankton.authoring.task import attach
 from plankton.engine import liveness, scripts
 from plankton.engine.channel import ride_through
 from plankton.engine.connection import client_name, connect
@@ -78,8 +79,8 @@ class Finisher:
     MAX_TASKS = 64
     MAX_WAIT = 0.02
 
-    def __init__(self, engine: Transitions) -> None:
-        self.engine = engine
+    def __init__(self, transitions: Transitions) -> None:
+        self.transitions = transitions
         self.pending: list[tuple[Any, ...]] = []
         self.since = 0.0
 
@@ -98,7 +99,7 @@ class Finisher:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        replies = ride_through(self.engine.finish_many, batch)
+        replies = ride_through(self.transitions.finish_many, batch)
         for args, reply in zip(batch, replies):
             if reply == "FENCED":
                 log.info("run %s task %s attempt %s: finish fenced", args[0], args[2], args[3])
@@ -127,7 +128,7 @@ class Executor:
         )
         #: Every consumer waiting on an empty channel waits in this one read (one connection).
         self.shared_reader = SharedReader(self.blocking_conn, self.conn, keys.wake(name))
-        self.engine = Transitions(self.conn, settings.wait_replicas, settings.wait_ms)
+        self.transitions = Transitions(self.conn, settings.wait_replicas, settings.wait_ms)
         self.enqueuer = Enqueuer(self.conn)
         self.slots = threading.Semaphore(max(1, settings.concurrency))
         self.pool = ThreadPoolExecutor(max_workers=4096, thread_name_prefix="task")
@@ -178,7 +179,7 @@ class Executor:
         budget = (
             max(0, MAX_LOCAL_THREADS - self.running_count()) if self.settings.claim_parents else 0
         )
-        claimed, released = self.engine.start(
+        claimed, released = self.transitions.start(
             run_id,
             self.name,
             self.settings.lease_ms,
@@ -190,7 +191,7 @@ class Executor:
         )
         leaves = self._take(run_id, claimed, released)
         if leaves:
-            finisher = Finisher(self.engine)
+            finisher = Finisher(self.transitions)
             hold = SlotHold(self.slots)
             try:
                 for i, claim in enumerate(leaves):
@@ -257,7 +258,7 @@ class Executor:
         ):
             return False
         budget = max(0, MAX_LOCAL_THREADS - self.running_count())
-        claimed, released = self.engine.start(
+        claimed, released = self.transitions.start(
             run_id,
             self.name,
             self.settings.lease_ms,
@@ -292,7 +293,7 @@ class Executor:
         """Run one attempt; a leaf's ``hold`` is the batch loop's and stays with it."""
         rt = Runtime(
             claim,
-            self.engine,
+            self.transitions,
             self.blocking_conn,
             self.settings,
             hold,
@@ -332,7 +333,7 @@ class Executor:
     def _run_attempt(self, rt: Runtime, finisher: "Finisher | None" = None) -> None:
         claim = rt.claim
         task = self._build_task(claim)
-        task._ctx = rt
+        attach(task, rt)
         # the channel ends themselves: one call level less per value
         task.emit, task.results = rt.writer.emit, rt.reader.values
         task.run_id, task.task_id, task.attempt = claim.run_id, claim.task_id, claim.attempt
@@ -377,7 +378,7 @@ class Executor:
         log.warning("%s attempt %d failed: %s", rt.where, claim.attempt, text.splitlines()[0])
         rt.fenced = True
         ride_through(
-            self.engine.fail,
+            self.transitions.fail,
             claim.run_id,
             claim.task_id,
             claim.fence,
@@ -465,7 +466,7 @@ class Executor:
         try:
             self.conn.zadd(keys.WORKERS, {self.name: int(time.time() * 1000)})
             for run_id, pairs in by_run.items():
-                for task_id in self.engine.renew(run_id, self.settings.lease_ms, pairs):
+                for task_id in self.transitions.renew(run_id, self.settings.lease_ms, pairs):
                     self._stop((run_id, task_id, newest[(run_id, task_id)]), FencedStop)
         except redis.RedisError as exc:
             log.warning("lease renewal failed (will retry): %s", exc)
@@ -476,7 +477,7 @@ class Executor:
                 claim = rt.claim
                 # recorded first: if Redis is unreachable this raises, and the next pass of
                 # the monitor tries again (the task must not run on unrecorded)
-                self.engine.fail(
+                self.transitions.fail(
                     claim.run_id,
                     claim.task_id,
                     claim.fence,
@@ -521,7 +522,7 @@ class Executor:
         """Fail each (run, task, attempt) as handed back: retried at once, not a failure."""
         for run_id, task_id, attempt in attempts:
             try:
-                self.engine.fail(
+                self.transitions.fail(
                     run_id,
                     task_id,
                     self._fence((run_id, task_id, attempt)),

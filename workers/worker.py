@@ -149,7 +149,7 @@ class PlanktonWorker(SimpleWorker):
         """Drop the job, unless Redis lost the claims of its batch (a rollback to an older
         snapshot restores the job on its queue and its tasks to queued while this batch
         ran): deleting its hash then would strand those tasks for good."""
-        if self.executor.engine.forget(
+        if self.executor.transitions.forget(
             run_id, job.id, job.key, queue.intermediate_queue_key, queue.key, pairs
         ):
             log.warning(
@@ -176,9 +176,9 @@ class PlanktonWorker(SimpleWorker):
     def _fail_named_tasks(self, job: Job, reason: str) -> None:
         try:
             run_id, pairs = job.args
-            engine = Transitions(self.connection)
+            transitions = Transitions(self.connection)
             for t, a in pairs:
-                engine.fail(str(run_id), str(t), int(a), "refused", reason, 0, 0)
+                transitions.fail(str(run_id), str(t), int(a), "refused", reason, 0, 0)
         except Exception:  # a forged job may name nothing real
             pass
 

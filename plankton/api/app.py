@@ -135,7 +135,7 @@ def _client(settings: Settings) -> Client:
         socket_timeout=10,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
     )
-    client.engine = Transitions(client.conn)
+    client.transitions = Transitions(client.conn)
     return client
 
 
