@@ -4,7 +4,7 @@
 
 Starts a private redis-server, one scheduler and ``--workers`` workers (the tests' FAST
 timing knobs: lease 3 s, heartbeat 0.5 s, reaper 0.3 s), and submits ``--runs`` runs of
-``tests.fault_tasks:drip_tree`` (root Bag <- Pass <- Drip leaves, streaming three levels),
+``tests.dags.fault_tasks:drip_tree`` (root Bag <- Pass <- Drip leaves, streaming three levels),
 ``--inflight`` at a time. Every ``--kill-every`` seconds (+-50 %) a killer SIGKILLs the
 process group of a random worker (supervisor and worker process) and restarts it under the
 same name at once.
@@ -36,8 +36,8 @@ import redis  # noqa: E402
 
 import plankton as pk  # noqa: E402
 from plankton import keys  # noqa: E402
-from tests import fault_tasks as ft  # noqa: E402
 from tests.cluster import FAST, Cluster  # noqa: E402
+from tests.dags import fault_tasks as ft  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
 
 ENDED = ("succeeded", "failed", "cancelled")
@@ -129,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="plankton-soak-"))
     server = RedisServer(tmp / "redis").start()
-    cluster = Cluster(server.url, imports=["tests.fault_tasks"], log_dir=tmp)
+    cluster = Cluster(server.url, imports=["tests.dags.fault_tasks"], log_dir=tmp)
     r = redis.Redis.from_url(server.url)
     want = Counter(tuple(v) for v in ft.expected_drip(args.leaves, args.values))
     started = time.monotonic()
     try:
         cluster.scheduler("soak-s")
         procs = {f"soak-w{i}": cluster.worker(f"soak-w{i}") for i in range(args.workers)}
-        client = pk.Client(server.url, imports=["tests.fault_tasks"])
+        client = pk.Client(server.url, imports=["tests.dags.fault_tasks"])
         killer = Killer(cluster, procs, r, args.kill_every, rng)
         stop_watch = threading.Event()
         watcher = threading.Thread(target=watch, args=(killer, r, stop_watch), daemon=True)

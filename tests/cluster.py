@@ -28,7 +28,7 @@ class Cluster:
     """Starts processes with the test's Redis URL and kills them all at teardown."""
 
     url: str
-    imports: list[str] = field(default_factory=lambda: ["tests.tasks"])
+    imports: list[str] = field(default_factory=lambda: ["tests.dags.tasks"])
     env_extra: dict[str, str] = field(default_factory=dict)
     procs: list[subprocess.Popen] = field(default_factory=list)
     log_dir: Path | None = None

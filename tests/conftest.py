@@ -68,6 +68,6 @@ def cluster(redis_url, tmp_path):
 def client(redis_url):
     import plankton as pk
 
-    c = pk.Client(redis_url, imports=["tests.tasks"])
+    c = pk.Client(redis_url, imports=["tests.dags.tasks"])
     yield c
     c.close()

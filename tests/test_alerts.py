@@ -15,7 +15,7 @@ from plankton.authoring.dag import Dag
 from plankton.errors import DagError
 from plankton.operations import alerts
 from plankton.settings import Settings
-from tests.obs_tasks import on_ok
+from tests.dags.obs_tasks import on_ok
 from tests.servers import wait_for
 
 SECRET = "s3cret-for-tests"
@@ -78,10 +78,10 @@ def test_webhook_reaches_the_receiver_once_through_two_failures_and_a_leader_sig
             "PLANKTON_WEBHOOK_TIMEOUT": "1",
             "PLANKTON_CONSOLE_URL": "http://console.test/",
         }
-        cluster.imports = ["tests.tasks", "tests.obs_tasks"]
+        cluster.imports = ["tests.dags.tasks", "tests.dags.obs_tasks"]
         procs = {"sa": cluster.scheduler("sa", **env), "sb": cluster.scheduler("sb", **env)}
         cluster.worker("w1")
-        client.registry.add_module("tests.obs_tasks")
+        client.registry.add_module("tests.dags.obs_tasks")
         run_id = client.submit("obs_fail")
         ok_id = client.submit("obs_ok")
         assert client.wait(run_id, timeout=60)["status"] == "failed"

@@ -8,7 +8,7 @@ import warnings
 import plankton as pk
 from plankton import keys
 from plankton.runs import reading
-from tests import tasks
+from tests.dags import tasks
 from tests.servers import wait_for
 
 
@@ -19,7 +19,7 @@ def _merge(base: dict, delta: dict) -> dict:
 
 
 def test_delta_reads_follow_a_run_to_its_end(cluster, redis_url, r):
-    client = pk.Client(redis_url, imports=["tests.tasks"])
+    client = pk.Client(redis_url, imports=["tests.dags.tasks"])
     run_id = client.submit("fanin", params={"n": 5})
     first = client.changes(run_id)
     assert first["full"] and len(first["tasks"]) == 6
@@ -47,7 +47,7 @@ def test_a_delta_holds_only_what_changed(cluster, redis_url):
     """Once the quick leaf has succeeded, later deltas never carry it again."""
     cluster.worker()
     cluster.scheduler()
-    client = pk.Client(redis_url, imports=["tests.tasks"])
+    client = pk.Client(redis_url, imports=["tests.dags.tasks"])
     run_id = client.submit(tasks.Collect().add_children(tasks.Leaf(i=1), tasks.Slow(seconds=1.0)))
     view = client.changes(run_id)
     leaf = next(t["id"] for t in view["tasks"] if t["name"] == "Leaf")
@@ -79,7 +79,7 @@ def test_api_since_returns_the_delta_and_refuses_a_bad_cursor(redis_url):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
-    with TestClient(create_app(redis_url, ["tests.tasks"])) as api:
+    with TestClient(create_app(redis_url, ["tests.dags.tasks"])) as api:
         run_id = api.post("/dags/fanin/runs", json={"params": {"n": 3}}).json()["run_id"]
         assert "cursor" not in api.get(f"/runs/{run_id}").json()  # as `show --json`
         full = api.get(f"/runs/{run_id}", params={"since": 0}).json()
@@ -93,7 +93,7 @@ def test_api_since_returns_the_delta_and_refuses_a_bad_cursor(redis_url):
 
 
 def test_wait_on_progress_gets_whole_runs_from_deltas(cluster, redis_url):
-    client = pk.Client(redis_url, imports=["tests.tasks"])
+    client = pk.Client(redis_url, imports=["tests.dags.tasks"])
     run_id = client.submit("fanin", params={"n": 3})
     seen: list[dict] = []
     cluster.worker()

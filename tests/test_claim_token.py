@@ -22,7 +22,7 @@ from plankton.engine.channel import Reader, Writer
 from plankton.engine.transitions import Claimed, Transitions
 from plankton.engine.transport import Enqueuer
 from plankton.errors import Fenced
-from tests.inert_tasks import Leaf, Parent
+from tests.dags.inert_tasks import Leaf, Parent
 
 MAX_BYTES = 1 << 20
 

@@ -15,7 +15,7 @@ def _one(proc: subprocess.CompletedProcess, code: int = 0):
 def test_each_json_flag_prints_one_document(cluster):
     cluster.worker()
     cluster.scheduler()
-    imp = ("--import", "tests.tasks")
+    imp = ("--import", "tests.dags.tasks")
     started = _one(cluster.cli("run", "fanin", "--param", "n=3", "--json", *imp))
     assert started["status"] == "queued"
     waited = cluster.cli("run", "fanin", "--param", "n=3", "--wait", "--json", *imp)

@@ -1,6 +1,6 @@
 """``Task.complete()``: evaluated top-down when a run is written; a complete task and its
 subtree end ``skipped``; an exception fails the task. Real Redis, scheduler and worker;
-executions counted in Redis outside the tasks (``tests.resume_tasks``)."""
+executions counted in Redis outside the tasks (``tests.dags.resume_tasks``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import plankton as pk
 from plankton import keys
 from plankton.engine import counters
-from tests.resume_tasks import RAN, tree
+from tests.dags.resume_tasks import RAN, tree
 
 
 @pk.dag(schedule="0 * * * *")
@@ -24,10 +24,10 @@ def hourly():
 @pytest.fixture
 def cc(cluster, redis_url, monkeypatch):
     monkeypatch.setenv("PLANKTON_REDIS_URL", redis_url)
-    cluster.imports = ["tests.resume_tasks"]
+    cluster.imports = ["tests.dags.resume_tasks"]
     cluster.scheduler()
     cluster.worker()
-    c = pk.Client(redis_url, imports=["tests.resume_tasks"])
+    c = pk.Client(redis_url, imports=["tests.dags.resume_tasks"])
     c.conn.set("flag", 1)
     yield c
     c.close()
@@ -53,7 +53,9 @@ def test_complete_at_the_root_skips_the_whole_tree(cc, cluster):
 
 def test_complete_at_a_mid_task_skips_just_its_subtree(cc, cluster):
     cc.conn.set("done:A", 1)
-    done = cluster.cli("run", "three_level", "--wait", "--json", "--import", "tests.resume_tasks")
+    done = cluster.cli(
+        "run", "three_level", "--wait", "--json", "--import", "tests.dags.resume_tasks"
+    )
     assert done.returncode == 0, done.stderr
     import json
 
@@ -79,7 +81,7 @@ def test_complete_at_a_mid_task_skips_just_its_subtree(cc, cluster):
     assert ran["Mid:B"] == ran["Top:top"] == ran["Src:b2"] == 1
     assert ran["Mid.complete:A"] == ran["Mid.complete:B"] == ran["Top.complete"] == 1
     counted = cc.conn.hget(
-        keys.METRICS, counters.field("tasks_ended", "tests.resume_tasks:Src", "skipped")
+        keys.METRICS, counters.field("tasks_ended", "tests.dags.resume_tasks:Src", "skipped")
     )
     assert int(counted) == 2
 
@@ -110,7 +112,7 @@ def test_a_cron_run_asks_complete_when_the_scheduler_writes_it(redis_url, monkey
     r.set("done:B", 1)
     fire = _dt.datetime(2026, 12, 5, 9, tzinfo=_dt.timezone.utc)
     assert create_run(r, hourly, fire, run_id="cron-hourly-test", fence=None)
-    with pk.Client(redis_url, imports=["tests.resume_tasks"]) as c:
+    with pk.Client(redis_url, imports=["tests.dags.resume_tasks"]) as c:
         run = c.status("cron-hourly-test")
     assert _states(run) == {
         "a1": "ready",
@@ -130,7 +132,7 @@ def test_a_cron_run_asks_complete_when_the_scheduler_writes_it(redis_url, monkey
 def test_a_big_tree_written_in_chunks_skips_the_same_way(redis_url, monkeypatch, r):
     """Over 2,000 tasks, write_run writes task hashes in chunks before the run's transaction:
     the skipped subtree, the parents' counters and the ready set are the same."""
-    from tests.resume_tasks import Mid, Src, Top
+    from tests.dags.resume_tasks import Mid, Src, Top
 
     monkeypatch.setenv("PLANKTON_REDIS_URL", redis_url)
     r.set("done:A", 1)
@@ -138,7 +140,7 @@ def test_a_big_tree_written_in_chunks_skips_the_same_way(redis_url, monkeypatch,
         Mid(key="A").add_children(*(Src(key=f"a{i}") for i in range(1500))),
         Mid(key="B").add_children(*(Src(key=f"b{i}") for i in range(1500))),
     )
-    with pk.Client(redis_url, imports=["tests.resume_tasks"]) as c:
+    with pk.Client(redis_url, imports=["tests.dags.resume_tasks"]) as c:
         rid = c.submit(root)
         run = c.status(rid)
     states = Counter((t["name"], t["state"]) for t in run["tasks"])
@@ -168,7 +170,7 @@ def test_a_run_started_through_the_api_asks_complete(redis_url, monkeypatch, r):
 
     monkeypatch.setenv("PLANKTON_REDIS_URL", redis_url)
     r.set("done:A", 1)
-    with TestClient(create_app(redis_url, ["tests.resume_tasks"])) as api:
+    with TestClient(create_app(redis_url, ["tests.dags.resume_tasks"])) as api:
         made = api.post("/dags/three_level/runs", json={"params": {}})
         assert made.status_code == 201, made.text
         run = api.get(f"/runs/{made.json()['run_id']}").json()

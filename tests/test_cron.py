@@ -29,10 +29,10 @@ def _leader_name(r):
 
 
 def test_three_schedulers_fire_each_time_exactly_once_across_leader_kills(cluster, redis_url, r):
-    cluster.imports = ["tests.cron_tasks"]
+    cluster.imports = ["tests.dags.cron_tasks"]
     procs = {name: cluster.scheduler(name) for name in ("sa", "sb", "sc")}
     cluster.worker()
-    client = pk.Client(redis_url, imports=["tests.cron_tasks"])
+    client = pk.Client(redis_url, imports=["tests.dags.cron_tasks"])
     wait_for(lambda: _leader_name(r), 10, what="a leader")
     start = time.time()
     failovers = []
@@ -70,11 +70,11 @@ def _set_last_fire(r, dag, seconds_ago):
 
 
 def test_catch_up_after_downtime_runs_missed_times_oldest_first(cluster, redis_url, r):
-    cluster.imports = ["tests.cron_tasks"]
+    cluster.imports = ["tests.dags.cron_tasks"]
     _set_last_fire(r, "every2", 10)
     _set_last_fire(r, "every2_latest", 10)
     cluster.scheduler()
-    client = pk.Client(redis_url, imports=["tests.cron_tasks"])
+    client = pk.Client(redis_url, imports=["tests.dags.cron_tasks"])
     wait_for(lambda: len(_runs_of(client, "every2")) >= 5, 15, what="caught-up runs")
     wait_for(lambda: len(_runs_of(client, "every2_latest")) >= 1, 15, what="latest run")
     caught = _runs_of(client, "every2")
@@ -88,7 +88,7 @@ def test_catch_up_after_downtime_runs_missed_times_oldest_first(cluster, redis_u
 
 
 def test_backfill_creates_one_run_per_interval_and_skips_succeeded(cluster, redis_url):
-    cluster.imports = ["tests.cron_tasks"]
+    cluster.imports = ["tests.dags.cron_tasks"]
     cluster.scheduler()
     cluster.worker()
     done = cluster.cli(
@@ -100,10 +100,10 @@ def test_backfill_creates_one_run_per_interval_and_skips_succeeded(cluster, redi
         "2024-03-01T00:00:10Z",
         "--wait",
         "--import",
-        "tests.cron_tasks",
+        "tests.dags.cron_tasks",
     )
     assert done.returncode == 0, done.stderr + done.stdout
-    client = pk.Client(redis_url, imports=["tests.cron_tasks"])
+    client = pk.Client(redis_url, imports=["tests.dags.cron_tasks"])
     runs = [r for r in _runs_of(client, "every2") if r["to"].startswith("2024-03-01")]
     assert [r["to"][11:19] for r in runs] == [
         "00:00:02",
@@ -123,7 +123,7 @@ def test_backfill_creates_one_run_per_interval_and_skips_succeeded(cluster, redi
         "--to",
         "2024-03-01T00:00:10Z",
         "--import",
-        "tests.cron_tasks",
+        "tests.dags.cron_tasks",
     )
     assert "0 run(s) submitted" in again.stdout
     forced = cluster.cli(
@@ -135,7 +135,7 @@ def test_backfill_creates_one_run_per_interval_and_skips_succeeded(cluster, redi
         "2024-03-01T00:00:04Z",
         "--force",
         "--import",
-        "tests.cron_tasks",
+        "tests.dags.cron_tasks",
     )
     assert "2 run(s) submitted" in forced.stdout
 
@@ -149,7 +149,7 @@ def test_backfill_of_an_unscheduled_dag_or_reversed_range_is_an_error(cluster):
         "--to",
         "2024-01-02",
         "--import",
-        "tests.tasks",
+        "tests.dags.tasks",
     )
     assert done.returncode == 2 and "no schedule" in done.stderr
     done = cluster.cli(
@@ -160,7 +160,7 @@ def test_backfill_of_an_unscheduled_dag_or_reversed_range_is_an_error(cluster):
         "--to",
         "2024-01-01",
         "--import",
-        "tests.cron_tasks",
+        "tests.dags.cron_tasks",
     )
     assert done.returncode == 2 and "after" in done.stderr
 
@@ -177,12 +177,12 @@ def test_bad_cron_expression_is_a_dag_error_naming_dag_and_expression(expr):
 
 
 def test_dags_lists_schedule_next_fire_and_last_run(cluster, redis_url):
-    client = pk.Client(redis_url, imports=["tests.cron_tasks"])
+    client = pk.Client(redis_url, imports=["tests.dags.cron_tasks"])
     rid = client.submit("every2")
     # the next fire of a 2 s schedule may already be past once the command has exited
     # (CI saw it equal to the second it was compared with): compare with the moment before
     before = dt.datetime.now(UTC)
-    done = cluster.cli("dags", "--json", "--import", "tests.cron_tasks")
+    done = cluster.cli("dags", "--json", "--import", "tests.dags.cron_tasks")
     assert done.returncode == 0, done.stderr
     found = {d["name"]: d for d in json.loads(done.stdout)}
     assert found["every2"]["schedule"] == "* * * * * */2"

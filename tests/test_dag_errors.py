@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import plankton as pk
-from tests import tasks
+from tests.dags import tasks
 
 
 def test_cycle_is_a_dag_error_naming_the_tasks():
@@ -130,7 +130,7 @@ def test_all_errors_derive_from_plankton_error():
 
 def test_a_dag_building_too_many_tasks_is_stopped_with_dag_error(redis_url, r, monkeypatch):
     monkeypatch.setenv("PLANKTON_MAX_TASKS", "100")
-    client = pk.Client(redis_url, imports=["tests.tasks"])
+    client = pk.Client(redis_url, imports=["tests.dags.tasks"])
     with pytest.raises(pk.DagError) as err:
         client.submit("fanin", params={"n": 10**12})
     assert "100" in str(err.value)

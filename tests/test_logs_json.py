@@ -35,8 +35,8 @@ def _objects(text: str) -> list[dict]:
 
 
 def test_worker_and_scheduler_log_json_with_run_and_task_ids(cluster, client, tmp_path: Path):
-    cluster.imports = ["tests.tasks", "tests.obs_tasks"]
-    client.registry.add_module("tests.obs_tasks")
+    cluster.imports = ["tests.dags.tasks", "tests.dags.obs_tasks"]
+    client.registry.add_module("tests.dags.obs_tasks")
     cluster.scheduler("sj", PLANKTON_LOG_FORMAT="json")
     cluster.worker("wj", PLANKTON_LOG_FORMAT="json")
     run_id = client.submit("obs_talk")
@@ -68,7 +68,7 @@ def test_api_logs_json_including_uvicorn_access_lines(redis_url):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANKTON_")}
     env.update(PLANKTON_LOG_FORMAT="json", PLANKTON_REDIS_URL=redis_url, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "plankton.api", "--import", "tests.tasks", "--port", str(port)],
+        [sys.executable, "-m", "plankton.api", "--import", "tests.dags.tasks", "--port", str(port)],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -125,7 +125,7 @@ def test_up_and_the_processes_it_starts_log_json(tmp_path: Path):
                 "plankton.cli",
                 "up",
                 "--import",
-                "tests.tasks",
+                "tests.dags.tasks",
                 "--workers",
                 "1",
                 "--port",

@@ -25,7 +25,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette asks for httpx2; httpx works (test_api.py)
     from fastapi.testclient import TestClient
 
-IMPORTS = ["tests.tasks", "tests.obs_tasks"]
+IMPORTS = ["tests.dags.tasks", "tests.dags.obs_tasks"]
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset], float]:
@@ -67,7 +67,7 @@ def _ms(iso: str) -> int:
 
 def test_counters_and_histograms_move_by_exactly_what_happened(cluster, client, r, scrape):
     cluster.imports = IMPORTS
-    client.registry.add_module("tests.obs_tasks")
+    client.registry.add_module("tests.dags.obs_tasks")
     cluster.scheduler("s1")
     cluster.worker("w1")
     warm = client.submit("obs_ok", params={"n": 1})  # families exist before the baseline
@@ -134,7 +134,7 @@ def test_counters_and_histograms_move_by_exactly_what_happened(cluster, client, 
     expected[
         (
             "plankton_task_retries_total",
-            frozenset({"family": "tests.obs_tasks:FailOnce", "reason": "error"}.items()),
+            frozenset({"family": "tests.dags.obs_tasks:FailOnce", "reason": "error"}.items()),
         )
     ] = 1
 
@@ -209,19 +209,21 @@ def test_cron_lag_is_how_late_the_next_fire_time_is(r):
 
 def test_channel_backlog_and_a_lost_lease_show(cluster, client, r, scrape):
     cluster.imports = IMPORTS
-    client.registry.add_module("tests.obs_tasks")
+    client.registry.add_module("tests.dags.obs_tasks")
     cluster.scheduler("s1")
     cluster.worker("w1", "--concurrency", "2")
     before = scrape()
     held = client.submit("obs_backlog", params={"flag": "obs:go", "n": 50})
     wait_for(
-        lambda: _value(scrape(), "plankton_channel_backlog", family="tests.obs_tasks:Holder") == 50,
+        lambda: (
+            _value(scrape(), "plankton_channel_backlog", family="tests.dags.obs_tasks:Holder") == 50
+        ),
         timeout=30,
         what="50 unread values in the held consumer's channel",
     )
     r.set("obs:go", 1)
     assert client.wait(held, timeout=60)["result"] == 50
-    assert _value(scrape(), "plankton_channel_backlog", family="tests.obs_tasks:Holder") == 0
+    assert _value(scrape(), "plankton_channel_backlog", family="tests.dags.obs_tasks:Holder") == 0
 
     victim = cluster.worker("w2")  # the only worker on duty: w1 is killed first
     os.killpg(cluster.procs[1].pid, signal.SIGKILL)
@@ -231,13 +233,13 @@ def test_channel_backlog_and_a_lost_lease_show(cluster, client, r, scrape):
     cluster.worker("w3")
     assert client.wait(hung, timeout=60)["result"] == 2
     delta = _delta(before, scrape())
-    hang = frozenset({"family": "tests.obs_tasks:Hang"}.items())
+    hang = frozenset({"family": "tests.dags.obs_tasks:Hang"}.items())
     assert delta[("plankton_lost_leases_total", hang)] == 1
     assert (
         delta[
             (
                 "plankton_task_retries_total",
-                frozenset({"family": "tests.obs_tasks:Hang", "reason": "lost"}.items()),
+                frozenset({"family": "tests.dags.obs_tasks:Hang", "reason": "lost"}.items()),
             )
         ]
         == 1

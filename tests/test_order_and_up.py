@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import plankton as pk
-from tests import tasks
+from tests.dags import tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """Resume from failure (``rerun --from-failure``) against real Redis, scheduler and workers.
 
-Every execution is counted outside the task (``tests.resume_tasks``: a Redis hash bumped by
+Every execution is counted outside the task (``tests.dags.resume_tasks``: a Redis hash bumped by
 run()), so "ran exactly the failed leaf and its ancestors" is a count, and "every reused value
 reaches its parent once" is a multiset comparison with a clean run.
 """
@@ -17,21 +17,21 @@ import pytest
 import plankton as pk
 from plankton import keys
 from plankton.errors import ResumeError
-from tests.resume_tasks import RAN
+from tests.dags.resume_tasks import RAN
 from tests.servers import wait_for
 
-IMPORT = ("--import", "tests.resume_tasks")
+IMPORT = ("--import", "tests.dags.resume_tasks")
 
 
 @pytest.fixture
 def rc(cluster, redis_url, monkeypatch):
-    """A client, a scheduler and one worker serving tests.resume_tasks (complete() runs in
+    """A client, a scheduler and one worker serving tests.dags.resume_tasks (complete() runs in
     this process too: it needs the Redis URL)."""
     monkeypatch.setenv("PLANKTON_REDIS_URL", redis_url)
-    cluster.imports = ["tests.resume_tasks"]
+    cluster.imports = ["tests.dags.resume_tasks"]
     cluster.scheduler()
     cluster.worker()
-    c = pk.Client(redis_url, imports=["tests.resume_tasks"])
+    c = pk.Client(redis_url, imports=["tests.dags.resume_tasks"])
     yield c
     c.close()
 
@@ -165,11 +165,11 @@ def test_dry_run_lists_run_and_reuse_with_reasons_and_writes_nothing(rc, cluster
 
 def test_a_worker_sigkilled_during_a_resumed_run(cluster, redis_url, monkeypatch):
     monkeypatch.setenv("PLANKTON_REDIS_URL", redis_url)
-    cluster.imports = ["tests.resume_tasks"]
+    cluster.imports = ["tests.dags.resume_tasks"]
     cluster.scheduler()
     victim = cluster.worker()
-    c = pk.Client(redis_url, imports=["tests.resume_tasks"])
-    from tests.resume_tasks import tree
+    c = pk.Client(redis_url, imports=["tests.dags.resume_tasks"])
+    from tests.dags.resume_tasks import tree
 
     first = c.wait(c.submit(tree(gate="go")), timeout=30)
     assert first["status"] == "failed"
@@ -197,10 +197,10 @@ def test_expired_values_give_a_clear_error_and_a_full_rerun_works(
     cluster, redis_url, monkeypatch, r
 ):
     monkeypatch.setenv("PLANKTON_REDIS_URL", redis_url)
-    cluster.imports = ["tests.resume_tasks"]
+    cluster.imports = ["tests.dags.resume_tasks"]
     cluster.scheduler(PLANKTON_RESUME_KEEP_DAYS="0.00004")  # ~3 s
     cluster.worker()
-    c = pk.Client(redis_url, imports=["tests.resume_tasks"])
+    c = pk.Client(redis_url, imports=["tests.dags.resume_tasks"])
     first = _failed_run(c)
     top = _by_key(first)["top"]["id"]
     wait_for(lambda: r.ttl(keys.channel(first["run_id"], top)) > 0, what="channel kept")
@@ -228,7 +228,7 @@ def test_the_api_resumes_and_refuses(rc, redis_url):
 
     first = _failed_run(rc)
     rc.conn.set("flag", 1)
-    with TestClient(create_app(redis_url, ["tests.resume_tasks"])) as api:
+    with TestClient(create_app(redis_url, ["tests.dags.resume_tasks"])) as api:
         plan = api.post(
             f"/runs/{first['run_id']}/rerun",
             params={"dry_run": "true"},

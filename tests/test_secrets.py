@@ -13,8 +13,8 @@ import redis
 
 import plankton as pk
 from plankton.views import redact
-from tests import tasks as t
 from tests.cluster import ROOT
+from tests.dags import tasks as t
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette 1.x asks for httpx2 (see tests/api/test_api.py)
@@ -91,7 +91,7 @@ def test_a_literal_or_malformed_secret_is_refused_without_echoing_it(given):
 
 
 def test_the_cli_refuses_a_literal_secret_with_exit_2_and_writes_nothing(cluster, r):
-    done = cluster.cli("run", "secret_dag", "--import", "tests.tasks", "--param", f"dsn={DSN}")
+    done = cluster.cli("run", "secret_dag", "--import", "tests.dags.tasks", "--param", f"dsn={DSN}")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "dsn" in done.stderr and PASSWORD not in done.stdout + done.stderr
     assert r.dbsize() == 0
@@ -120,7 +120,7 @@ def test_url_passwords_are_hidden_in_show_the_api_and_errors(cluster, client, re
     assert masked in shown and PASSWORD not in shown
     from plankton.api.app import create_app
 
-    with TestClient(create_app(redis_url, imports=["tests.tasks"])) as http:
+    with TestClient(create_app(redis_url, imports=["tests.dags.tasks"])) as http:
         body = http.get(f"/runs/{run_id}").text
     assert masked in body and PASSWORD not in body
 

@@ -1,6 +1,6 @@
 """Schemathesis over /openapi.json: no 5xx, and every response conforms to the document.
 
-The app serves only the DAGs and tasks defined here (a tests.tasks DAG such as fanin(n)
+The app serves only the DAGs and tasks defined here (a tests.dags.tasks DAG such as fanin(n)
 builds n tasks, and the fuzzer asks for n = 2**64 - 1). Their params cover every supported
 type, so the typed per-DAG routes are fuzzed with each param schema; their trees do not grow
 with the params, so any generated value is cheap to submit (no workers run them here).

@@ -1,4 +1,4 @@
-"""Fixtures of the fault tests: a cluster that imports ``tests.fault_tasks``, and clusters
+"""Fixtures of the fault tests: a cluster that imports ``tests.dags.fault_tasks``, and clusters
 on private redis-servers (AOF, ACL, TLS) that a test may kill."""
 
 from __future__ import annotations

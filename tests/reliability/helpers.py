@@ -15,7 +15,7 @@ import plankton as pk
 from plankton import keys
 from tests.servers import wait_for
 
-IMPORTS = ["tests.fault_tasks"]
+IMPORTS = ["tests.dags.fault_tasks"]
 
 
 def safe(fn: Callable[[], Any], default: Any = None) -> Any:

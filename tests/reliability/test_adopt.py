@@ -11,7 +11,7 @@ unbounded until it starts, as DESIGN guarantee 2 allows: the producer never wait
 from __future__ import annotations
 
 from plankton.engine.channel import batch_values
-from tests import fault_tasks as ft
+from tests.dags import fault_tasks as ft
 from tests.reliability import helpers as h
 from tests.reliability.test_channel_bounds import _wait_sampling
 

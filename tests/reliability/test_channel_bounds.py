@@ -13,7 +13,7 @@ import threading
 
 from plankton import keys
 from plankton.engine.channel import batch_values
-from tests import fault_tasks as ft
+from tests.dags import fault_tasks as ft
 from tests.reliability import helpers as h
 
 CAP = 1000

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from tests import fault_tasks as ft
+from tests.dags import fault_tasks as ft
 from tests.reliability import helpers as h
 
 

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from plankton import keys
-from tests import fault_tasks as ft
+from tests.dags import fault_tasks as ft
 from tests.reliability import helpers as h
 
 GRACE = 2.0

@@ -8,7 +8,7 @@ sentinels on hosts 0-2, a worker on every host and the scheduler on host 2; ever
   them on, the root returns the multiset it read) are in flight when the master is SIGKILLed.
   The sentinels promote the replica; every process finds it through them with no restart.
   Every run succeeds with exactly the expected multiset (0 values lost, 0 duplicated), no
-  attempt executed twice at once (journal kept outside Redis, ``tests/rollback_tasks.py``),
+  attempt executed twice at once (journal kept outside Redis, ``tests/dags/rollback_tasks.py``),
   no process died. Reported: failover time, and the time from the kill to the first task
   finishing on the new master. Then the old master is restarted as a replica of the new one
   and must catch up (its copy holds the finished runs).
@@ -32,7 +32,7 @@ import redis
 
 import plankton as pk
 from plankton import keys
-from tests import rollback_tasks as rt
+from tests.dags import rollback_tasks as rt
 from tests.reliability import helpers as h
 from tests.reliability.hosts import Bed, RedisHA, now_ms, skip_reason
 from tests.servers import wait_for

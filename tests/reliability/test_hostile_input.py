@@ -23,7 +23,7 @@ import msgpack
 
 from plankton import keys
 from plankton.engine.transport import ENTRY
-from tests import fault_tasks as ft
+from tests.dags import fault_tasks as ft
 from tests.reliability import helpers as h
 
 STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -100,8 +100,8 @@ def test_forged_jobs_are_refused_recorded_failed_and_the_worker_keeps_serving(
         r,
         "forged-callback",
         msgpack.packb([ENTRY, None, ["r1", [["0", 1]]], {}]),
-        failure_callback_name="tests.fault_tasks.evil_callback",
-        success_callback_name="tests.fault_tasks.evil_callback",
+        failure_callback_name="tests.dags.fault_tasks.evil_callback",
+        success_callback_name="tests.dags.fault_tasks.evil_callback",
     )
     forge(
         r,
@@ -147,7 +147,7 @@ def test_forged_callback_in_rqs_started_registry_is_never_imported(fc, redis_url
         msgpack.packb([ENTRY, None, ["r1", [["0", 1]]], {}]),
         push=False,
         status="started",
-        failure_callback_name="tests.fault_tasks.evil_callback",
+        failure_callback_name="tests.dags.fault_tasks.evil_callback",
     )
     r.zadd("rq:wip:default", {"forged-wip:exec1": 1})
     r.sadd("rq:queues", "rq:queue:default")
@@ -158,7 +158,7 @@ def test_forged_callback_in_rqs_started_registry_is_never_imported(fc, redis_url
 
 
 def test_task_family_not_imported_by_the_worker_is_refused(fc, redis_url, r):
-    fc.imports = ["tests.tasks"]  # not tests.fault_tasks
+    fc.imports = ["tests.dags.tasks"]  # not tests.dags.fault_tasks
     fc.scheduler()
     fc.worker("narrow")
     pid = h.worker_ready(r, "narrow")
@@ -166,9 +166,9 @@ def test_task_family_not_imported_by_the_worker_is_refused(fc, redis_url, r):
     run = c.wait(c.submit(ft.Warm(key="never", seconds=0)), timeout=20)
     assert run["status"] == "failed"
     err = run["tasks"][0]["error"]
-    assert "tests.fault_tasks:Warm" in err and "narrow" in err and "tests.tasks" in err
+    assert "tests.dags.fault_tasks:Warm" in err and "narrow" in err and "tests.dags.tasks" in err
     assert r.get("pk:test:exec:never") is None
-    from tests import tasks as tt
+    from tests.dags import tasks as tt
 
     run = c.wait(c.submit(tt.Count().add_children(tt.Leaf(i=1))), timeout=20)
     assert run["status"] == "succeeded" and h.worker_ready(r, "narrow") == pid

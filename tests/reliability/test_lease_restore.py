@@ -11,7 +11,7 @@ Real parts: a private redis-server, a scheduler and a worker as OS processes, SI
 scheduler and of Redis, the snapshot's dump.rdb put back, Redis restarted on the same port. The
 task only sleeps (it writes nothing but lease renewals), so the restore loses none of its
 writes, only its lease's age: any re-run is the reaper's doing. Executions are counted outside
-Redis (tests/rollback_tasks.py's journal).
+Redis (tests/dags/rollback_tasks.py's journal).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 
 import plankton as pk
 from plankton import keys
-from tests import rollback_tasks as rt
+from tests.dags import rollback_tasks as rt
 from tests.reliability import helpers as h
 from tests.servers import RedisServer, wait_for
 

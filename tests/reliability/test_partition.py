@@ -52,12 +52,12 @@ import redis
 
 import plankton as pk
 from plankton import keys
-from tests import partition_tasks as pt
 from tests.cluster import FAST, ROOT, Cluster
+from tests.dags import partition_tasks as pt
 from tests.reliability import helpers as h
 from tests.servers import RedisServer, wait_for
 
-IMPORTS = ["tests.partition_tasks"]
+IMPORTS = ["tests.dags.partition_tasks"]
 LEASE = int(FAST["PLANKTON_LEASE_MS"]) / 1000
 REAPER = float(FAST["PLANKTON_REAPER_INTERVAL"])
 #: Link down -> the re-run started on B: the lease (renewed at most a heartbeat before the

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from tests import fault_tasks as ft
+from tests.dags import fault_tasks as ft
 from tests.reliability import helpers as h
 from tests.servers import RedisServer, free_port, wait_for
 

@@ -24,7 +24,7 @@ and succeeds, within DEADLINE of Redis being back (none left ``running``); each 
 exactly the expected multiset (no value twice, none lost); no scheduler or worker process
 died, restarted or lost a thread. Reported (``pytest -s``): run and task states in the
 snapshot and at the kill, tasks re-run because of the rollback (``attempts`` > 1 in Redis,
-and executions counted outside Redis, see ``tests/rollback_tasks.py``), executions of one
+and executions counted outside Redis, see ``tests/dags/rollback_tasks.py``), executions of one
 attempt that overlapped, and the time from Redis back to every run ended.
 """
 
@@ -41,7 +41,7 @@ import redis
 
 import plankton as pk
 from plankton import codec, keys
-from tests import rollback_tasks as rt
+from tests.dags import rollback_tasks as rt
 from tests.reliability import helpers as h
 from tests.servers import RedisServer, wait_for
 

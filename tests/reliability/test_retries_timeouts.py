@@ -7,7 +7,7 @@ attempts, growing gaps, run failed, parent UpstreamFailed).
 
 from __future__ import annotations
 
-from tests import fault_tasks as ft
+from tests.dags import fault_tasks as ft
 from tests.reliability import helpers as h
 
 #: Retry base for the backoff test (s): big enough that growth beats the reaper tick.

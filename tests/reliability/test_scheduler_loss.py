@@ -13,7 +13,7 @@ import random
 import time
 
 from plankton import keys
-from tests import fault_tasks as ft
+from tests.dags import fault_tasks as ft
 from tests.reliability import helpers as h
 
 

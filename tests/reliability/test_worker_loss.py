@@ -20,8 +20,8 @@ import time
 from plankton import keys
 from plankton.engine.transport import batch_size
 from plankton.settings import Settings
-from tests import fault_tasks as ft
 from tests.cluster import FAST
+from tests.dags import fault_tasks as ft
 from tests.reliability import helpers as h
 
 LEASE = int(FAST["PLANKTON_LEASE_MS"]) / 1000

@@ -1,4 +1,4 @@
-"""Task code for the network-partition test (``--import tests.partition_tasks``).
+"""Task code for the network-partition test (``--import tests.dags.partition_tasks``).
 
 RELIABILITY §7 #8. The tasks write what they did under ``pk:test:part:*`` keys, which the
 test reads back: where each attempt ran (network namespace and host name), how it ended,
@@ -15,8 +15,8 @@ from typing import Any, Callable
 import redis
 
 import plankton as pk
-from tests.fault_tasks import _ms, wait_flag
-from tests.tasks import env_redis
+from tests.dags.fault_tasks import _ms, wait_flag
+from tests.dags.tasks import env_redis
 
 
 def _conn() -> redis.Redis:

@@ -7,8 +7,8 @@ import os
 import time
 
 import plankton as pk
-from tests.fault_tasks import wait_flag
-from tests.tasks import Boom, Collect, Leaf, Many, env_redis
+from tests.dags.fault_tasks import wait_flag
+from tests.dags.tasks import Boom, Collect, Leaf, Many, env_redis
 
 _conn = env_redis
 

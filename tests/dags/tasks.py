@@ -1,4 +1,4 @@
-"""Task code that test workers import (``--import tests.tasks``)."""
+"""Task code that test workers import (``--import tests.dags.tasks``)."""
 
 from __future__ import annotations
 

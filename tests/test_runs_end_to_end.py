@@ -7,7 +7,7 @@ import json
 import pytest
 
 import plankton as pk
-from tests import tasks
+from tests.dags import tasks
 
 
 def test_simple_example_result_is_what_producers_and_multipliers_imply(cluster, redis_url):
@@ -73,7 +73,7 @@ def test_three_level_streaming_dag_finishes_on_a_single_worker(cluster, redis_ur
     cluster.env_extra = {"PLANKTON_CHANNEL_CAP": "200"}
     cluster.scheduler()
     cluster.worker()
-    client = pk.Client(redis_url, imports=["tests.tasks"])
+    client = pk.Client(redis_url, imports=["tests.dags.tasks"])
     run = client.wait(client.submit("stream3", params={"n": 3000, "leaves": 3}), timeout=90)
     assert run["status"] == "succeeded", run["error"]
     assert run["result"] == 9000
@@ -82,7 +82,7 @@ def test_three_level_streaming_dag_finishes_on_a_single_worker(cluster, redis_ur
 def test_failing_leaf_fails_the_run_and_cli_exits_non_zero(cluster, redis_url):
     cluster.scheduler()
     cluster.worker()
-    done = cluster.cli("run", "failing", "--wait", "--import", "tests.tasks")
+    done = cluster.cli("run", "failing", "--wait", "--import", "tests.dags.tasks")
     assert done.returncode == 1, done.stdout + done.stderr
     run_id = done.stderr.strip().splitlines()[0]
     shown = cluster.cli("show", run_id, "--json")
@@ -158,10 +158,10 @@ def test_task_logs_are_kept_per_task(cluster, client):
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["run", "nope", "--import", "tests.tasks"], "nope"),
-        (["run", "fanin", "--param", "n=abc", "--import", "tests.tasks"], "'n'"),
-        (["run", "fanin", "--param", "x=1", "--import", "tests.tasks"], "'x'"),
-        (["run", "fanin", "--param", "n", "--import", "tests.tasks"], "--param"),
+        (["run", "nope", "--import", "tests.dags.tasks"], "nope"),
+        (["run", "fanin", "--param", "n=abc", "--import", "tests.dags.tasks"], "'n'"),
+        (["run", "fanin", "--param", "x=1", "--import", "tests.dags.tasks"], "'x'"),
+        (["run", "fanin", "--param", "n", "--import", "tests.dags.tasks"], "--param"),
     ],
 )
 def test_bad_run_input_exits_non_zero_naming_it_and_writes_nothing(cluster, r, argv, needle):

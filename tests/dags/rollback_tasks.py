@@ -1,4 +1,4 @@
-"""Task code for the Redis rollback test (``--import tests.rollback_tasks``).
+"""Task code for the Redis rollback test (``--import tests.dags.rollback_tasks``).
 
 A rollback (an old RDB restored) erases whatever the tasks wrote to Redis after the
 snapshot, ``pk:test:*`` counters included, so these tasks keep their own record outside

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import plankton as pk
-from tests.tasks import env_redis
+from tests.dags.tasks import env_redis
 
 RAN = "test:ran"
 

@@ -1,4 +1,4 @@
-"""Task code for the fault tests (``--import tests.fault_tasks``) and the soak script.
+"""Task code for the fault tests (``--import tests.dags.fault_tasks``) and the soak script.
 
 Tasks write what they did to Redis under ``pk:test:*`` keys (the test reads them back):
 attempt start times, the PID that ran an attempt, executions, and "stopped" markers written
@@ -13,7 +13,7 @@ import time
 import redis
 
 import plankton as pk
-from tests.tasks import env_redis
+from tests.dags.tasks import env_redis
 
 _conn = env_redis
 
