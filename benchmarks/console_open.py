@@ -33,7 +33,7 @@ from benchmarks.harness import (
     wait_for,
     write_json,
 )
-from plankton.runs import reading
+from plankton.views import reading
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -11,7 +11,8 @@ from plankton import keys
 from plankton.authoring.task import place
 from plankton.engine.bulk import BulkWriter
 from plankton.engine.connection import connect
-from plankton.runs import reading, writing
+from plankton.runs import writing
+from plankton.views import reading
 
 
 class Leaf(pk.Task):

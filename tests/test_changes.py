@@ -7,7 +7,7 @@ import warnings
 
 import plankton as pk
 from plankton import keys
-from plankton.runs import reading
+from plankton.views import reading
 from tests.dags import tasks
 from tests.servers import wait_for
 
@@ -30,8 +30,7 @@ def test_delta_reads_follow_a_run_to_its_end(cluster, redis_url, r):
     # A cursor the run never had (Redis restored an older snapshot): start over, in full.
     ahead = client.changes(run_id, since=first["cursor"] + 1000)
     assert ahead["full"] and len(ahead["tasks"]) == 6
-    cluster.worker()
-    cluster.scheduler()
+    cluster.start()
     assert client.wait(run_id, timeout=60, tasks=False)["status"] == "succeeded"
     delta = client.changes(run_id, since=first["cursor"])
     assert not delta["full"] and delta["cursor"] > first["cursor"]
@@ -43,10 +42,8 @@ def test_delta_reads_follow_a_run_to_its_end(cluster, redis_url, r):
     assert last["tasks"] == [] and last["run"]["status"] == "succeeded"
 
 
-def test_a_delta_holds_only_what_changed(cluster, redis_url):
+def test_a_delta_holds_only_what_changed(redis_url, stack):
     """Once the quick leaf has succeeded, later deltas never carry it again."""
-    cluster.worker()
-    cluster.scheduler()
     client = pk.Client(redis_url, imports=["tests.dags.tasks"])
     run_id = client.submit(tasks.Collect().add_children(tasks.Leaf(i=1), tasks.Slow(seconds=1.0)))
     view = client.changes(run_id)
@@ -96,8 +93,7 @@ def test_wait_on_progress_gets_whole_runs_from_deltas(cluster, redis_url):
     client = pk.Client(redis_url, imports=["tests.dags.tasks"])
     run_id = client.submit("fanin", params={"n": 3})
     seen: list[dict] = []
-    cluster.worker()
-    cluster.scheduler()
+    cluster.start()
     final = client.wait(run_id, timeout=60, on_progress=seen.append, interval=0.05)
     assert final["status"] == "succeeded" and seen
     assert all(len(p["tasks"]) == 4 and p["run_id"] == run_id for p in seen)
