@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,24 @@ class Cluster:
     def scheduler(self, name: str | None = None, **extra: str) -> subprocess.Popen:
         name = name or f"s{len(self.procs)}"
         return self._start(["-m", "scheduler", *self._imports(), "--name", name], name, **extra)
+
+    def start(
+        self,
+        workers: int | Iterable[str] = 1,
+        *,
+        imports: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Cluster:
+        """The usual stack: one scheduler, then the workers (a count of default-named ones, or
+        their names). ``imports`` and ``env`` are set first and stay, for the processes started
+        later and for :meth:`cli`. Returns the cluster."""
+        if imports is not None:
+            self.imports = list(imports)
+        self.env_extra.update(env or {})
+        self.scheduler()
+        for name in [None] * workers if isinstance(workers, int) else list(workers):
+            self.worker(name)
+        return self
 
     def cli(self, *args: str, timeout: float = 60, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -65,6 +65,13 @@ def cluster(redis_url, tmp_path):
 
 
 @pytest.fixture
+def stack(cluster):
+    """``cluster`` with its stack started: a scheduler and one worker importing
+    ``tests.dags.tasks``. Other shapes: ``cluster.start(workers=2, imports=[...], env={...})``."""
+    return cluster.start()
+
+
+@pytest.fixture
 def client(redis_url):
     import plankton as pk
 

@@ -12,28 +12,26 @@ def _one(proc: subprocess.CompletedProcess, code: int = 0):
     return json.loads(proc.stdout)
 
 
-def test_each_json_flag_prints_one_document(cluster):
-    cluster.worker()
-    cluster.scheduler()
+def test_each_json_flag_prints_one_document(stack):
     imp = ("--import", "tests.dags.tasks")
-    started = _one(cluster.cli("run", "fanin", "--param", "n=3", "--json", *imp))
+    started = _one(stack.cli("run", "fanin", "--param", "n=3", "--json", *imp))
     assert started["status"] == "queued"
-    waited = cluster.cli("run", "fanin", "--param", "n=3", "--wait", "--json", *imp)
+    waited = stack.cli("run", "fanin", "--param", "n=3", "--wait", "--json", *imp)
     run = _one(waited)
     assert run["status"] == "succeeded" and run["result"] == 3 and len(run["tasks"]) == 4
     assert f"run {run['run_id']} succeeded" in waited.stderr  # the progress went to stderr
-    shown = _one(cluster.cli("show", run["run_id"], "--json"))
+    shown = _one(stack.cli("show", run["run_id"], "--json"))
     assert shown["run_id"] == run["run_id"] and len(shown["tasks"]) == 4
-    listed = _one(cluster.cli("runs", "--json"))
+    listed = _one(stack.cli("runs", "--json"))
     assert {r["run_id"] for r in listed} >= {run["run_id"], started["run_id"]}
-    assert any(d["name"] == "fanin" for d in _one(cluster.cli("dags", "--json", *imp)))
+    assert any(d["name"] == "fanin" for d in _one(stack.cli("dags", "--json", *imp)))
     plan = _one(
-        cluster.cli("rerun", run["run_id"], "--param", "Leaf.i=9", "--dry-run", "--json", *imp)
+        stack.cli("rerun", run["run_id"], "--param", "Leaf.i=9", "--dry-run", "--json", *imp)
     )
     assert plan["changed"]
-    again = _one(cluster.cli("rerun", run["run_id"], "--json", *imp))
+    again = _one(stack.cli("rerun", run["run_id"], "--json", *imp))
     assert again["rerun_of"] == run["run_id"]
-    rerun = cluster.cli("rerun", run["run_id"], "--wait", "--json", *imp)
+    rerun = stack.cli("rerun", run["run_id"], "--wait", "--json", *imp)
     final = _one(rerun)
     assert final["status"] == "succeeded" and final["rerun_of"] == run["run_id"]
     assert "succeeded" in rerun.stderr

@@ -24,9 +24,7 @@ def hourly():
 @pytest.fixture
 def cc(cluster, redis_url, monkeypatch):
     monkeypatch.setenv("PLANKTON_REDIS_URL", redis_url)
-    cluster.imports = ["tests.dags.resume_tasks"]
-    cluster.scheduler()
-    cluster.worker()
+    cluster.start(imports=["tests.dags.resume_tasks"])
     c = pk.Client(redis_url, imports=["tests.dags.resume_tasks"])
     c.conn.set("flag", 1)
     yield c

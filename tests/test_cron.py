@@ -88,9 +88,7 @@ def test_catch_up_after_downtime_runs_missed_times_oldest_first(cluster, redis_u
 
 
 def test_backfill_creates_one_run_per_interval_and_skips_succeeded(cluster, redis_url):
-    cluster.imports = ["tests.dags.cron_tasks"]
-    cluster.scheduler()
-    cluster.worker()
+    cluster.start(imports=["tests.dags.cron_tasks"])
     done = cluster.cli(
         "backfill",
         "every2",

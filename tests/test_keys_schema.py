@@ -41,10 +41,7 @@ def _hashes(conn, pattern: str) -> list[dict[str, str]]:
 @pytest.fixture
 def written(cluster, client):
     """{"run": run hashes, "task": task hashes} after the runs."""
-    cluster.env_extra = {"PLANKTON_RETRY_BASE": "0.05", "PLANKTON_RETRY_CAP": "0.1"}
-    cluster.scheduler()
-    cluster.worker()
-    cluster.worker()
+    cluster.start(workers=2, env={"PLANKTON_RETRY_BASE": "0.05", "PLANKTON_RETRY_CAP": "0.1"})
     ids = [
         client.submit(tasks.Collect().add_children(ft.FailsTwice(key="schema"), tasks.Leaf(i=1))),
         client.submit("failing"),

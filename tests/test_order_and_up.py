@@ -13,9 +13,7 @@ from tests.dags import tasks
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_leaves_run_in_depth_first_post_order_unless_a_task_sets_priority(cluster, client, r):
-    cluster.scheduler()
-    cluster.worker()
+def test_leaves_run_in_depth_first_post_order_unless_a_task_sets_priority(client, r, stack):
     root = tasks.Collect().add_children(
         tasks.Relay().add_children(tasks.Stamp(label="a"), tasks.Stamp(label="b")),
         tasks.Stamp(label="c"),
@@ -96,9 +94,7 @@ def test_up_with_unknown_dag_exits_non_zero_before_starting_anything(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_client_submit_of_a_task_tree_in_a_script(cluster, redis_url):
-    cluster.scheduler()
-    cluster.worker()
+def test_client_submit_of_a_task_tree_in_a_script(redis_url, stack):
     client = pk.Client(redis_url)
     root = tasks.Count().add_children(*(tasks.Leaf(i=i) for i in range(5)))
     assert client.wait(client.submit(root), timeout=60)["result"] == 5

@@ -12,11 +12,7 @@ from plankton import codec, keys
 
 @pytest.fixture
 def simple_cluster(cluster):
-    cluster.imports = ["examples.simple"]
-    cluster.scheduler()
-    cluster.worker()
-    cluster.worker()
-    return cluster
+    return cluster.start(workers=2, imports=["examples.simple"])
 
 
 def _run(client, dag="simple", params=None):

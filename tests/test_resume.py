@@ -28,9 +28,7 @@ def rc(cluster, redis_url, monkeypatch):
     """A client, a scheduler and one worker serving tests.dags.resume_tasks (complete() runs in
     this process too: it needs the Redis URL)."""
     monkeypatch.setenv("PLANKTON_REDIS_URL", redis_url)
-    cluster.imports = ["tests.dags.resume_tasks"]
-    cluster.scheduler()
-    cluster.worker()
+    cluster.start(imports=["tests.dags.resume_tasks"])
     c = pk.Client(redis_url, imports=["tests.dags.resume_tasks"])
     yield c
     c.close()

@@ -10,9 +10,7 @@ from tests.servers import wait_for
 
 
 def test_ended_run_keys_get_the_retention_ttl_and_channels_go(cluster, redis_url, r):
-    cluster.env_extra = {"PLANKTON_KEEP_DAYS": "0.001"}  # 86.4 s
-    cluster.scheduler()
-    cluster.worker()
+    cluster.start(env={"PLANKTON_KEEP_DAYS": "0.001"})  # 86.4 s
     client = pk.Client(redis_url, imports=["tests.dags.tasks"])
     run_id = client.submit("stream3", params={"n": 10, "leaves": 2})
     assert client.wait(run_id, timeout=60)["status"] == "succeeded"
@@ -31,7 +29,6 @@ def test_index_entries_older_than_retention_are_dropped(cluster, redis_url, r):
     old = client.submit("fanin", params={"n": 1})
     r.zadd(keys.RUNS, {old: (time.time() - 2 * 86400) * 1000})
     fresh = client.submit("fanin", params={"n": 1})
-    cluster.scheduler()
-    cluster.worker()
+    cluster.start()
     wait_for(lambda: r.zscore(keys.RUNS, old) is None, 10, what="old index entry dropped")
     assert r.zscore(keys.RUNS, fresh) is not None

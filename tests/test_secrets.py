@@ -97,18 +97,15 @@ def test_the_cli_refuses_a_literal_secret_with_exit_2_and_writes_nothing(cluster
     assert r.dbsize() == 0
 
 
-def test_a_missing_secret_fails_the_task_naming_the_reference_and_host(cluster, client):
-    cluster.scheduler()
-    cluster.worker()  # no PK_TEST_DSN in its environment
+def test_a_missing_secret_fails_the_task_naming_the_reference_and_host(client, stack):
+    # the stack's worker has no PK_TEST_DSN in its environment
     run = client.wait(client.submit("secret_dag"), timeout=60)
     assert run["status"] == "failed"
     error = run["tasks"][0]["error"]
     assert "SecretError" in error and "env:PK_TEST_DSN" in error and "not set on host" in error
 
 
-def test_url_passwords_are_hidden_in_show_the_api_and_errors(cluster, client, redis_url):
-    cluster.scheduler()
-    cluster.worker()
+def test_url_passwords_are_hidden_in_show_the_api_and_errors(client, redis_url, stack):
     run_id = client.submit(t.FailWith(msg=f"cannot connect to {DSN}"))
     run = client.wait(run_id, timeout=60)
     assert run["status"] == "failed"
@@ -116,7 +113,7 @@ def test_url_passwords_are_hidden_in_show_the_api_and_errors(cluster, client, re
     assert run["tasks"][0]["params"]["msg"] == f"cannot connect to {masked}"
     assert masked in run["tasks"][0]["error"]
     assert PASSWORD not in json.dumps(run)
-    shown = cluster.cli("show", run_id).stdout + cluster.cli("show", run_id, "--json").stdout
+    shown = stack.cli("show", run_id).stdout + stack.cli("show", run_id, "--json").stdout
     assert masked in shown and PASSWORD not in shown
     from plankton.api.app import create_app
 

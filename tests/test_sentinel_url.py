@@ -147,8 +147,7 @@ def test_tls_acl_sentinel_url_end_to_end(tmp_path):
         wait_for(lambda: _answers(conn), 15, what="the master through the TLS sentinel")
         assert conn.acl_whoami() in ("pk", b"pk")
         fc = Cluster(url, imports=["examples.simple"], log_dir=tmp_path)
-        fc.scheduler()
-        fc.worker("sentinel-w")
+        fc.start(["sentinel-w"])
         done = fc.cli(
             "run",
             "simple",

@@ -144,9 +144,7 @@ def test_openapi_gives_each_dag_a_route_typed_by_its_signature(api):
 
 
 # -- create, follow, show -------------------------------------------------------------------
-def test_a_run_created_over_http_is_followed_to_succeeded(api, cluster):
-    cluster.scheduler()
-    cluster.worker()
+def test_a_run_created_over_http_is_followed_to_succeeded(api, stack):
     run_id = create(
         api, "fanin", params={"n": 5}, since="2024-01-01T00:00:00Z", to="2024-01-02T00:00:00+00:00"
     )
@@ -156,7 +154,7 @@ def test_a_run_created_over_http_is_followed_to_succeeded(api, cluster):
     assert run["params"] == {"n": 5}
     assert run["since"].startswith("2024-01-01T00:00:00")
     assert {t["state"] for t in run["tasks"]} == {"succeeded"}
-    shown = cluster.cli("show", run_id, "--json")
+    shown = stack.cli("show", run_id, "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout) == run  # the same JSON as `plankton show --json`
     listed = api.get("/runs", params={"dag": "fanin", "status": "succeeded"}).json()
@@ -209,9 +207,7 @@ def test_runs_are_listed_newest_first_in_pages_without_gaps_or_repeats(api, clie
 
 
 # -- rerun and cancel -----------------------------------------------------------------------
-def test_rerun_with_an_override_makes_a_new_run_that_succeeds(api, cluster):
-    cluster.scheduler()
-    cluster.worker()
+def test_rerun_with_an_override_makes_a_new_run_that_succeeds(api, stack):
     first = create(api, "fanin", params={"n": 3})
     assert follow(api, first)["status"] == "succeeded"
     plan = api.post(
@@ -239,9 +235,7 @@ def test_a_rerun_of_a_rerun_is_made(api, client):
     assert third.status_code == 201
 
 
-def test_cancel_stops_a_slow_run(api, cluster):
-    cluster.scheduler()
-    cluster.worker()
+def test_cancel_stops_a_slow_run(api, stack):
     run_id = create(api, "slow", params={"seconds": 60})
 
     def slow_running():
@@ -579,14 +573,10 @@ def up(base: str, proc: subprocess.Popen) -> bool:
         return False
 
 
-def test_the_real_server_creates_and_follows_a_run_over_curl(cluster):
-    cluster.scheduler()
-    cluster.worker()
+def test_the_real_server_creates_and_follows_a_run_over_curl(stack):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with api_process(
-        "--import", "tests.dags.tasks", "--port", str(port), env=cluster.env()
-    ) as proc:
+    with api_process("--import", "tests.dags.tasks", "--port", str(port), env=stack.env()) as proc:
         wait_for(lambda: up(base, proc), 20, interval=0.1, what="the API to answer")
         code, created = curl(
             "-X",

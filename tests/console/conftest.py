@@ -46,9 +46,7 @@ class Stack:
     def __init__(self, tmp: Path) -> None:
         self.redis = RedisServer(tmp / "redis").start()
         self.cluster = Cluster(self.redis.url, imports=IMPORTS, log_dir=tmp)
-        self.cluster.scheduler()
-        self.cluster.worker("console-w1")
-        self.cluster.worker("console-w2")
+        self.cluster.start(["console-w1", "console-w2"])
         self.base = self.api()
 
     def api(self, **env: str) -> str:

@@ -124,9 +124,7 @@ def test_login_sets_a_strict_httponly_cookie_and_actions_need_the_origin(locked,
 
 
 def test_logs_tail_from_an_index(console, client, cluster):
-    cluster.imports = IMPORTS
-    cluster.worker()
-    cluster.scheduler()
+    cluster.start(imports=IMPORTS)
     run_id = client.submit("console_demo", {"n": 2})
     client.wait(run_id, timeout=30)
     first = console.get(f"/ui/runs/{run_id}/logs").json()
@@ -177,9 +175,7 @@ def test_runs_are_paged_newest_first_without_repeats(console, client):
 
 
 def test_the_workers_page_names_the_task_a_worker_runs(console, client, cluster):
-    cluster.imports = IMPORTS
-    cluster.worker("w-busy")
-    cluster.scheduler()
+    cluster.start(["w-busy"], imports=IMPORTS)
     run_id = client.submit("console_demo", {"n": 1, "delay": 20.0})
     wait_for(
         lambda: client.status(run_id)["tasks"][0]["state"] == "running",

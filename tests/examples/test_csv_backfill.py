@@ -53,11 +53,7 @@ def stack(cluster, databases, monkeypatch):
     for env, value in (("BF_DSN", backfill_dsn), ("ONESHOT_DSN", oneshot_dsn)):
         monkeypatch.setenv(env, value)  # complete() runs in the CLI that submits
         cluster.env_extra[env] = value
-    cluster.imports = [DAG_MODULE]
-    cluster.scheduler()
-    for name in ("bf-w1", "bf-w2"):
-        cluster.worker(name)
-    return cluster
+    return cluster.start(["bf-w1", "bf-w2"], imports=[DAG_MODULE])
 
 
 def write_source(directory: Path) -> list[tuple]:

@@ -40,9 +40,7 @@ def _busy_elsewhere(fc, r, here: str, **env: str) -> None:
 
 
 def test_a_free_worker_runs_the_consumer_beside_its_producer(fc, redis_url, r):
-    fc.scheduler()
-    fc.worker("pa")
-    fc.worker("pb")
+    fc.start(["pa", "pb"])
     h.worker_ready(r, "pa")
     h.worker_ready(r, "pb")
     c = h.client(redis_url)

@@ -22,10 +22,7 @@ ACL = ["on", ">pk-pass-1", "~plankton:*", "~rq:*", "&rq:*", "+@all", "-@dangerou
 
 
 def _run_simple(private_cluster, url: str) -> None:
-    fc = private_cluster(url)
-    fc.imports = ["examples.simple"]
-    fc.scheduler()
-    fc.worker("auth-w")
+    private_cluster(url).start(["auth-w"], imports=["examples.simple"])
     client = pk.Client(url, imports=["examples.simple"])
     try:
         run = client.wait(client.submit("simple", params={"n": 3, "m": 2}), timeout=60)

@@ -14,9 +14,7 @@ from tests.reliability import helpers as h
 
 
 def test_cancel_drops_queued_tasks_and_stops_running_ones(fc, redis_url, r):
-    fc.scheduler()
-    fc.worker("ka")
-    fc.worker("kb")
+    fc.start(["ka", "kb"])
     pids = {n: h.worker_ready(r, n) for n in ("ka", "kb")}
     c = h.client(redis_url)
     root = ft.Bag().add_children(

@@ -49,10 +49,7 @@ def _wait_sampling(c, sampler, run_id, parent, only_running=True):
 
 
 def test_slow_parent_bounds_a_fast_child_and_nothing_is_dropped(fc, redis_url, r, rconn, capsys):
-    fc.env_extra = {"PLANKTON_CHANNEL_CAP": str(CAP)}
-    fc.scheduler()
-    fc.worker("ba")
-    fc.worker("bb")
+    fc.start(["ba", "bb"], env={"PLANKTON_CHANNEL_CAP": str(CAP)})
     h.worker_ready(r, "ba")
     h.worker_ready(r, "bb")
     used_before = int(r.info("memory")["used_memory"])
@@ -77,9 +74,7 @@ def test_slow_parent_bounds_a_fast_child_and_nothing_is_dropped(fc, redis_url, r
 
 
 def test_single_worker_still_bounds_the_channel(fc, redis_url, r, rconn):
-    fc.env_extra = {"PLANKTON_CHANNEL_CAP": str(CAP)}
-    fc.scheduler()
-    fc.worker("solo")
+    fc.start(["solo"], env={"PLANKTON_CHANNEL_CAP": str(CAP)})
     h.worker_ready(r, "solo")
     c = h.client(redis_url)
     run_id = c.submit(ft.Sip(nap=0.001, every=25).add_children(ft.Burst(n=N, wait=False)))

@@ -77,9 +77,7 @@ def test_forged_jobs_are_refused_recorded_failed_and_the_worker_keeps_serving(
     fc, redis_url, r, tmp_path
 ):
     marker = tmp_path / "marker"
-    fc.env_extra = {"PK_TEST_MARKER": str(tmp_path / "callback-marker")}
-    fc.scheduler()
-    fc.worker("hw")
+    fc.start(["hw"], env={"PK_TEST_MARKER": str(tmp_path / "callback-marker")})
     pid = h.worker_ready(r, "hw")
     touch = f"touch {marker}"
     cases = {
@@ -158,9 +156,7 @@ def test_forged_callback_in_rqs_started_registry_is_never_imported(fc, redis_url
 
 
 def test_task_family_not_imported_by_the_worker_is_refused(fc, redis_url, r):
-    fc.imports = ["tests.dags.tasks"]  # not tests.dags.fault_tasks
-    fc.scheduler()
-    fc.worker("narrow")
+    fc.start(["narrow"], imports=["tests.dags.tasks"])  # not tests.dags.fault_tasks
     pid = h.worker_ready(r, "narrow")
     c = h.client(redis_url)
     run = c.wait(c.submit(ft.Warm(key="never", seconds=0)), timeout=20)
@@ -249,8 +245,7 @@ def test_no_pickle_anywhere_every_job_and_value_loads_with_msgpack(fc, redis_url
             zlib.decompress(r.hget(key, "data")), raw=False
         )
         assert func == ENTRY and instance is None and kwargs == {}
-    fc.scheduler()
-    fc.worker("pw")
+    fc.start(["pw"])
     for rid in (ok, bad):
         c.wait(rid, timeout=30)
     checked = 0
@@ -263,9 +258,7 @@ def test_no_pickle_anywhere_every_job_and_value_loads_with_msgpack(fc, redis_url
 
 def test_oversized_emit_and_result_are_serialization_errors(fc, redis_url, r):
     limit = 1024 * 1024
-    fc.env_extra = {"PLANKTON_MAX_VALUE_BYTES": str(limit)}
-    fc.scheduler()
-    fc.worker("big")
+    fc.start(["big"], env={"PLANKTON_MAX_VALUE_BYTES": str(limit)})
     c = h.client(redis_url)
     for mode in ("emit", "return"):
         run = c.wait(c.submit(ft.Bag().add_children(ft.Big(size=2 * limit, mode=mode))), timeout=30)
@@ -279,8 +272,7 @@ def test_oversized_emit_and_result_are_serialization_errors(fc, redis_url, r):
 
 
 def test_default_limit_is_64_mib(fc, redis_url, r):
-    fc.scheduler()
-    fc.worker("big64")
+    fc.start(["big64"])
     c = h.client(redis_url)
     run = c.wait(c.submit(ft.Bag().add_children(ft.Big(size=64 * 1024 * 1024 + 1))), timeout=60)
     big = next(t for t in run["tasks"] if t["name"] == "Big")
@@ -301,8 +293,7 @@ def _hwm_kb(pid: int) -> int:
 
 
 def test_oversized_and_zlib_bomb_jobs_are_refused_without_inflating_them(fc, redis_url, r):
-    fc.scheduler()
-    fc.worker("bomb")
+    fc.start(["bomb"])
     pid = h.worker_ready(r, "bomb")
     c = h.client(redis_url)
     assert c.wait(c.submit(ft.Drip(tag="warm-up", n=1)), timeout=20)["status"] == "succeeded"

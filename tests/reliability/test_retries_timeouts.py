@@ -17,9 +17,7 @@ BASE = 0.4
 def test_retry_exhaustion_makes_exactly_retries_plus_one_attempts_with_growing_gaps(
     fc, redis_url, r
 ):
-    fc.env_extra = {"PLANKTON_RETRY_BASE": str(BASE), "PLANKTON_RETRY_CAP": "10"}
-    fc.scheduler()
-    fc.worker()
+    fc.start(env={"PLANKTON_RETRY_BASE": str(BASE), "PLANKTON_RETRY_CAP": "10"})
     c = h.client(redis_url)
     run_id = c.submit(ft.Bag().add_children(ft.AlwaysFails(key="ex")))
     run = c.wait(run_id, timeout=30)
@@ -41,8 +39,7 @@ def test_retry_exhaustion_makes_exactly_retries_plus_one_attempts_with_growing_g
 
 
 def test_transient_failures_are_retried_and_the_run_succeeds(fc, redis_url, r):
-    fc.scheduler()
-    fc.worker()
+    fc.start()
     c = h.client(redis_url)
     run = c.wait(c.submit(ft.Bag().add_children(ft.FailsTwice(key="tw"))), timeout=30)
     assert run["status"] == "succeeded", run["error"]
@@ -53,8 +50,7 @@ def test_transient_failures_are_retried_and_the_run_succeeds(fc, redis_url, r):
 
 
 def test_timeout_stops_the_attempt_retries_it_then_fails_it(fc, redis_url, r):
-    fc.scheduler()
-    fc.worker()
+    fc.start()
     c = h.client(redis_url)
     run = c.wait(c.submit(ft.Naps(key="nap", seconds=30)), timeout=30)
     assert run["status"] == "failed"

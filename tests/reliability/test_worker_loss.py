@@ -226,8 +226,7 @@ def test_a_live_worker_never_loses_the_attempts_it_holds(fc, redis_url, r):
     keep their leases: no attempt may be declared lost while its worker is alive."""
     leaves = 48
     assert batch_size(leaves, 1) >= 3, "premise: several leaves per RQ job"
-    fc.scheduler()
-    fc.worker("live")
+    fc.start(["live"])
     h.worker_ready(r, "live")
     c = h.client(redis_url)
     root = ft.Bag().add_children(
