@@ -46,7 +46,7 @@ def _finish_leaf(client: Client, run_id: str) -> None:
     leaf = next(t["id"] for t in client.status(run_id)["tasks"] if t["parent"])
     (c,), _ = client.transitions.start(run_id, "w1", 60_000, [(leaf, 1)])
     w = Writer(
-        client.engine,
+        client.transitions,
         c.run_id,
         c.parent,
         c.task_id,
