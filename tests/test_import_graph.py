@@ -28,8 +28,13 @@ ROOMS = [
     "plankton.client",
     "front",
 ]
-SHARED = {"plankton.errors", "plankton.states", "plankton.keys", "plankton.codec"}
-SHARED |= {"plankton.settings"}
+SHARED = {
+    "plankton.errors",
+    "plankton.states",
+    "plankton.keys",
+    "plankton.codec",
+    "plankton.settings",
+}
 
 
 def module_name(path: Path) -> str:

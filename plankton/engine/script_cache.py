@@ -27,14 +27,13 @@ def load(conn: redis.Redis, *scripts: Script) -> None:
 def execute(conn: redis.Redis, fill: Callable[[Any], None], *scripts: Script) -> list[Any]:
     """Run a non-transactional pipeline on ``conn`` that ``fill`` builds (EVALSHA of
     ``scripts`` among other commands); after a NOSCRIPT, load them and run it again once."""
-    for retry in (False, True):
+    pipe = conn.pipeline(transaction=False)
+    fill(pipe)
+    try:
+        replies: list[Any] = pipe.execute()
+    except redis.exceptions.NoScriptError:
+        load(conn, *scripts)
         pipe = conn.pipeline(transaction=False)
         fill(pipe)
-        try:
-            replies: list[Any] = pipe.execute()
-            return replies
-        except redis.exceptions.NoScriptError:
-            if retry:
-                raise
-            load(conn, *scripts)
-    raise AssertionError("unreachable")
+        replies = pipe.execute()
+    return replies

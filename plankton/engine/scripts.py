@@ -128,9 +128,14 @@ end
 """
     + _METRICS
     + r"""
+-- Read once per script call (RENEW asks it per task it renews); only end_run changes it.
+local LIVE = nil
 local function run_live()
-  local s = redis.call('HGET', RUNKEY, 'status')
-  return s == 'queued' or s == 'running'
+  if LIVE == nil then
+    local s = redis.call('HGET', RUNKEY, 'status')
+    LIVE = s == 'queued' or s == 'running'
+  end
+  return LIVE
 end
 -- A worker names the attempt it holds 'N.TOKEN': N the attempt number, TOKEN the claim token
 -- START wrote in the task's 'claim'. After a Redis rollback re-delivers a job whose claim was
@@ -172,6 +177,7 @@ local function changed_all(ts)  -- one ZADD for a batch of tasks
 end
 local function end_run(status, err, result, now)
   bump()
+  LIVE = false
   redis.call('HSET', RUNKEY, 'status', status, 'ended_at', now)
   if err then redis.call('HSET', RUNKEY, 'error', err) end
   if result then redis.call('HSET', RUNKEY, 'result', result) end
