@@ -64,7 +64,6 @@ GLOBAL: dict[str, list[str]] = {
         "rq:queue:default",
     ],
     "LEADER_ACQUIRE_OR_RENEW": [keys.LEADER, keys.LEADER_EPOCH],
-    "LEADER_IS_CURRENT": [keys.LEADER, keys.LEADER_EPOCH],
     "LEADER_RELEASE": [keys.LEADER],
     "CREATE_RUN_FENCED": [keys.LEADER_EPOCH, keys.run("R")],
     "CRON_ADVANCE": [keys.LEADER_EPOCH, keys.cron("nightly")],
