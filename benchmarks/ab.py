@@ -2,7 +2,8 @@
 
 A refactor must not move the figures, and these machines change speed by 2x between days:
 so both sides are measured here, alternating rounds (before, after, before, after, ...), each
-round a ``python -m benchmarks --repeats 1`` in that checkout with its own virtualenv. It
+round (its order flipped every round: chain-100 moved 25 % with the order alone on
+2026-12-07) a ``python -m benchmarks --repeats 1`` in that checkout with its own virtualenv. It
 prints the median of each side per workload, their ratio (after / before for rates, before /
 after for times: > 1 means after is faster) and writes the rounds to a JSON file.
 
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rounds: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     for i in range(args.rounds):
-        for side in ("before", "after"):
+        # the order flips every round: the side measured first in a round is not favoured
+        for side in ("before", "after") if i % 2 == 0 else ("after", "before"):
             rounds[side].append(one_round(getattr(args, side).resolve(), args.workloads))
             print(f"round {i + 1}/{args.rounds} {side} done", file=sys.stderr, flush=True)
     table = summarize(rounds)
